@@ -1,0 +1,35 @@
+# Dependencies.cmake: finds LibTorch, yaml-cpp, nlohmann_json, MPI and GoogleTest, and decides
+# whether the CUDA/NCCL paths are built (ORTHOTRON_WITH_CUDA).
+
+# LibTorch from the torch wheel: launch/setup.sh passes torch.utils.cmake_prefix_path in CMAKE_PREFIX_PATH.
+# Its CUDA build needs the CUDA toolkit's headers; nvcc 13 is on the PATH on our machines.
+find_package(Torch REQUIRED)
+find_package(yaml-cpp REQUIRED)
+find_package(nlohmann_json 3 REQUIRED)
+find_package(MPI REQUIRED COMPONENTS CXX)
+find_package(Threads REQUIRED)
+
+set(_torch_has_cuda OFF)
+if(TARGET torch_cuda OR TORCH_CUDA_LIBRARIES)
+  set(_torch_has_cuda ON)
+endif()
+if(ORTHOTRON_CUDA STREQUAL "AUTO")
+  set(ORTHOTRON_WITH_CUDA ${_torch_has_cuda})
+elseif(ORTHOTRON_CUDA)
+  if(NOT _torch_has_cuda)
+    message(FATAL_ERROR "ORTHOTRON_CUDA=ON but the LibTorch found at ${Torch_DIR} was built without CUDA")
+  endif()
+  set(ORTHOTRON_WITH_CUDA ON)
+else()
+  set(ORTHOTRON_WITH_CUDA OFF)
+endif()
+message(STATUS "orthotron: LibTorch ${Torch_VERSION} at ${Torch_DIR}; CUDA/NCCL paths: ${ORTHOTRON_WITH_CUDA}")
+
+if(ORTHOTRON_WITH_CUDA)
+  find_package(CUDAToolkit REQUIRED)
+  find_library(NCCL_LIBRARY NAMES nccl HINTS ${CUDAToolkit_LIBRARY_DIR} ENV NCCL_HOME PATH_SUFFIXES lib lib64)
+  find_path(NCCL_INCLUDE_DIR NAMES nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ENV NCCL_HOME PATH_SUFFIXES include)
+  if(NOT NCCL_LIBRARY OR NOT NCCL_INCLUDE_DIR)
+    message(FATAL_ERROR "CUDA/NCCL paths requested but nccl.h / libnccl were not found (set NCCL_HOME)")
+  endif()
+endif()

@@ -1,0 +1,45 @@
+// adamw.cpp: the AdamW update, written in torch::optim::AdamW's operation order.
+#include "optim/adamw.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "optim/errors.h"
+
+namespace orthotron {
+
+namespace {
+void require(bool ok, const char* field, const char* range, double got) {
+  if (!ok) {
+    std::ostringstream msg;
+    msg << "AdamW option '" << field << "' must be " << range << ", got " << got;
+    throw InvalidArgument(msg.str());
+  }
+}
+}  // namespace
+
+void AdamWOptions::validate() const {
+  require(std::isfinite(lr) && lr >= 0, "lr", "a finite value >= 0", lr);
+  require(beta1 >= 0 && beta1 < 1, "betas[0]", "in [0, 1)", beta1);
+  require(beta2 >= 0 && beta2 < 1, "betas[1]", "in [0, 1)", beta2);
+  require(std::isfinite(eps) && eps > 0, "eps", "a finite value > 0", eps);
+  require(std::isfinite(weight_decay) && weight_decay >= 0, "weight_decay", "a finite value >= 0", weight_decay);
+}
+
+void adamw_step(at::Tensor& param, const at::Tensor& grad, AdamWState& state, const AdamWOptions& options) {
+  if (!state.exp_avg.defined()) {
+    state.exp_avg = at::zeros_like(param, at::MemoryFormat::Preserve);
+    state.exp_avg_sq = at::zeros_like(param, at::MemoryFormat::Preserve);
+  }
+  param.mul_(1 - options.lr * options.weight_decay);
+  state.step += 1;
+  const double bias_correction1 = 1 - std::pow(options.beta1, static_cast<double>(state.step));
+  const double bias_correction2 = 1 - std::pow(options.beta2, static_cast<double>(state.step));
+  state.exp_avg.mul_(options.beta1).add_(grad, 1 - options.beta1);
+  state.exp_avg_sq.mul_(options.beta2).addcmul_(grad, grad, 1 - options.beta2);
+  at::Tensor denom = (state.exp_avg_sq.sqrt() / std::sqrt(bias_correction2)).add_(options.eps);
+  const double step_size = options.lr / bias_correction1;
+  param.addcdiv_(state.exp_avg, denom, -step_size);
+}
+
+}  // namespace orthotron

@@ -1,0 +1,110 @@
+// muon.cpp: the Muon update for one parameter.
+#include "optim/muon.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "optim/errors.h"
+
+namespace orthotron {
+
+std::string to_string(MomentumForm f) { return f == MomentumForm::kEma ? "ema" : "sum"; }
+
+std::string to_string(ScaleMode m) {
+  switch (m) {
+    case ScaleMode::kOriginal: return "original";
+    case ScaleMode::kMatchRmsAdamW: return "match_rms_adamw";
+    case ScaleMode::kSpectral: return "spectral";
+  }
+  return "?";
+}
+
+MomentumForm parse_momentum_form(const std::string& s) {
+  if (s == "ema") return MomentumForm::kEma;
+  if (s == "sum") return MomentumForm::kSum;
+  throw InvalidArgument("unknown momentum form '" + s + "'; expected one of: ema sum");
+}
+
+ScaleMode parse_scale_mode(const std::string& s) {
+  if (s == "original") return ScaleMode::kOriginal;
+  if (s == "match_rms_adamw") return ScaleMode::kMatchRmsAdamW;
+  if (s == "spectral") return ScaleMode::kSpectral;
+  throw InvalidArgument("unknown scale mode '" + s + "'; expected one of: original match_rms_adamw spectral");
+}
+
+namespace {
+void require(bool ok, const std::string& field, const std::string& range, double got) {
+  if (!ok) {
+    std::ostringstream msg;
+    msg << "Muon option '" << field << "' must be " << range << ", got " << got;
+    throw InvalidArgument(msg.str());
+  }
+}
+}  // namespace
+
+void MuonOptions::validate() const {
+  require(std::isfinite(lr) && lr >= 0, "lr", "a finite value >= 0", lr);
+  require(momentum >= 0 && momentum < 1, "momentum", "in [0, 1)", momentum);
+  require(std::isfinite(weight_decay) && weight_decay >= 0, "weight_decay", "a finite value >= 0", weight_decay);
+  require(std::isfinite(spectral_factor) && spectral_factor > 0, "spectral_factor", "a finite value > 0",
+          spectral_factor);
+  require(ns.steps >= 1 && ns.steps <= 100, "ns_steps", "in [1, 100]", ns.steps);
+  require(std::isfinite(ns.schedule.eps) && ns.schedule.eps > 0, "ns_eps", "a finite value > 0", ns.schedule.eps);
+  if (ns.schedule.coefficients.empty()) throw InvalidArgument("Muon option 'ns_coefficients' is empty");
+  const auto dt = ns.compute_dtype;
+  if (dt != at::kFloat && dt != at::kDouble && dt != at::kBFloat16 && dt != at::kHalf) {
+    throw InvalidArgument(std::string("Muon option 'ns_dtype' must be float32, float64, bfloat16 or float16, got ") +
+                          c10::toString(dt));
+  }
+}
+
+double muon_scale(int64_t m, int64_t n, const MuonOptions& options) {
+  const double md = static_cast<double>(m), nd = static_cast<double>(n);
+  switch (options.scale_mode) {
+    case ScaleMode::kOriginal: return std::sqrt(std::max(1.0, md / nd));
+    case ScaleMode::kMatchRmsAdamW: return 0.2 * std::sqrt(std::max(md, nd));
+    case ScaleMode::kSpectral: return std::sqrt(std::max(md, nd)) * options.spectral_factor;
+  }
+  return 1.0;
+}
+
+at::Tensor muon_matrix_view(const at::Tensor& t, const std::string& name) {
+  if (t.dim() < 2) {
+    throw ShapeError("Muon parameter '" + name + "' has rank " + std::to_string(t.dim()) + " (shape " +
+                     c10::str(t.sizes()) + "); Muon needs >= 2-D weights, route it to AdamW");
+  }
+  if (t.dim() == 2) return t.unsqueeze(0);
+  if (t.dim() == 3) return t;
+  return t.reshape({1, t.size(0), -1});
+}
+
+at::Tensor muon_momentum_direction(const at::Tensor& grad, at::Tensor& momentum, const MuonOptions& options) {
+  const double beta = options.momentum;
+  if (options.momentum_form == MomentumForm::kEma) {
+    momentum.lerp_(grad, 1.0 - beta);                                   // M = beta M + (1 - beta) G
+    return options.nesterov ? grad.lerp(momentum, beta) : momentum.clone();  // U = (1 - beta) G + beta M
+  }
+  momentum.mul_(beta).add_(grad);                                       // M = beta M + G
+  return options.nesterov ? grad.add(momentum, beta) : momentum.clone();  // U = G + beta M
+}
+
+void muon_apply_update(at::Tensor& param, const at::Tensor& ortho, const MuonOptions& options,
+                       const std::string& name) {
+  const at::Tensor view = muon_matrix_view(param, name);
+  const double scale = muon_scale(view.size(1), view.size(2), options);
+  if (options.weight_decay != 0) param.mul_(1.0 - options.lr * options.weight_decay);
+  param.add_(ortho.reshape(param.sizes()), -options.lr * scale);
+}
+
+void muon_step(at::Tensor& param, const at::Tensor& grad, at::Tensor& momentum, const MuonOptions& options,
+               const std::string& name) {
+  if (!grad.sizes().equals(param.sizes())) {
+    throw ShapeError("Muon parameter '" + name + "': gradient shape " + c10::str(grad.sizes()) +
+                     " differs from parameter shape " + c10::str(param.sizes()));
+  }
+  at::Tensor u = muon_momentum_direction(grad, momentum, options);
+  at::Tensor ortho = newton_schulz(muon_matrix_view(u, name), options.ns);
+  muon_apply_update(param, ortho, options, name);
+}
+
+}  // namespace orthotron

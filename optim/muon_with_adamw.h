@@ -1,0 +1,75 @@
+// muon_with_adamw.h: the MuonWithAdamW container: one step() and one state dict over named
+// parameters routed to Muon groups (hidden matrices) and AdamW groups (everything else).
+// Single-process; the distributed version keeps this API.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "optim/param_routing.h"
+#include "optim/state_dict.h"
+
+namespace orthotron {
+
+class MuonWithAdamW {
+ public:
+  /// Routes `params` with `rules` (first match wins) into `groups` and validates every group's
+  /// hyperparameters. Throws RoutingError or InvalidArgument. Parameters are held by reference
+  /// (tensor handles): step() updates the caller's tensors in place.
+  explicit MuonWithAdamW(NamedParameters params, std::vector<ParamGroup> groups = default_groups(),
+                         std::vector<RoutingRule> rules = default_routing_rules());
+
+  /// One optimizer step over every parameter whose .grad() is defined; parameters without a
+  /// gradient are skipped (their state does not advance). Same-shape Muon matrices of a group are
+  /// orthogonalized in one batched Newton-Schulz call. Runs under a NoGradGuard. Blocking.
+  void step();
+
+  /// Resets every parameter's gradient to undefined.
+  void zero_grad();
+
+  const std::vector<Assignment>& assignment() const { return assignment_; }
+  /// The resolved assignment as a table (print it once, on rank 0).
+  std::string assignment_table() const { return format_assignment(assignment_, groups_); }
+
+  const std::vector<ParamGroup>& groups() const { return groups_; }
+  /// Mutable access for learning-rate schedules; InvalidArgument for an unknown name.
+  ParamGroup& group(const std::string& name);
+
+  /// The state keyed by parameter name (see state_dict.h for the layout).
+  StateDict state_dict() const;
+  /// Validates everything first, then restores state, step counters and group hyperparameters.
+  /// Throws StateDictError naming the parameter, section, tensor, expected and actual value, unless
+  /// options.allow_partial, in which case the skipped items are listed in the report. On an error
+  /// nothing has been changed.
+  LoadReport load_state_dict(const StateDict& sd, const LoadOptions& options = {});
+
+  void save(const std::string& path) const { save_state_dict(state_dict(), path); }
+  LoadReport load(const std::string& path, const LoadOptions& options = {}) {
+    return load_state_dict(load_state_dict_file(path), options);
+  }
+
+  /// Per-parameter state, for tests and diagnostics (undefined tensors before the first step).
+  const at::Tensor& muon_momentum(const std::string& param) const;
+  const AdamWState& adamw_state(const std::string& param) const;
+  int64_t step_count(const std::string& param) const;
+
+ private:
+  struct Slot {
+    NamedParameter param;
+    size_t group = 0;
+    at::Tensor momentum;  // Muon groups
+    AdamWState adamw;     // AdamW groups (its .step is the step count there)
+    int64_t muon_steps = 0;
+  };
+  const Slot& slot(const std::string& param) const;
+
+  std::vector<Slot> slots_;
+  std::vector<ParamGroup> groups_;
+  std::vector<Assignment> assignment_;
+  std::map<std::string, size_t> index_;
+};
+
+}  // namespace orthotron

@@ -1,0 +1,171 @@
+// newton_schulz.cpp: the batched fast path and the one-matrix reference of Newton-Schulz.
+#include "optim/newton_schulz.h"
+
+#include <cmath>
+#include <sstream>
+
+#include "optim/errors.h"
+
+namespace orthotron {
+
+const NsCoefficients& NsSchedule::at_step(int k) const {
+  const size_t i = std::min(static_cast<size_t>(k), coefficients.size() - 1);
+  return coefficients[i];
+}
+
+const std::vector<std::string>& ns_schedule_names() {
+  static const std::vector<std::string> names = {"quintic", "quintic_per_step", "polar_express"};
+  return names;
+}
+
+NsSchedule ns_schedule_by_name(const std::string& name) {
+  NsSchedule s;
+  s.name = name;
+  if (name == "quintic") {
+    s.coefficients = {{3.4445, -4.7750, 2.0315}};
+  } else if (name == "quintic_per_step") {
+    s.coefficients = {{4.0848, -6.8946, 2.9270},
+                      {3.9505, -6.3029, 2.6377},
+                      {3.7418, -5.5913, 2.3037},
+                      {2.8769, -3.1427, 1.2046},
+                      {2.8366, -3.0525, 1.2012}};
+  } else if (name == "polar_express") {
+    s.coefficients = {{8.156554524902461, -22.48329292557795, 15.878769915207462},
+                      {4.042929935166739, -2.808917465908714, 0.5000178451051316},
+                      {3.8916678022926607, -2.772484153217685, 0.5060648178503393},
+                      {3.285753657755655, -2.3681294933425376, 0.46449024233003106},
+                      {2.3465413258596377, -1.7097828382687081, 0.42323551169305323}};
+    s.norm_scale = 1.02;
+    s.eps = 1e-6;
+  } else {
+    std::ostringstream msg;
+    msg << "unknown Newton-Schulz schedule '" << name << "'; expected one of:";
+    for (const auto& n : ns_schedule_names()) msg << " " << n;
+    msg << " (or 'custom' with a coefficient list)";
+    throw InvalidArgument(msg.str());
+  }
+  return s;
+}
+
+NsSchedule ns_custom_schedule(std::vector<NsCoefficients> coefficients, double eps) {
+  if (coefficients.empty()) throw InvalidArgument("custom Newton-Schulz schedule: coefficient list is empty");
+  for (size_t i = 0; i < coefficients.size(); ++i) {
+    for (double v : coefficients[i]) {
+      if (!std::isfinite(v)) {
+        throw InvalidArgument("custom Newton-Schulz schedule: step " + std::to_string(i) +
+                              " holds a non-finite coefficient");
+      }
+    }
+  }
+  if (!(eps > 0) || !std::isfinite(eps)) {
+    throw InvalidArgument("Newton-Schulz eps must be a finite value > 0, got " + std::to_string(eps));
+  }
+  NsSchedule s;
+  s.name = "custom";
+  s.coefficients = std::move(coefficients);
+  s.eps = eps;
+  return s;
+}
+
+at::ScalarType parse_ns_dtype(const std::string& name) {
+  if (name == "float32") return at::kFloat;
+  if (name == "float64") return at::kDouble;
+  if (name == "bfloat16") return at::kBFloat16;
+  if (name == "float16") return at::kHalf;
+  throw InvalidArgument("unknown Newton-Schulz dtype '" + name + "'; expected one of: float32 float64 bfloat16 float16");
+}
+
+std::string ns_dtype_name(at::ScalarType t) {
+  switch (t) {
+    case at::kFloat: return "float32";
+    case at::kDouble: return "float64";
+    case at::kBFloat16: return "bfloat16";
+    case at::kHalf: return "float16";
+    default: throw InvalidArgument(std::string("unsupported Newton-Schulz dtype ") + c10::toString(t));
+  }
+}
+
+double newton_schulz_flops(int64_t m, int64_t n, int steps) {
+  const double s = static_cast<double>(std::min(m, n));
+  const double l = static_cast<double>(std::max(m, n));
+  return steps * (4.0 * s * s * l + 2.0 * s * s * s);
+}
+
+namespace {
+
+void check_input(const at::Tensor& g, const NsOptions& options) {
+  if (g.dim() != 2 && g.dim() != 3) {
+    throw ShapeError("newton_schulz expects a matrix [m, n] or a batch [k, m, n], got a tensor of rank " +
+                     std::to_string(g.dim()) + " with shape " + c10::str(g.sizes()));
+  }
+  if (g.size(-1) == 0 || g.size(-2) == 0) {
+    throw ShapeError("newton_schulz got an empty matrix, shape " + c10::str(g.sizes()));
+  }
+  if (options.steps < 1) {
+    throw InvalidArgument("newton_schulz steps must be >= 1, got " + std::to_string(options.steps));
+  }
+  if (options.schedule.coefficients.empty()) {
+    throw InvalidArgument("newton_schulz schedule '" + options.schedule.name + "' has no coefficients");
+  }
+}
+
+/// The Frobenius norm is accumulated in fp32, or fp64 when computing in fp64.
+at::ScalarType norm_dtype(const at::Tensor& x) {
+  return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+}
+
+}  // namespace
+
+at::Tensor newton_schulz(const at::Tensor& g, const NsOptions& options) {
+  check_input(g, options);
+  const bool batched = g.dim() == 3;
+  at::Tensor x = batched ? g : g.unsqueeze(0);
+  const bool tall = x.size(1) > x.size(2);
+  // Work on a fresh contiguous copy in the compute dtype, wide orientation (m <= n).
+  x = (tall ? x.transpose(1, 2) : x).to(options.compute_dtype, /*non_blocking=*/false, /*copy=*/true).contiguous();
+
+  const auto& sched = options.schedule;
+  // Normalize each matrix by its Frobenius norm, computed in fp32 or wider.
+  at::Tensor norm = at::linalg_vector_norm(x.to(norm_dtype(x)), 2, {1, 2}, /*keepdim=*/true);
+  norm = norm.mul_(sched.norm_scale).add_(sched.eps).to(x.scalar_type());
+  x.div_(norm);
+
+  const int64_t k = x.size(0), m = x.size(1);
+  at::Tensor a = at::empty({k, m, m}, x.options());
+  at::Tensor b = at::empty({k, m, m}, x.options());
+  at::Tensor next = at::empty_like(x);
+  for (int step = 0; step < options.steps; ++step) {
+    const auto& c = sched.at_step(step);
+    at::bmm_out(a, x, x.transpose(1, 2));                                 // A = X X^T
+    at::baddbmm_out(b, a, a, a, /*beta=*/c[1], /*alpha=*/c[2]);           // B = b A + c A A
+    at::baddbmm_out(next, x, b, x, /*beta=*/c[0], /*alpha=*/1.0);         // X = a X + B X
+    std::swap(x, next);
+  }
+  if (tall) x = x.transpose(1, 2);
+  x = x.to(g.scalar_type());
+  return batched ? x.contiguous() : x.squeeze(0).contiguous();
+}
+
+at::Tensor newton_schulz_reference(const at::Tensor& g, const NsOptions& options) {
+  check_input(g, options);
+  if (g.dim() == 3) {
+    std::vector<at::Tensor> outs;
+    for (int64_t i = 0; i < g.size(0); ++i) outs.push_back(newton_schulz_reference(g[i], options));
+    return at::stack(outs);
+  }
+  const auto& sched = options.schedule;
+  at::Tensor x = g.to(options.compute_dtype);
+  const bool tall = x.size(0) > x.size(1);
+  if (tall) x = x.t();
+  x = x / (at::linalg_vector_norm(x.to(norm_dtype(x)), 2).to(x.scalar_type()) * sched.norm_scale + sched.eps);
+  for (int step = 0; step < options.steps; ++step) {
+    const auto& c = sched.at_step(step);
+    at::Tensor a = at::matmul(x, x.t());
+    at::Tensor b = c[1] * a + c[2] * at::matmul(a, a);
+    x = c[0] * x + at::matmul(b, x);
+  }
+  if (tall) x = x.t();
+  return x.to(g.scalar_type()).contiguous();
+}
+
+}  // namespace orthotron

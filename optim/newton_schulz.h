@@ -1,0 +1,62 @@
+// newton_schulz.h: Newton-Schulz orthogonalization (the approximate polar factor) and its
+// published coefficient schedules. Pure functions of tensors; no optimizer state, no communication.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <array>
+#include <string>
+#include <vector>
+
+namespace orthotron {
+
+/// One quintic step's coefficients: X <- a X + (b A + c A A) X with A = X X^T.
+using NsCoefficients = std::array<double, 3>;
+
+/// A coefficient schedule: per-step coefficients plus the normalization applied before step 1,
+/// X = U / (||U||_F * norm_scale + eps).
+struct NsSchedule {
+  std::string name;                         ///< "quintic", "quintic_per_step", "polar_express" or "custom"
+  std::vector<NsCoefficients> coefficients; ///< step k uses coefficients[min(k, size-1)]
+  double norm_scale = 1.0;                  ///< polar_express bakes in its 1.02 safety factor here
+  double eps = 1e-7;
+
+  /// Coefficients for 0-based step k: a schedule shorter than the step count repeats its last entry.
+  const NsCoefficients& at_step(int k) const;
+};
+
+/// The published schedules by name (see docs in muon.md): "quintic" (Keller Jordan, 1 entry, eps 1e-7),
+/// "quintic_per_step" (modded-nanogpt, 5 entries, eps 1e-7), "polar_express" (Amsel et al. 2025,
+/// 5 entries, norm_scale 1.02, eps 1e-6). Throws InvalidArgument for any other name, listing the valid ones.
+NsSchedule ns_schedule_by_name(const std::string& name);
+
+/// A user-supplied schedule. Throws InvalidArgument when the list is empty or holds a non-finite value.
+NsSchedule ns_custom_schedule(std::vector<NsCoefficients> coefficients, double eps = 1e-7);
+
+/// The names ns_schedule_by_name accepts.
+const std::vector<std::string>& ns_schedule_names();
+
+/// "float32", "float64", "bfloat16", "float16" <-> the torch dtype; InvalidArgument lists the valid names.
+at::ScalarType parse_ns_dtype(const std::string& name);
+std::string ns_dtype_name(at::ScalarType t);
+
+struct NsOptions {
+  NsSchedule schedule = ns_schedule_by_name("quintic");
+  int steps = 5;                                      ///< >= 1
+  at::ScalarType compute_dtype = at::ScalarType::Float;  ///< fp32 on CPU, bf16 usual on GPU
+};
+
+/// Orthogonalizes each matrix of `g` ([m, n] or a batch [k, m, n]) with Newton-Schulz and returns
+/// the result in g's dtype and shape. Wide and tall matrices both work (tall ones are transposed so
+/// the Gram matrix is the small side). Batched input is one fused call for all k matrices.
+/// Throws ShapeError for other ranks or empty matrices, InvalidArgument for steps < 1.
+at::Tensor newton_schulz(const at::Tensor& g, const NsOptions& options);
+
+/// The simple reference: one matrix at a time, every operation written out as in muon.md.
+/// Slow; kept beside the fast path so a test can hold the two equal.
+at::Tensor newton_schulz_reference(const at::Tensor& g, const NsOptions& options);
+
+/// FLOPs of `steps` Newton-Schulz steps on one m x n matrix: steps * (4 s^2 l + 2 s^3), s = min, l = max.
+double newton_schulz_flops(int64_t m, int64_t n, int steps);
+
+}  // namespace orthotron

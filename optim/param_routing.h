@@ -1,0 +1,74 @@
+// param_routing.h: named parameters, optimizer groups, and the ordered routing rules that assign
+// each parameter to exactly one group (first match wins). No tensor math, no communication.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <climits>
+#include <string>
+#include <vector>
+
+#include "optim/adamw.h"
+#include "optim/muon.h"
+
+namespace orthotron {
+
+/// A parameter and the name it is known by in checkpoints and configs ("layers.0.attn.qkv.weight").
+struct NamedParameter {
+  std::string name;
+  at::Tensor tensor;
+};
+using NamedParameters = std::vector<NamedParameter>;
+
+enum class Algorithm { kMuon, kAdamW };
+std::string to_string(Algorithm a);
+/// "muon" or "adamw"; InvalidArgument otherwise.
+Algorithm parse_algorithm(const std::string& s);
+
+/// One optimizer group: an algorithm and its full hyperparameters (only the matching half is used).
+struct ParamGroup {
+  std::string name;
+  Algorithm algorithm = Algorithm::kMuon;
+  MuonOptions muon;
+  AdamWOptions adamw;
+};
+
+/// One routing rule. A parameter matches when its name matches any of `patterns` (shell globs,
+/// fnmatch; an empty list matches every name) and its rank lies in [min_dim, max_dim].
+struct RoutingRule {
+  std::string name;                   ///< shown in the assignment table and in errors
+  std::vector<std::string> patterns;  ///< globs on the parameter name
+  int min_dim = 0;
+  int max_dim = INT_MAX;
+  std::string group;                  ///< a ParamGroup name
+  bool must_match = true;             ///< a user rule that claims nothing is an error; built-in defaults set false
+  std::string origin;                 ///< "file:line" for rules from YAML, for error messages
+
+  bool matches(const std::string& param_name, int64_t dim) const;
+};
+
+/// The default groups: "muon" (MuonOptions defaults) and "adamw" (AdamWOptions defaults).
+std::vector<ParamGroup> default_groups();
+
+/// The default rules, in order: embeddings and the output head, norms, biases and any 0/1-D
+/// tensor go to group "adamw"; every other >= 2-D weight to group "muon".
+std::vector<RoutingRule> default_routing_rules();
+
+/// One parameter's resolved group.
+struct Assignment {
+  std::string param;
+  std::vector<int64_t> shape;
+  size_t group_index = 0;
+  std::string rule;
+};
+
+/// Routes every parameter through `rules` (first match wins). Throws RoutingError when a
+/// parameter name repeats, a rule names an unknown group, a must_match rule claims nothing, no
+/// rule claims a parameter, or a <2-D parameter lands in a Muon group.
+std::vector<Assignment> route_parameters(const NamedParameters& params, const std::vector<ParamGroup>& groups,
+                                         const std::vector<RoutingRule>& rules);
+
+/// The assignment as an aligned table (parameter, shape, group, algorithm, rule), for printing once.
+std::string format_assignment(const std::vector<Assignment>& assignment, const std::vector<ParamGroup>& groups);
+
+}  // namespace orthotron

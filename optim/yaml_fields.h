@@ -1,0 +1,55 @@
+// yaml_fields.h: strict, typed reading of YAML mappings for every config section (optimizer,
+// engine): unknown keys with a closest-key suggestion, wrong types and out-of-range values, each a
+// ConfigError naming the file, line, dotted key, and the expected versus actual value.
+#pragma once
+
+#include <yaml-cpp/yaml.h>
+
+#include <optional>
+#include <string>
+#include <vector>
+
+namespace orthotron {
+
+/// A mapping node plus where it sits: the file it came from and its dotted key path ("optimizer.groups.muon").
+class YamlSection {
+ public:
+  YamlSection(YAML::Node node, std::string file, std::string path);
+
+  /// Throws ConfigError unless the node is a mapping whose keys are all in `allowed`; the message
+  /// names the file:line, the key, the closest allowed key, and the full list.
+  void check_keys(const std::vector<std::string>& allowed) const;
+
+  bool has(const std::string& key) const;
+  const YAML::Node& node() const { return node_; }
+  const std::string& file() const { return file_; }
+  const std::string& path() const { return path_; }
+  /// "file:line" of the key (or of this section when the key is absent).
+  std::string where(const std::string& key = "") const;
+  std::string key_path(const std::string& key) const;
+  YamlSection child(const std::string& key) const;
+
+  /// Typed getters: absent key -> `fallback`; wrong type or out of range -> ConfigError.
+  double get_double(const std::string& key, double fallback, double min, double max, bool min_open = false,
+                    bool max_open = false) const;
+  int get_int(const std::string& key, int fallback, int min, int max) const;
+  bool get_bool(const std::string& key, bool fallback) const;
+  /// A string that must be one of `choices` (empty: any string).
+  std::string get_string(const std::string& key, const std::string& fallback,
+                         const std::vector<std::string>& choices = {}) const;
+  /// A scalar or a list of scalars, as strings.
+  std::vector<std::string> get_string_list(const std::string& key) const;
+  /// A list of exactly `size` numbers (size 0: any length).
+  std::vector<double> get_double_list(const std::string& key, size_t size) const;
+
+ private:
+  [[noreturn]] void fail(const std::string& key, const std::string& what) const;
+  YAML::Node node_;
+  std::string file_;
+  std::string path_;
+};
+
+/// Levenshtein-closest candidate to `word`, or "" when none is within a plausible distance.
+std::string closest_match(const std::string& word, const std::vector<std::string>& candidates);
+
+}  // namespace orthotron
