@@ -1,7 +1,9 @@
 // optimizer_config.cpp: YAML -> OptimizerConfig with strict validation, and back.
 #include "optim/optimizer_config.h"
 
+#include <algorithm>
 #include <climits>
+#include <limits>
 #include <sstream>
 
 #include "optim/errors.h"
@@ -16,7 +18,7 @@ const std::vector<std::string> kMuonKeys = {"algorithm",     "lr",         "mome
                                             "ns_schedule",   "ns_coefficients", "ns_steps", "ns_eps",
                                             "ns_dtype"};
 const std::vector<std::string> kAdamWKeys = {"algorithm", "lr", "betas", "eps", "weight_decay"};
-const std::vector<std::string> kRuleKeys = {"name", "match", "min_dim", "max_dim", "group"};
+const std::vector<std::string> kRuleKeys = {"name", "match", "min_dim", "max_dim", "group", "must_match"};
 constexpr double kInf = std::numeric_limits<double>::infinity();
 
 MuonOptions parse_muon(const YamlSection& s) {
@@ -44,10 +46,8 @@ MuonOptions parse_muon(const YamlSection& s) {
     }
     std::vector<NsCoefficients> coeffs;
     for (size_t i = 0; i < list.size(); ++i) {
-      YAML::Node holder(YAML::NodeType::Map);
-      holder["step"] = list[i];
-      const auto v = YamlSection(holder, s.file(), s.key_path("ns_coefficients") + "[" + std::to_string(i) + "]")
-                         .get_double_list("step", 3);
+      const auto v = yaml_number_list(list[i], s.file(),
+                                      s.key_path("ns_coefficients") + "[" + std::to_string(i) + "]", 3);
       coeffs.push_back({v[0], v[1], v[2]});
     }
     m.ns.schedule = ns_custom_schedule(std::move(coeffs));
@@ -86,7 +86,7 @@ AdamWOptions parse_adamw(const YamlSection& s) {
   return a;
 }
 
-RoutingRule parse_rule(const YamlSection& s, size_t index) {
+RoutingRule parse_rule(const YamlSection& s, size_t index, const std::vector<ParamGroup>& groups) {
   s.check_keys(kRuleKeys);
   RoutingRule r;
   r.name = s.get_string("name", "rule " + std::to_string(index));
@@ -99,6 +99,15 @@ RoutingRule parse_rule(const YamlSection& s, size_t index) {
   }
   if (!s.has("group")) throw ConfigError(s.where() + ": " + s.path() + " needs a 'group'");
   r.group = s.get_string("group", "");
+  const bool known =
+      std::any_of(groups.begin(), groups.end(), [&](const ParamGroup& g) { return g.name == r.group; });
+  if (!known) {
+    std::string names;
+    for (const auto& g : groups) names += " " + g.name;
+    throw ConfigError(s.where("group") + ": " + s.key_path("group") + " of rule '" + r.name + "' names group '" +
+                      r.group + "', which is not defined (defined:" + names + ")");
+  }
+  r.must_match = s.get_bool("must_match", true);
   r.origin = s.where();
   return r;
 }
@@ -116,12 +125,12 @@ OptimizerConfig parse_optimizer_config(const YamlSection& section) {
     for (auto it = groups.node().begin(); it != groups.node().end(); ++it) {
       const std::string name = it->first.Scalar();
       const YamlSection g = groups.child(name);
-      if (!g.node().IsMap()) throw ConfigError(g.where() + ": " + g.path() + " must be a mapping of settings");
+      if (!g.node().IsMap()) throw ConfigError(groups.where(name) + ": " + g.path() + " must be a mapping of settings");
       ParamGroup group;
       group.name = name;
       const std::string fallback = name == "adamw" ? "adamw" : (name == "muon" ? "muon" : "");
       if (fallback.empty() && !g.has("algorithm")) {
-        throw ConfigError(g.where() + ": " + g.path() + " needs 'algorithm: muon' or 'algorithm: adamw'");
+        throw ConfigError(groups.where(name) + ": " + g.path() + " needs 'algorithm: muon' or 'algorithm: adamw'");
       }
       group.algorithm = parse_algorithm(g.get_string("algorithm", fallback, {"muon", "adamw"}));
       try {
@@ -138,6 +147,10 @@ OptimizerConfig parse_optimizer_config(const YamlSection& section) {
   } else {
     config.groups = default_groups();
   }
+  if (section.node().IsMap() && section.node()["rules"].IsDefined() && section.node()["rules"].IsNull()) {
+    throw ConfigError(section.where("rules") + ": " + section.key_path("rules") +
+                      " is present but empty; list at least one rule, or omit the key to use the default rules");
+  }
   if (section.has("rules")) {
     const YamlSection rules = section.child("rules");
     if (!rules.node().IsSequence() || rules.node().size() == 0) {
@@ -146,20 +159,11 @@ OptimizerConfig parse_optimizer_config(const YamlSection& section) {
     }
     for (size_t i = 0; i < rules.node().size(); ++i) {
       YAML::Node holder = rules.node()[i];
-      config.rules.push_back(parse_rule(YamlSection(holder, section.file(), rules.path() + "[" + std::to_string(i) + "]"), i));
+      config.rules.push_back(parse_rule(
+          YamlSection(holder, section.file(), rules.path() + "[" + std::to_string(i) + "]"), i, config.groups));
     }
   } else {
     config.rules = default_routing_rules();
-  }
-  for (const auto& r : config.rules) {
-    const bool known = std::any_of(config.groups.begin(), config.groups.end(),
-                                   [&](const ParamGroup& g) { return g.name == r.group; });
-    if (!known) {
-      std::string names;
-      for (const auto& g : config.groups) names += " " + g.name;
-      throw ConfigError(r.origin + ": rule '" + r.name + "' names group '" + r.group +
-                        "', which is not defined (defined:" + names + ")");
-    }
   }
   return config;
 }
@@ -214,6 +218,7 @@ std::string optimizer_config_to_yaml(const OptimizerConfig& config) {
     if (!r.patterns.empty()) out << YAML::Key << "match" << YAML::Value << YAML::Flow << r.patterns;
     if (r.min_dim != 0) out << YAML::Key << "min_dim" << YAML::Value << r.min_dim;
     if (r.max_dim != INT_MAX) out << YAML::Key << "max_dim" << YAML::Value << r.max_dim;
+    if (!r.must_match) out << YAML::Key << "must_match" << YAML::Value << false;
     out << YAML::Key << "group" << YAML::Value << r.group << YAML::EndMap;
   }
   out << YAML::EndSeq << YAML::EndMap << YAML::EndMap;

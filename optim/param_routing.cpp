@@ -52,7 +52,8 @@ std::vector<RoutingRule> default_routing_rules() {
   };
   return {
       rule("embeddings_and_head",
-           {"*embed*", "*wte*", "*wpe*", "*lm_head*", "*output_layer*", "output.weight", "head.weight"}, 0, INT_MAX,
+           {"*embed*", "*wte*", "*wpe*", "*lm_head*", "*output_layer*", "output.weight", "*.output.weight",
+            "head.weight", "*.head.weight"}, 0, INT_MAX,
            "adamw"),
       rule("norms", {"*norm*", "*ln_*", "ln*"}, 0, INT_MAX, "adamw"),
       rule("biases", {"*bias"}, 0, INT_MAX, "adamw"),

@@ -157,21 +157,29 @@ std::vector<std::string> YamlSection::get_string_list(const std::string& key) co
   return out;
 }
 
-std::vector<double> YamlSection::get_double_list(const std::string& key, size_t size) const {
+std::vector<double> yaml_number_list(const YAML::Node& n, const std::string& file, const std::string& path,
+                                     size_t size) {
+  auto fail = [&](const std::string& what) {
+    throw ConfigError(file + ":" + std::to_string(n.Mark().line + 1) + ": " + path + " " + what);
+  };
+  if (!n.IsSequence()) fail("must be a list of numbers, got " + describe(n));
   std::vector<double> out;
-  const YAML::Node n = node_[key];
-  if (!n.IsSequence()) fail(key, "must be a list of numbers, got " + describe(n));
   for (const auto& item : n) {
     double v = 0;
     if (!item.IsScalar() || !YAML::convert<double>::decode(item, v) || !std::isfinite(v)) {
-      fail(key, "must be a list of finite numbers, but an item is " + describe(item));
+      fail("must be a list of finite numbers, but an item is " + describe(item));
     }
     out.push_back(v);
   }
   if (size != 0 && out.size() != size) {
-    fail(key, "must hold exactly " + std::to_string(size) + " numbers, got " + std::to_string(out.size()));
+    fail("must hold exactly " + std::to_string(size) + " numbers, got " + std::to_string(out.size()));
   }
   return out;
+}
+
+std::vector<double> YamlSection::get_double_list(const std::string& key, size_t size) const {
+  if (!has(key)) fail(key, "is required");
+  return yaml_number_list(node_[key], file_, key_path(key), size);
 }
 
 }  // namespace orthotron

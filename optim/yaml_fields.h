@@ -49,6 +49,11 @@ class YamlSection {
   std::string path_;
 };
 
+/// A YAML list of exactly `size` finite numbers (size 0: any length) at `path`, with `node`'s own
+/// file:line in the ConfigError.
+std::vector<double> yaml_number_list(const YAML::Node& node, const std::string& file, const std::string& path,
+                                     size_t size);
+
 /// Levenshtein-closest candidate to `word`, or "" when none is within a plausible distance.
 std::string closest_match(const std::string& word, const std::vector<std::string>& candidates);
 
