@@ -27,9 +27,15 @@ message(STATUS "orthotron: LibTorch ${Torch_VERSION} at ${Torch_DIR}; CUDA/NCCL 
 
 if(ORTHOTRON_WITH_CUDA)
   find_package(CUDAToolkit REQUIRED)
-  find_library(NCCL_LIBRARY NAMES nccl HINTS ${CUDAToolkit_LIBRARY_DIR} ENV NCCL_HOME PATH_SUFFIXES lib lib64)
-  find_path(NCCL_INCLUDE_DIR NAMES nccl.h HINTS ${CUDAToolkit_INCLUDE_DIRS} ENV NCCL_HOME PATH_SUFFIXES include)
+  # Prefer the NCCL that ships beside LibTorch in the wheel (nvidia/nccl), so the process loads one
+  # libnccl.so.2; fall back to the CUDA toolkit's or NCCL_HOME's.
+  get_filename_component(_site_packages "${Torch_DIR}/../../../.." ABSOLUTE)
+  find_library(NCCL_LIBRARY NAMES nccl libnccl.so.2 NAMES_PER_DIR
+               HINTS ${_site_packages}/nvidia/nccl/lib ENV NCCL_HOME ${CUDAToolkit_LIBRARY_DIR} PATH_SUFFIXES lib lib64)
+  find_path(NCCL_INCLUDE_DIR NAMES nccl.h
+            HINTS ${_site_packages}/nvidia/nccl/include ENV NCCL_HOME ${CUDAToolkit_INCLUDE_DIRS} PATH_SUFFIXES include)
   if(NOT NCCL_LIBRARY OR NOT NCCL_INCLUDE_DIR)
     message(FATAL_ERROR "CUDA/NCCL paths requested but nccl.h / libnccl were not found (set NCCL_HOME)")
   endif()
+  message(STATUS "orthotron: NCCL ${NCCL_LIBRARY} (headers ${NCCL_INCLUDE_DIR})")
 endif()

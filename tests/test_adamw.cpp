@@ -1,0 +1,231 @@
+// test_adamw.cpp: tests of the single-tensor AdamW update (optim/adamw.h): bitwise equality with
+// torch::optim::AdamW over 20 steps for several hyperparameter sets and shapes, flat-buffer views,
+// the step counter and state, and options validation.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+#include <torch/optim/adamw.h>
+
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <ostream>
+#include <string>
+#include <tuple>
+#include <vector>
+
+#include "optim/adamw.h"
+#include "optim/errors.h"
+
+namespace orthotron {
+namespace {
+
+template <typename Expected, typename Fn>
+std::string thrown_message(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Expected& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "threw a different exception type: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "did not throw";
+  return "";
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+struct HyperCase {
+  std::string name;
+  AdamWOptions options;
+};
+
+void PrintTo(const HyperCase& h, std::ostream* os) { *os << h.name; }
+
+std::vector<HyperCase> hyper_cases() {
+  std::vector<HyperCase> cases;
+  cases.push_back({"defaults", AdamWOptions{}});
+  AdamWOptions llm;
+  llm.lr = 3e-4;
+  llm.beta1 = 0.9;
+  llm.beta2 = 0.95;
+  llm.eps = 1e-10;
+  llm.weight_decay = 0.1;
+  cases.push_back({"lr3e-4_betas_0_9_0_95_eps1e-10_wd0_1", llm});
+  AdamWOptions no_wd;
+  no_wd.weight_decay = 0.0;
+  cases.push_back({"wd0", no_wd});
+  AdamWOptions big;
+  big.lr = 0.05;
+  big.beta1 = 0.5;
+  big.beta2 = 0.9;
+  big.eps = 1e-6;
+  big.weight_decay = 0.5;
+  cases.push_back({"lr0_05_betas_0_5_0_9_eps1e-6_wd0_5", big});
+  return cases;
+}
+
+torch::optim::AdamWOptions to_torch(const AdamWOptions& o) {
+  torch::optim::AdamWOptions t(o.lr);
+  t.betas(std::make_tuple(o.beta1, o.beta2)).eps(o.eps).weight_decay(o.weight_decay).amsgrad(false);
+  return t;
+}
+
+const torch::optim::AdamWParamState& torch_state(torch::optim::AdamW& opt, const at::Tensor& p) {
+  return static_cast<const torch::optim::AdamWParamState&>(*opt.state().at(p.unsafeGetTensorImpl()));
+}
+
+using Shape = std::vector<int64_t>;
+
+class AdamWEqualsTorch : public ::testing::TestWithParam<std::tuple<HyperCase, Shape, at::ScalarType>> {};
+
+TEST_P(AdamWEqualsTorch, TwentyStepsBitwise) {
+  const auto& [hc, shape, dtype] = GetParam();
+  ASSERT_NO_THROW(hc.options.validate());
+  at::manual_seed(99);
+  const at::Tensor p0 = at::randn(shape, dtype);
+  std::vector<at::Tensor> grads;
+  for (int t = 0; t < 20; ++t) grads.push_back(at::randn(shape, dtype) * (t % 3 == 0 ? 10.0 : 0.1));
+
+  at::Tensor torch_param = p0.clone().requires_grad_(true);
+  torch::optim::AdamW torch_opt({torch_param}, to_torch(hc.options));
+
+  at::Tensor param = p0.clone();
+  AdamWState state;
+  for (int t = 0; t < 20; ++t) {
+    torch_param.mutable_grad() = grads[static_cast<size_t>(t)].clone();
+    torch_opt.step();
+    adamw_step(param, grads[static_cast<size_t>(t)], state, hc.options);
+    ASSERT_EQ(state.step, t + 1);
+    const auto& ts = torch_state(torch_opt, torch_param);
+    ASSERT_EQ(ts.step(), state.step);
+    ASSERT_TRUE(at::equal(param, torch_param.detach())) << "step " << t + 1;
+    ASSERT_TRUE(at::equal(state.exp_avg, ts.exp_avg())) << "step " << t + 1;
+    ASSERT_TRUE(at::equal(state.exp_avg_sq, ts.exp_avg_sq())) << "step " << t + 1;
+  }
+  EXPECT_EQ(param.sizes(), at::IntArrayRef(shape));
+  EXPECT_EQ(param.scalar_type(), dtype);
+  EXPECT_FALSE(at::equal(param, p0));
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Cases, AdamWEqualsTorch,
+    ::testing::Combine(::testing::ValuesIn(hyper_cases()),
+                       ::testing::Values(Shape{1}, Shape{37}, Shape{16, 24}, Shape{3, 5, 7}, Shape{257, 129}),
+                       ::testing::Values(at::kFloat, at::kDouble)),
+    [](const ::testing::TestParamInfo<std::tuple<HyperCase, Shape, at::ScalarType>>& param_info) {
+      std::string name = std::get<0>(param_info.param).name + "_";
+      for (const int64_t d : std::get<1>(param_info.param)) name += std::to_string(d) + "x";
+      name.back() = '_';
+      name += c10::toString(std::get<2>(param_info.param));
+      for (char& ch : name) {
+        if (ch == '-' || ch == '.') ch = '_';
+      }
+      return name;
+    });
+
+TEST(AdamW, DefaultsMatchTorch) {
+  const AdamWOptions o;
+  const torch::optim::AdamWOptions t;
+  EXPECT_EQ(o.lr, t.lr());
+  EXPECT_EQ(o.beta1, std::get<0>(t.betas()));
+  EXPECT_EQ(o.beta2, std::get<1>(t.betas()));
+  EXPECT_EQ(o.eps, t.eps());
+  EXPECT_EQ(o.weight_decay, t.weight_decay());
+}
+
+TEST(AdamW, ViewIntoFlatBufferUpdatesOnlyItsSlice) {
+  at::manual_seed(7);
+  const AdamWOptions opt;
+  const at::Tensor flat0 = at::randn({100});
+  at::Tensor flat = flat0.clone();
+  at::Tensor view = flat.narrow(0, 10, 45).view({5, 9});
+  at::Tensor torch_param = flat0.narrow(0, 10, 45).view({5, 9}).clone().requires_grad_(true);
+  torch::optim::AdamW torch_opt({torch_param}, to_torch(opt));
+  AdamWState state;
+  for (int t = 0; t < 20; ++t) {
+    const at::Tensor g = at::randn({5, 9});
+    torch_param.mutable_grad() = g.clone();
+    torch_opt.step();
+    adamw_step(view, g, state, opt);
+  }
+  EXPECT_EQ(view.data_ptr(), flat.narrow(0, 10, 45).data_ptr());  // still a view: updated in place
+  EXPECT_TRUE(at::equal(flat.narrow(0, 10, 45).view({5, 9}), torch_param.detach()));
+  EXPECT_TRUE(at::equal(flat.narrow(0, 0, 10), flat0.narrow(0, 0, 10)));
+  EXPECT_TRUE(at::equal(flat.narrow(0, 55, 45), flat0.narrow(0, 55, 45)));
+  EXPECT_EQ(state.exp_avg.sizes(), (std::vector<int64_t>{5, 9}));
+}
+
+TEST(AdamW, StateIsCreatedOnFirstStepAndTheCounterAdvances) {
+  at::Tensor p = at::ones({4, 3});
+  AdamWState state;
+  EXPECT_FALSE(state.exp_avg.defined());
+  EXPECT_EQ(state.step, 0);
+  const at::Tensor g = at::full({4, 3}, 0.5);
+  adamw_step(p, g, state, AdamWOptions{});
+  ASSERT_TRUE(state.exp_avg.defined());
+  ASSERT_TRUE(state.exp_avg_sq.defined());
+  EXPECT_EQ(state.step, 1);
+  EXPECT_EQ(state.exp_avg.sizes(), p.sizes());
+  EXPECT_EQ(state.exp_avg.scalar_type(), p.scalar_type());
+  // First step: m = 0.1 g, v = 0.001 g^2; the bias-corrected step is lr * sign(g) (up to eps).
+  EXPECT_TRUE(at::allclose(state.exp_avg, at::full({4, 3}, 0.05)));
+  EXPECT_TRUE(at::allclose(state.exp_avg_sq, at::full({4, 3}, 0.00025)));
+  EXPECT_TRUE(at::allclose(p, at::full({4, 3}, 1.0 * (1 - 1e-3 * 0.01) - 1e-3), 1e-6, 1e-7));
+  for (int t = 2; t <= 5; ++t) {
+    adamw_step(p, g, state, AdamWOptions{});
+    EXPECT_EQ(state.step, t);
+  }
+  // A state restored at step 5 continues from there (bias correction uses the stored count).
+  AdamWState copy{state.exp_avg.clone(), state.exp_avg_sq.clone(), state.step};
+  at::Tensor p_copy = p.clone();
+  adamw_step(p, g, state, AdamWOptions{});
+  adamw_step(p_copy, g, copy, AdamWOptions{});
+  EXPECT_TRUE(at::equal(p, p_copy));
+  EXPECT_EQ(copy.step, 6);
+  // Whereas a state whose counter was reset applies a different bias correction.
+  AdamWState reset{copy.exp_avg.clone(), copy.exp_avg_sq.clone(), 0};
+  at::Tensor p_reset = p_copy.clone();
+  adamw_step(p_copy, g, copy, AdamWOptions{});
+  adamw_step(p_reset, g, reset, AdamWOptions{});
+  EXPECT_FALSE(at::equal(p_copy, p_reset));
+}
+
+struct ValidateCase {
+  const char* field;
+  void (*mutate)(AdamWOptions&);
+};
+
+TEST(AdamW, ValidateNamesTheBadField) {
+  EXPECT_NO_THROW(AdamWOptions{}.validate());
+  const std::vector<ValidateCase> cases = {
+      {"'lr'", [](AdamWOptions& o) { o.lr = -1e-3; }},
+      {"'lr'", [](AdamWOptions& o) { o.lr = std::numeric_limits<double>::infinity(); }},
+      {"'betas[0]'", [](AdamWOptions& o) { o.beta1 = 1.0; }},
+      {"'betas[0]'", [](AdamWOptions& o) { o.beta1 = -0.1; }},
+      {"'betas[1]'", [](AdamWOptions& o) { o.beta2 = 1.5; }},
+      {"'betas[1]'", [](AdamWOptions& o) { o.beta2 = std::numeric_limits<double>::quiet_NaN(); }},
+      {"'eps'", [](AdamWOptions& o) { o.eps = 0.0; }},
+      {"'eps'", [](AdamWOptions& o) { o.eps = -1e-8; }},
+      {"'weight_decay'", [](AdamWOptions& o) { o.weight_decay = -0.01; }},
+  };
+  for (const ValidateCase& vc : cases) {
+    SCOPED_TRACE(vc.field);
+    AdamWOptions o;
+    vc.mutate(o);
+    EXPECT_THROW(o.validate(), InvalidArgument);
+    const std::string msg = thrown_message<InvalidArgument>([&] { o.validate(); });
+    EXPECT_TRUE(contains(msg, vc.field)) << msg;
+  }
+  AdamWOptions edge;
+  edge.lr = 0.0;
+  edge.beta1 = 0.0;
+  edge.beta2 = 0.0;
+  edge.weight_decay = 0.0;
+  EXPECT_NO_THROW(edge.validate());
+}
+
+}  // namespace
+}  // namespace orthotron

@@ -1,0 +1,380 @@
+// test_newton_schulz.cpp: tests of Newton-Schulz orthogonalization (optim/newton_schulz.h): singular-value
+// bands of each published schedule, closeness to the exact polar factor, tall/wide and batched consistency,
+// fast path == reference, bf16 compute, error paths, custom schedules and the FLOP formula.
+#include <ATen/ATen.h>
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <string>
+#include <vector>
+
+#include "optim/errors.h"
+#include "optim/newton_schulz.h"
+
+namespace orthotron {
+namespace {
+
+double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
+}
+
+double max_abs(const at::Tensor& a) { return a.to(at::kDouble).abs().max().item<double>(); }
+
+double rel_frobenius(const at::Tensor& got, const at::Tensor& want) {
+  const at::Tensor g = got.to(at::kDouble), w = want.to(at::kDouble);
+  return at::linalg_vector_norm(g - w, 2).item<double>() / at::linalg_vector_norm(w, 2).item<double>();
+}
+
+NsOptions make_options(const std::string& schedule, int steps, at::ScalarType dtype) {
+  NsOptions o;
+  o.schedule = ns_schedule_by_name(schedule);
+  o.steps = steps;
+  o.compute_dtype = dtype;
+  return o;
+}
+
+// Runs `fn`, expects it to throw exactly `Expected`, and returns the message (empty if it did not throw).
+template <typename Expected, typename Fn>
+std::string thrown_message(Fn&& fn) {
+  try {
+    fn();
+  } catch (const Expected& e) {
+    return e.what();
+  } catch (const std::exception& e) {
+    ADD_FAILURE() << "threw a different exception type: " << e.what();
+    return "";
+  }
+  ADD_FAILURE() << "did not throw";
+  return "";
+}
+
+bool contains(const std::string& haystack, const std::string& needle) {
+  return haystack.find(needle) != std::string::npos;
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Singular-value bands of the published schedules (fp64 compute, well-conditioned rectangular Gaussian inputs).
+
+struct BandCase {
+  const char* schedule;
+  double lo;
+  double hi;
+};
+
+class NsBandTest : public ::testing::TestWithParam<BandCase> {};
+
+TEST_P(NsBandTest, SingularValuesLieInScheduleBand) {
+  const BandCase bc = GetParam();
+  const NsOptions opt = make_options(bc.schedule, 5, at::kDouble);
+  // 128x4096 stands for the muon.md 128x4096 case; the other two are the documented shapes.
+  const std::vector<std::pair<int64_t, int64_t>> shapes = {{64, 256}, {512, 1024}, {128, 4096}, {256, 64}};
+  at::manual_seed(1234);
+  for (const auto& [m, n] : shapes) {
+    SCOPED_TRACE(std::string(bc.schedule) + " " + std::to_string(m) + "x" + std::to_string(n));
+    const at::Tensor g = at::randn({m, n}, at::kDouble);
+    // The band must not be satisfied by the input itself: the raw singular values are spread (Marchenko-Pastur
+    // edges sqrt(l) +- sqrt(s): a factor 3 at 64x256, 5.8 at 512x1024, 1.43 at 128x4096), and once
+    // Frobenius-normalized, as NS sees them, they all lie far below the band's lower edge.
+    const at::Tensor sv_in = at::linalg_svdvals(g);
+    const double in_max = sv_in.max().item<double>(), in_min = sv_in.min().item<double>();
+    EXPECT_GT(in_max / in_min, 1.35);
+    EXPECT_LT(in_max / at::linalg_vector_norm(g, 2).item<double>(), 0.5 * bc.lo);
+
+    const at::Tensor o = newton_schulz(g, opt);
+    ASSERT_EQ(o.scalar_type(), at::kDouble);
+    ASSERT_EQ(o.sizes(), g.sizes());
+    const at::Tensor sv = at::linalg_svdvals(o);
+    const double lo = sv.min().item<double>(), hi = sv.max().item<double>();
+    EXPECT_GE(lo, bc.lo) << "smallest singular value after NS";
+    EXPECT_LE(hi, bc.hi) << "largest singular value after NS";
+  }
+}
+
+// The bands of muon.md, widened to 3 decimals. muon.md rounds them inward to 2 decimals, but the exact
+// extremes of the 5-step polynomial composition p5(...p1(s)) over the normalized input range (which is what the
+// fp64 computation reproduces to ~1e-12, see SpectrumFollowsScalarPolynomial) are: quintic [0.6818, 1.1344],
+// quintic_per_step [0.97775, 1.03178], polar_express [0.85887, 1.14113] (its equioscillation band 1 -+ 0.1411).
+INSTANTIATE_TEST_SUITE_P(Schedules, NsBandTest,
+                         ::testing::Values(BandCase{"quintic", 0.68, 1.14}, BandCase{"quintic_per_step", 0.977, 1.032},
+                                           BandCase{"polar_express", 0.858, 1.142}),
+                         [](const ::testing::TestParamInfo<BandCase>& param_info) {
+                           return std::string(param_info.param.schedule);
+                         });
+
+// Newton-Schulz acts on singular values only: with X = P S Q^T, each step maps s -> a s + b s^3 + c s^5. So the
+// singular values of the result are the scalar composition applied to the normalized input singular values.
+TEST(NewtonSchulz, SpectrumFollowsScalarPolynomial) {
+  at::manual_seed(4321);
+  for (const auto& name : ns_schedule_names()) {
+    for (const int steps : {1, 3, 5, 7}) {
+      SCOPED_TRACE(name + " steps=" + std::to_string(steps));
+      const NsOptions opt = make_options(name, steps, at::kDouble);
+      const at::Tensor g = at::randn({40, 150}, at::kDouble);
+      const double norm = at::linalg_vector_norm(g, 2).item<double>();
+      at::Tensor s = at::linalg_svdvals(g) / (norm * opt.schedule.norm_scale + opt.schedule.eps);
+      for (int k = 0; k < steps; ++k) {
+        const auto& c = opt.schedule.at_step(k);
+        s = c[0] * s + c[1] * s.pow(3) + c[2] * s.pow(5);
+      }
+      const at::Tensor expected = std::get<0>(at::sort(s, /*dim=*/0, /*descending=*/true));
+      const at::Tensor got = at::linalg_svdvals(newton_schulz(g, opt));
+      EXPECT_LE(max_abs_diff(got, expected), 1e-10);
+    }
+  }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+TEST(NewtonSchulz, QuinticPerStepIsCloseToExactPolarFactor) {
+  at::manual_seed(7);
+  const at::Tensor g = at::randn({96, 384}, at::kDouble);
+  auto [u, s, vh] = at::linalg_svd(g, /*full_matrices=*/false);
+  const at::Tensor polar = at::matmul(u, vh);
+  const double err = rel_frobenius(newton_schulz(g, make_options("quintic_per_step", 5, at::kDouble)), polar);
+  // The relative Frobenius error is the RMS of (s_i - 1) over the output singular values s_i; quintic_per_step puts
+  // them in [0.978, 1.032], so it is at most 0.032 (measured: 0.018).
+  EXPECT_LT(err, 0.03);
+  // quintic deliberately stops short of the polar factor (singular values in [0.68, 1.14]): it must be farther
+  // away, which shows the bound above is tight enough to tell the schedules apart.
+  const double err_quintic = rel_frobenius(newton_schulz(g, make_options("quintic", 5, at::kDouble)), polar);
+  EXPECT_GT(err_quintic, 0.05);
+  // Also the tall orientation.
+  const double err_tall =
+      rel_frobenius(newton_schulz(g.t(), make_options("quintic_per_step", 5, at::kDouble)), polar.t());
+  EXPECT_LT(err_tall, 0.03);
+}
+
+TEST(NewtonSchulz, TallEqualsTransposeOfWide) {
+  at::manual_seed(11);
+  for (const char* name : {"quintic", "quintic_per_step", "polar_express"}) {
+    SCOPED_TRACE(name);
+    const NsOptions opt = make_options(name, 5, at::kFloat);
+    const at::Tensor g = at::randn({48, 160});
+    const at::Tensor wide = newton_schulz(g, opt);
+    const at::Tensor tall = newton_schulz(g.t().contiguous(), opt);
+    ASSERT_EQ(tall.sizes(), (std::vector<int64_t>{160, 48}));
+    EXPECT_LE(max_abs_diff(tall, wide.t()), 1e-6);
+    // Also a non-contiguous (transposed view) input.
+    EXPECT_LE(max_abs_diff(newton_schulz(g.t(), opt), wide.t()), 1e-6);
+  }
+}
+
+TEST(NewtonSchulz, BatchedEqualsOneByOne) {
+  at::manual_seed(12);
+  const NsOptions opt = make_options("quintic", 5, at::kFloat);
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{4, 32, 80}, {3, 72, 40}}) {
+    SCOPED_TRACE(c10::str(at::IntArrayRef(shape)));
+    // Different scales per matrix: each one must be normalized by its own Frobenius norm.
+    const at::Tensor g = at::randn(shape) * at::arange(1, shape[0] + 1, at::kFloat).view({-1, 1, 1}).pow(3);
+    const at::Tensor batched = newton_schulz(g, opt);
+    ASSERT_EQ(batched.sizes(), g.sizes());
+    for (int64_t i = 0; i < shape[0]; ++i) {
+      const at::Tensor one = newton_schulz(g[i], opt);
+      EXPECT_LE(max_abs_diff(batched[i], one), 1e-6) << "matrix " << i;
+    }
+  }
+}
+
+TEST(NewtonSchulz, FastPathEqualsReference) {
+  at::manual_seed(13);
+  const std::vector<std::vector<int64_t>> shapes = {{24, 56}, {56, 24}, {3, 20, 36}, {2, 36, 20}, {17, 17}};
+  for (const at::ScalarType dtype : {at::kFloat, at::kDouble}) {
+    // fp32: the fast path fuses b*A + c*A*A and a*X + B*X into baddbmm, the reference writes them out, so
+    // rounding differs at the 1e-7 level and up to 7 steps amplify it (measured worst: 3e-6 relative to the
+    // largest entry); fp64 is held 1e8 times tighter (measured: 5e-15).
+    const double tol = dtype == at::kFloat ? 1e-5 : 1e-13;
+    for (const auto& shape : shapes) {
+      const at::Tensor g = at::randn(shape, dtype);
+      for (const auto& name : ns_schedule_names()) {
+        for (int steps = 1; steps <= 7; ++steps) {
+          SCOPED_TRACE(std::string(c10::toString(dtype)) + " " + c10::str(at::IntArrayRef(shape)) + " " + name +
+                       " steps=" + std::to_string(steps));
+          const NsOptions opt = make_options(name, steps, dtype);
+          const at::Tensor fast = newton_schulz(g, opt);
+          const at::Tensor ref = newton_schulz_reference(g, opt);
+          ASSERT_EQ(fast.sizes(), g.sizes());
+          ASSERT_EQ(ref.sizes(), g.sizes());
+          ASSERT_EQ(fast.scalar_type(), dtype);
+          const double d = max_abs_diff(fast, ref) / max_abs(ref);
+          EXPECT_LE(d, tol);
+        }
+      }
+    }
+  }
+}
+
+TEST(NewtonSchulz, ReferenceStepsActuallyIterate) {
+  // Guards the equality above against both paths ignoring `steps` or the schedule: results differ.
+  at::manual_seed(14);
+  const at::Tensor g = at::randn({24, 56}, at::kDouble);
+  const at::Tensor s4 = newton_schulz(g, make_options("quintic_per_step", 4, at::kDouble));
+  const at::Tensor s5 = newton_schulz(g, make_options("quintic_per_step", 5, at::kDouble));
+  const at::Tensor q5 = newton_schulz(g, make_options("quintic", 5, at::kDouble));
+  EXPECT_GT(max_abs_diff(s4, s5), 1e-3);
+  EXPECT_GT(max_abs_diff(q5, s5), 1e-3);
+}
+
+TEST(NewtonSchulz, Bf16ComputeReturnsInputDtypeAndIsClose) {
+  at::manual_seed(15);
+  const at::Tensor g = at::randn({64, 192});
+  const at::Tensor f32 = newton_schulz(g, make_options("quintic", 5, at::kFloat));
+  const at::Tensor bf16 = newton_schulz(g, make_options("quintic", 5, at::kBFloat16));
+  EXPECT_EQ(bf16.scalar_type(), at::kFloat);
+  EXPECT_EQ(bf16.sizes(), g.sizes());
+  const double err = rel_frobenius(bf16, f32);
+  EXPECT_LT(err, 0.05);
+  // bf16 has an 8-bit mantissa: a result this close to fp32 would mean the compute dtype was ignored.
+  EXPECT_GT(err, 1e-4);
+
+  // A bf16 input with bf16 compute stays bf16; an fp64 input with bf16 compute comes back fp64.
+  EXPECT_EQ(newton_schulz(g.to(at::kBFloat16), make_options("quintic", 5, at::kBFloat16)).scalar_type(),
+            at::kBFloat16);
+  const at::Tensor d = newton_schulz(g.to(at::kDouble), make_options("quintic", 5, at::kBFloat16));
+  EXPECT_EQ(d.scalar_type(), at::kDouble);
+  EXPECT_LT(rel_frobenius(d, f32), 0.05);
+  // Batched bf16, tall.
+  const at::Tensor gb = at::randn({2, 96, 32});
+  const at::Tensor ob = newton_schulz(gb, make_options("quintic", 5, at::kBFloat16));
+  EXPECT_EQ(ob.scalar_type(), at::kFloat);
+  EXPECT_LT(rel_frobenius(ob, newton_schulz(gb, make_options("quintic", 5, at::kFloat))), 0.05);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Error paths: each must actually throw the typed error with a message that says what is wrong.
+
+TEST(NewtonSchulzErrors, WrongRankIsShapeError) {
+  const NsOptions opt;
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{8}, {2, 3, 4, 5}, {}}) {
+    SCOPED_TRACE(c10::str(at::IntArrayRef(shape)));
+    const at::Tensor t = at::randn(shape);
+    EXPECT_THROW(newton_schulz(t, opt), ShapeError);
+    const std::string msg = thrown_message<ShapeError>([&] { newton_schulz(t, opt); });
+    EXPECT_TRUE(contains(msg, "rank " + std::to_string(shape.size()))) << msg;
+    EXPECT_TRUE(contains(msg, "[m, n]")) << msg;
+    EXPECT_THROW(newton_schulz_reference(t, opt), ShapeError);
+  }
+}
+
+TEST(NewtonSchulzErrors, EmptyMatrixIsShapeError) {
+  const NsOptions opt;
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{0, 5}, {5, 0}, {2, 0, 4}, {2, 4, 0}}) {
+    SCOPED_TRACE(c10::str(at::IntArrayRef(shape)));
+    const at::Tensor t = at::zeros(shape);
+    EXPECT_THROW(newton_schulz(t, opt), ShapeError);
+    const std::string msg = thrown_message<ShapeError>([&] { newton_schulz(t, opt); });
+    EXPECT_TRUE(contains(msg, "empty")) << msg;
+    EXPECT_THROW(newton_schulz_reference(t, opt), ShapeError);
+  }
+}
+
+TEST(NewtonSchulzErrors, ZeroStepsIsInvalidArgument) {
+  NsOptions opt;
+  opt.steps = 0;
+  const at::Tensor g = at::randn({4, 6});
+  EXPECT_THROW(newton_schulz(g, opt), InvalidArgument);
+  const std::string msg = thrown_message<InvalidArgument>([&] { newton_schulz(g, opt); });
+  EXPECT_TRUE(contains(msg, "steps")) << msg;
+  EXPECT_TRUE(contains(msg, "got 0")) << msg;
+  opt.steps = -3;
+  EXPECT_THROW(newton_schulz_reference(g, opt), InvalidArgument);
+}
+
+TEST(NewtonSchulzErrors, UnknownScheduleNameListsValidNames) {
+  EXPECT_THROW(ns_schedule_by_name("nope"), InvalidArgument);
+  const std::string msg = thrown_message<InvalidArgument>([] { ns_schedule_by_name("nope"); });
+  EXPECT_TRUE(contains(msg, "'nope'")) << msg;
+  for (const char* valid : {"quintic", "quintic_per_step", "polar_express"}) {
+    EXPECT_TRUE(contains(msg, valid)) << msg;
+  }
+  EXPECT_EQ(ns_schedule_names(), (std::vector<std::string>{"quintic", "quintic_per_step", "polar_express"}));
+  // Names are exact: no case folding, no prefix matching.
+  EXPECT_THROW(ns_schedule_by_name("Quintic"), InvalidArgument);
+  EXPECT_THROW(ns_schedule_by_name(""), InvalidArgument);
+}
+
+TEST(NewtonSchulzErrors, BadCustomSchedulesAreInvalidArgument) {
+  EXPECT_THROW(ns_custom_schedule({}), InvalidArgument);
+  std::string msg = thrown_message<InvalidArgument>([] { ns_custom_schedule({}); });
+  EXPECT_TRUE(contains(msg, "empty")) << msg;
+
+  const double nan = std::numeric_limits<double>::quiet_NaN();
+  const double inf = std::numeric_limits<double>::infinity();
+  EXPECT_THROW(ns_custom_schedule({{3.4445, -4.7750, 2.0315}, {1.0, nan, 1.0}}), InvalidArgument);
+  msg = thrown_message<InvalidArgument>([&] { ns_custom_schedule({{3.4445, -4.7750, 2.0315}, {1.0, nan, 1.0}}); });
+  EXPECT_TRUE(contains(msg, "non-finite")) << msg;
+  EXPECT_TRUE(contains(msg, "step 1")) << msg;
+  EXPECT_THROW(ns_custom_schedule({{inf, 0.0, 0.0}}), InvalidArgument);
+  EXPECT_THROW(ns_custom_schedule({{3.4445, -4.7750, 2.0315}}, 0.0), InvalidArgument);
+  EXPECT_THROW(ns_custom_schedule({{3.4445, -4.7750, 2.0315}}, nan), InvalidArgument);
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+
+TEST(NewtonSchulzSchedules, PublishedCoefficients) {
+  const NsSchedule q = ns_schedule_by_name("quintic");
+  ASSERT_EQ(q.coefficients.size(), 1u);
+  EXPECT_EQ(q.coefficients[0], (NsCoefficients{3.4445, -4.7750, 2.0315}));
+  EXPECT_EQ(q.norm_scale, 1.0);
+  EXPECT_EQ(q.eps, 1e-7);
+
+  const NsSchedule ps = ns_schedule_by_name("quintic_per_step");
+  ASSERT_EQ(ps.coefficients.size(), 5u);
+  EXPECT_EQ(ps.coefficients[0], (NsCoefficients{4.0848, -6.8946, 2.9270}));
+  EXPECT_EQ(ps.coefficients[4], (NsCoefficients{2.8366, -3.0525, 1.2012}));
+  EXPECT_EQ(ps.eps, 1e-7);
+
+  const NsSchedule pe = ns_schedule_by_name("polar_express");
+  ASSERT_EQ(pe.coefficients.size(), 5u);
+  EXPECT_EQ(pe.coefficients[0], (NsCoefficients{8.156554524902461, -22.48329292557795, 15.878769915207462}));
+  EXPECT_EQ(pe.coefficients[4], (NsCoefficients{2.3465413258596377, -1.7097828382687081, 0.42323551169305323}));
+  EXPECT_EQ(pe.norm_scale, 1.02);
+  EXPECT_EQ(pe.eps, 1e-6);
+
+  // A schedule shorter than the step count repeats its last entry.
+  EXPECT_EQ(&q.at_step(0), &q.coefficients[0]);
+  EXPECT_EQ(&q.at_step(6), &q.coefficients[0]);
+  EXPECT_EQ(&ps.at_step(3), &ps.coefficients[3]);
+  EXPECT_EQ(&ps.at_step(9), &ps.coefficients[4]);
+}
+
+TEST(NewtonSchulzSchedules, CustomWithQuinticCoefficientsEqualsQuintic) {
+  at::manual_seed(16);
+  const NsSchedule custom = ns_custom_schedule({{3.4445, -4.7750, 2.0315}});
+  EXPECT_EQ(custom.name, "custom");
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{32, 64}, {64, 32}, {2, 16, 40}}) {
+    SCOPED_TRACE(c10::str(at::IntArrayRef(shape)));
+    const at::Tensor g = at::randn(shape);
+    NsOptions c = make_options("quintic", 5, at::kFloat);
+    c.schedule = custom;
+    EXPECT_TRUE(at::equal(newton_schulz(g, c), newton_schulz(g, make_options("quintic", 5, at::kFloat))));
+  }
+  // A custom schedule that differs from quintic gives a different result: the coefficients are used.
+  const at::Tensor g = at::randn({32, 64});
+  NsOptions other = make_options("quintic", 5, at::kFloat);
+  other.schedule = ns_custom_schedule({{3.0, -3.2, 1.2}});
+  EXPECT_GT(max_abs_diff(newton_schulz(g, other), newton_schulz(g, make_options("quintic", 5, at::kFloat))), 1e-3);
+  // A multi-entry custom schedule equal to quintic_per_step's entries matches it too.
+  NsOptions per = make_options("quintic_per_step", 5, at::kDouble);
+  per.schedule = ns_custom_schedule(ns_schedule_by_name("quintic_per_step").coefficients);
+  EXPECT_TRUE(at::equal(newton_schulz(g.to(at::kDouble), per),
+                        newton_schulz(g.to(at::kDouble), make_options("quintic_per_step", 5, at::kDouble))));
+}
+
+TEST(NewtonSchulz, FlopsFormula) {
+  // steps * (4 s^2 l + 2 s^3), s = min(m, n), l = max(m, n).
+  EXPECT_DOUBLE_EQ(newton_schulz_flops(64, 256, 5), 5.0 * (4.0 * 64 * 64 * 256 + 2.0 * 64 * 64 * 64));
+  EXPECT_DOUBLE_EQ(newton_schulz_flops(64, 256, 5), 23592960.0);
+  EXPECT_DOUBLE_EQ(newton_schulz_flops(256, 64, 5), newton_schulz_flops(64, 256, 5));
+  EXPECT_DOUBLE_EQ(newton_schulz_flops(1000, 3000, 1), 4.0 * 1000 * 1000 * 3000 + 2.0 * 1000 * 1000 * 1000);
+  EXPECT_DOUBLE_EQ(newton_schulz_flops(10, 20, 0), 0.0);
+  // 5 steps on d x d: 30 d^3 (muon.md), without int64 overflow at large d.
+  const double d = 8192;
+  EXPECT_DOUBLE_EQ(newton_schulz_flops(8192, 8192, 5), 30.0 * d * d * d);
+  EXPECT_DOUBLE_EQ(newton_schulz_flops(3, 7, 2), 2.0 * (4.0 * 9 * 7 + 2.0 * 27));
+}
+
+}  // namespace
+}  // namespace orthotron
