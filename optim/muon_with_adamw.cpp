@@ -5,24 +5,17 @@
 
 #include <tuple>
 
-#include "optim/errors.h"
+#include "optim/muon_batch.h"
+#include "parallel/errors.h"
 
 namespace orthotron {
 
-MuonWithAdamW::MuonWithAdamW(NamedParameters params, std::vector<ParamGroup> groups, std::vector<RoutingRule> rules)
-    : groups_(std::move(groups)) {
-  for (const auto& g : groups_) {
-    try {
-      if (g.algorithm == Algorithm::kMuon) {
-        g.muon.validate();
-      } else {
-        g.adamw.validate();
-      }
-    } catch (const InvalidArgument& e) {
-      throw InvalidArgument("group '" + g.name + "': " + e.what());
-    }
-  }
+MuonWithAdamW::MuonWithAdamW(NamedParameters params, std::vector<ParamGroup> groups, std::vector<RoutingRule> rules,
+                             SplitRegistry splits)
+    : groups_(std::move(groups)), splits_(std::move(splits)) {
+  validate_groups(groups_);
   assignment_ = route_parameters(params, groups_, rules);
+  check_split_routing(params, assignment_, groups_, splits_);
   for (size_t i = 0; i < params.size(); ++i) {
     Slot s;
     s.param = params[i];
@@ -60,17 +53,9 @@ void MuonWithAdamW::zero_grad() {
 
 void MuonWithAdamW::step() {
   c10::NoGradGuard no_grad;
-  // Muon: gather each matrix's Nesterov direction into buckets of (group, m, n) so that same-shape
-  // matrices share one batched Newton-Schulz call; order of first appearance keeps it deterministic.
-  struct Bucket {
-    size_t group;
-    std::vector<size_t> slots;
-    std::vector<at::Tensor> directions;  // [k_i, m, n] views
-  };
-  std::vector<Bucket> buckets;
-  std::map<std::tuple<size_t, int64_t, int64_t>, size_t> bucket_of;
-  for (size_t i = 0; i < slots_.size(); ++i) {
-    Slot& s = slots_[i];
+  std::vector<MuonTask> tasks;
+  std::vector<Slot*> stepped;
+  for (Slot& s : slots_) {
     const at::Tensor grad = s.param.tensor.grad();
     if (!grad.defined()) continue;
     if (!grad.sizes().equals(s.param.tensor.sizes())) {
@@ -83,28 +68,12 @@ void MuonWithAdamW::step() {
       continue;
     }
     if (!s.momentum.defined()) s.momentum = at::zeros_like(s.param.tensor, at::MemoryFormat::Contiguous);
-    at::Tensor u = muon_matrix_view(muon_momentum_direction(grad, s.momentum, g.muon), s.param.name);
-    const auto key = std::make_tuple(s.group, u.size(1), u.size(2));
-    auto it = bucket_of.find(key);
-    if (it == bucket_of.end()) {
-      it = bucket_of.emplace(key, buckets.size()).first;
-      buckets.push_back({s.group, {}, {}});
-    }
-    buckets[it->second].slots.push_back(i);
-    buckets[it->second].directions.push_back(u);
+    tasks.push_back({s.param.tensor, muon_momentum_direction(grad, s.momentum, g.muon), splits_.find(s.param.name),
+                     s.group, &g.muon, s.param.name});
+    stepped.push_back(&s);
   }
-  for (auto& b : buckets) {
-    const MuonOptions& opts = groups_[b.group].muon;
-    const at::Tensor ortho = newton_schulz(at::cat(b.directions, 0), opts.ns);
-    int64_t row = 0;
-    for (size_t j = 0; j < b.slots.size(); ++j) {
-      Slot& s = slots_[b.slots[j]];
-      const int64_t k = b.directions[j].size(0);
-      muon_apply_update(s.param.tensor, ortho.narrow(0, row, k), opts, s.param.name);
-      row += k;
-      ++s.muon_steps;
-    }
-  }
+  apply_muon_tasks(tasks);
+  for (Slot* s : stepped) ++s->muon_steps;
 }
 
 }  // namespace orthotron

@@ -9,45 +9,48 @@
 #include <string>
 #include <vector>
 
+#include "optim/optimizer.h"
 #include "optim/param_routing.h"
+#include "optim/split_registry.h"
 #include "optim/state_dict.h"
 
 namespace orthotron {
 
-class MuonWithAdamW {
+class MuonWithAdamW : public Optimizer {
  public:
   /// Routes `params` with `rules` (first match wins) into `groups` and validates every group's
-  /// hyperparameters. Throws RoutingError or InvalidArgument. Parameters are held by reference
-  /// (tensor handles): step() updates the caller's tensors in place.
+  /// hyperparameters. Fused Muon parameters listed in `splits` are orthogonalized part by part.
+  /// Throws RoutingError, InvalidArgument or ShapeError. Parameters are held by reference (tensor
+  /// handles): step() updates the caller's tensors in place.
   explicit MuonWithAdamW(NamedParameters params, std::vector<ParamGroup> groups = default_groups(),
-                         std::vector<RoutingRule> rules = default_routing_rules());
+                         std::vector<RoutingRule> rules = default_routing_rules(), SplitRegistry splits = {});
 
   /// One optimizer step over every parameter whose .grad() is defined; parameters without a
   /// gradient are skipped (their state does not advance). Same-shape Muon matrices of a group are
   /// orthogonalized in one batched Newton-Schulz call. Runs under a NoGradGuard. Blocking.
-  void step();
+  void step() override;
 
   /// Resets every parameter's gradient to undefined.
-  void zero_grad();
+  void zero_grad() override;
 
   const std::vector<Assignment>& assignment() const { return assignment_; }
   /// The resolved assignment as a table (print it once, on rank 0).
-  std::string assignment_table() const { return format_assignment(assignment_, groups_); }
+  std::string assignment_table() const override { return format_assignment(assignment_, groups_); }
 
   const std::vector<ParamGroup>& groups() const { return groups_; }
   /// Mutable access for learning-rate schedules; InvalidArgument for an unknown name.
-  ParamGroup& group(const std::string& name);
+  ParamGroup& group(const std::string& name) override;
 
   /// The state keyed by parameter name (see state_dict.h for the layout).
-  StateDict state_dict() const;
+  StateDict state_dict() const override;
   /// Validates everything first, then restores state, step counters and group hyperparameters.
   /// Throws StateDictError naming the parameter, section, tensor, expected and actual value, unless
   /// options.allow_partial, in which case the skipped items are listed in the report. On an error
   /// nothing has been changed.
-  LoadReport load_state_dict(const StateDict& sd, const LoadOptions& options = {});
+  LoadReport load_state_dict(const StateDict& sd, const LoadOptions& options = {}) override;
 
-  void save(const std::string& path) const { save_state_dict(state_dict(), path); }
-  LoadReport load(const std::string& path, const LoadOptions& options = {}) {
+  void save(const std::string& path) const override { save_state_dict(state_dict(), path); }
+  LoadReport load(const std::string& path, const LoadOptions& options = {}) override {
     return load_state_dict(load_state_dict_file(path), options);
   }
 
@@ -68,6 +71,7 @@ class MuonWithAdamW {
 
   std::vector<Slot> slots_;
   std::vector<ParamGroup> groups_;
+  SplitRegistry splits_;
   std::vector<Assignment> assignment_;
   std::map<std::string, size_t> index_;
 };

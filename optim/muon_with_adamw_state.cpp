@@ -10,6 +10,7 @@
 #include "optim/group_json.h"
 #include "optim/muon_with_adamw.h"
 #include "optim/safetensors.h"
+#include "optim/state_header.h"
 
 namespace orthotron {
 
@@ -25,15 +26,6 @@ std::string tensor_key(const std::string& section, const std::string& param, con
 std::vector<std::string> slot_names(Algorithm a) {
   if (a == Algorithm::kMuon) return {"momentum"};
   return {"exp_avg", "exp_avg_sq"};
-}
-
-const std::string& meta(const StateDict& sd, const std::string& key) {
-  auto it = sd.metadata.find(key);
-  if (it == sd.metadata.end()) {
-    throw StateDictError("state dict has no metadata key '" + key +
-                         "': it was not written by orthotron's MuonWithAdamW (or is damaged)");
-  }
-  return it->second;
 }
 
 }  // namespace
@@ -58,10 +50,7 @@ StateDict MuonWithAdamW::state_dict() const {
       sd.tensors[tensor_key(section, s.param.name, "exp_avg_sq")] = s.adamw.exp_avg_sq;
     }
   }
-  sd.metadata["orthotron.format"] = "optimizer_state";
-  sd.metadata["orthotron.format_version"] = std::to_string(kOptimizerStateFormatVersion);
-  sd.metadata["orthotron.optimizer"] = "MuonWithAdamW";
-  sd.metadata["orthotron.state"] = state.dump();
+  write_state_header(sd, state);
   return sd;
 }
 
@@ -73,24 +62,7 @@ LoadReport MuonWithAdamW::load_state_dict(const StateDict& sd, const LoadOptions
   };
 
   // 1. Identity of the file: format, version and optimizer kind are never skipped.
-  if (meta(sd, "orthotron.format") != "optimizer_state") {
-    throw StateDictError("load_state_dict: metadata 'orthotron.format' is '" + meta(sd, "orthotron.format") +
-                         "', expected 'optimizer_state'");
-  }
-  if (meta(sd, "orthotron.format_version") != std::to_string(kOptimizerStateFormatVersion)) {
-    throw StateDictError("load_state_dict: state dict format version " + meta(sd, "orthotron.format_version") +
-                         ", this build reads version " + std::to_string(kOptimizerStateFormatVersion));
-  }
-  if (meta(sd, "orthotron.optimizer") != "MuonWithAdamW") {
-    throw StateDictError("load_state_dict: state dict holds optimizer kind '" + meta(sd, "orthotron.optimizer") +
-                         "', expected 'MuonWithAdamW'");
-  }
-  nlohmann::json state;
-  try {
-    state = nlohmann::json::parse(meta(sd, "orthotron.state"));
-  } catch (const nlohmann::json::exception& e) {
-    throw StateDictError(std::string("load_state_dict: metadata 'orthotron.state' is not valid JSON: ") + e.what());
-  }
+  const nlohmann::json state = read_state_header(sd);
 
   // 2. Plan every change without touching this object.
   struct Pending {

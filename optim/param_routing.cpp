@@ -105,6 +105,20 @@ std::vector<Assignment> route_parameters(const NamedParameters& params, const st
   return out;
 }
 
+void validate_groups(const std::vector<ParamGroup>& groups) {
+  for (const auto& g : groups) {
+    try {
+      if (g.algorithm == Algorithm::kMuon) {
+        g.muon.validate();
+      } else {
+        g.adamw.validate();
+      }
+    } catch (const InvalidArgument& e) {
+      throw InvalidArgument("group '" + g.name + "': " + e.what());
+    }
+  }
+}
+
 std::string format_assignment(const std::vector<Assignment>& assignment, const std::vector<ParamGroup>& groups) {
   size_t width = 9;
   for (const auto& a : assignment) width = std::max(width, a.param.size());

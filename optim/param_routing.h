@@ -68,6 +68,9 @@ struct Assignment {
 std::vector<Assignment> route_parameters(const NamedParameters& params, const std::vector<ParamGroup>& groups,
                                          const std::vector<RoutingRule>& rules);
 
+/// Validates every group's hyperparameters; InvalidArgument naming the group and the field.
+void validate_groups(const std::vector<ParamGroup>& groups);
+
 /// The assignment as an aligned table (parameter, shape, group, algorithm, rule), for printing once.
 std::string format_assignment(const std::vector<Assignment>& assignment, const std::vector<ParamGroup>& groups);
 

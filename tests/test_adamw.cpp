@@ -42,7 +42,9 @@ struct HyperCase {
   AdamWOptions options;
 };
 
-void PrintTo(const HyperCase& h, std::ostream* os) { *os << h.name; }
+void PrintTo(const HyperCase& h, std::ostream* os) {
+  *os << h.name;
+}
 
 std::vector<HyperCase> hyper_cases() {
   std::vector<HyperCase> cases;
@@ -110,21 +112,21 @@ TEST_P(AdamWEqualsTorch, TwentyStepsBitwise) {
   EXPECT_FALSE(at::equal(param, p0));
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Cases, AdamWEqualsTorch,
-    ::testing::Combine(::testing::ValuesIn(hyper_cases()),
-                       ::testing::Values(Shape{1}, Shape{37}, Shape{16, 24}, Shape{3, 5, 7}, Shape{257, 129}),
-                       ::testing::Values(at::kFloat, at::kDouble)),
-    [](const ::testing::TestParamInfo<std::tuple<HyperCase, Shape, at::ScalarType>>& param_info) {
-      std::string name = std::get<0>(param_info.param).name + "_";
-      for (const int64_t d : std::get<1>(param_info.param)) name += std::to_string(d) + "x";
-      name.back() = '_';
-      name += c10::toString(std::get<2>(param_info.param));
-      for (char& ch : name) {
-        if (ch == '-' || ch == '.') ch = '_';
-      }
-      return name;
-    });
+INSTANTIATE_TEST_SUITE_P(Cases, AdamWEqualsTorch,
+                         ::testing::Combine(::testing::ValuesIn(hyper_cases()),
+                                            ::testing::Values(Shape{1}, Shape{37}, Shape{16, 24}, Shape{3, 5, 7},
+                                                              Shape{257, 129}),
+                                            ::testing::Values(at::kFloat, at::kDouble)),
+                         [](const ::testing::TestParamInfo<std::tuple<HyperCase, Shape, at::ScalarType>>& param_info) {
+                           std::string name = std::get<0>(param_info.param).name + "_";
+                           for (const int64_t d : std::get<1>(param_info.param)) name += std::to_string(d) + "x";
+                           name.back() = '_';
+                           name += c10::toString(std::get<2>(param_info.param));
+                           for (char& ch : name) {
+                             if (ch == '-' || ch == '.') ch = '_';
+                           }
+                           return name;
+                         });
 
 TEST(AdamW, DefaultsMatchTorch) {
   const AdamWOptions o;

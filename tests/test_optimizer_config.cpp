@@ -43,24 +43,10 @@ std::string thrown_message(Fn&& fn) {
   return "";
 }
 
-// `path` without its last `levels` components, done on the string: $ORTHOTRON_TEST_DATA may name a
-// directory that does not exist, and the kernel will not resolve "missing/.." through it.
-std::string parent_dir(std::string path, int levels) {
-  for (int i = 0; i < levels; ++i) {
-    while (path.size() > 1 && path.back() == '/') path.pop_back();
-    const auto slash = path.find_last_of('/');
-    path = slash == std::string::npos ? std::string(".") : (slash == 0 ? std::string("/") : path.substr(0, slash));
-  }
-  return path;
-}
-
-// The repository root: the parent of $ORTHOTRON_TEST_DATA's parent (<root>/tests/data, set by
-// CTest), else two levels above this source file.
+// The repository root: $ORTHOTRON_SOURCE_DIR when set, else the source directory compiled in.
 std::string repo_root() {
-  if (const char* data = std::getenv("ORTHOTRON_TEST_DATA"); data != nullptr && *data != '\0') {
-    return parent_dir(data, 2);
-  }
-  return parent_dir(__FILE__, 2);
+  if (const char* root = std::getenv("ORTHOTRON_SOURCE_DIR"); root != nullptr && *root != '\0') return root;
+  return ORTHOTRON_SOURCE_DIR_DEFAULT;
 }
 
 std::string example_config_path() { return repo_root() + "/configs/optimizer.yaml"; }

@@ -1,0 +1,94 @@
+// distributed_muon_with_adamw.h: MuonWithAdamW over data-parallel ranks, ZeRO-1 style, in the
+// owner-aligned shard layout (layout A of distributed.md; see owner_plan.h):
+//   1. every rank copies its gradients into a flat W x S buffer laid out by the owner plan;
+//   2. one reduce-scatter (avg) hands each rank the averaged gradients of its shard, i.e. the
+//      whole gradient of every Muon matrix it owns plus a run of AdamW elements;
+//   3. the owner runs Muon on its matrices (momentum only there; same-shape parts in one batched
+//      NS call; per-part shape scale) and AdamW on its element run (moments only there);
+//   4. one all-gather of the parameter shards gives every rank every updated parameter, bitwise equal.
+// Traffic per step is ZeRO-1 AdamW's (reduce-scatter + all-gather of W x S elements) plus the
+// padding W x S - P and one all_reduce of a per-parameter "has a gradient" flag.
+// Layout A was chosen because it moves no bytes beyond ZeRO-1 while the largest Muon matrix is below
+// P / W; where it is not (see OwnerPlan::padding_ratio), the element-wise layout B is the answer.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "optim/optimizer.h"
+#include "optim/owner_plan.h"
+#include "optim/split_registry.h"
+#include "parallel/communicator.h"
+
+namespace orthotron {
+
+/// "dir/state.safetensors" -> "dir/state.rank00001-of-00004.safetensors": one file per rank.
+std::string rank_state_path(const std::string& path, int rank, int world);
+
+class DistributedMuonWithAdamW : public Optimizer {
+ public:
+  /// Collective over `dp`: every data-parallel rank must construct it with the same parameter
+  /// names, shapes and dtypes, groups, rules and splits. Each rank computes the owner plan and the
+  /// ranks compare its hash (CommError naming the ranks on a mismatch; never a hang). Parameters
+  /// must all share one dtype and device (dp's device). At the end the parameters are synchronized
+  /// from their shards, so every rank starts bitwise equal. `dp` must outlive the optimizer.
+  DistributedMuonWithAdamW(NamedParameters params, Communicator& dp, std::vector<ParamGroup> groups = default_groups(),
+                           std::vector<RoutingRule> rules = default_routing_rules(), SplitRegistry splits = {});
+
+  /// Collective. A parameter whose gradient is undefined on some ranks contributes zeros there; a
+  /// parameter with no gradient on any rank is skipped (its state does not advance), as in the
+  /// single-process container.
+  void step() override;
+  void zero_grad() override;
+
+  /// This rank's state only: the momenta of the Muon matrices it owns and the AdamW moments of its
+  /// element runs, keyed by parameter name, plus the layout record in metadata "orthotron.layout":
+  /// world size, this rank, plan hash, shard length, every Muon owner and every AdamW element range.
+  StateDict state_dict() const override;
+  /// Collective. Each rank validates its own state dict (same world size, same plan hash, its own
+  /// rank, then everything the single-process load checks); if any rank fails, every rank throws
+  /// StateDictError. Then the state is restored and the parameters re-synchronized from their shards.
+  LoadReport load_state_dict(const StateDict& sd, const LoadOptions& options = {}) override;
+  /// Each rank writes rank_state_path(path, rank, world); collective (a barrier follows the writes).
+  void save(const std::string& path) const override;
+  LoadReport load(const std::string& path, const LoadOptions& options = {}) override;
+
+  std::string assignment_table() const override { return format_assignment(assignment_, groups_); }
+  ParamGroup& group(const std::string& name) override;
+  const std::vector<ParamGroup>& groups() const { return groups_; }
+
+  const OwnerPlan& plan() const { return plan_; }
+  Communicator& comm() const { return dp_; }
+  /// Collective: every rank's parameters become the values held in the shards (an all-gather).
+  void sync_parameters();
+  /// Optimizer state elements this rank holds (Muon momenta + AdamW moments), allocated or not.
+  int64_t state_elements() const { return plan_.state_elements(dp_.rank()); }
+  /// The momentum of an owned Muon parameter (undefined when not owned or not yet stepped).
+  at::Tensor muon_momentum(const std::string& param) const;
+  /// Step count of a parameter (kept on every rank).
+  int64_t step_count(const std::string& param) const;
+
+ private:
+  size_t index_of(const std::string& param) const;
+  void copy_into_buffer(at::Tensor& buffer, bool from_grad, const std::vector<char>& has_local) const;
+
+  Communicator& dp_;
+  NamedParameters params_;
+  std::vector<ParamGroup> groups_;
+  std::vector<Assignment> assignment_;
+  SplitRegistry splits_;
+  OwnerPlan plan_;
+  std::map<std::string, size_t> index_;
+  std::vector<int64_t> steps_;          // per parameter
+  std::map<size_t, at::Tensor> momentum_;  // owned Muon parameters
+  std::map<size_t, AdamWState> adamw_;     // AdamW parameters with a run in this shard (slice-sized)
+  std::vector<PlanSegment> my_segments_;
+  at::Tensor grad_buffer_;   // W x S
+  at::Tensor param_buffer_;  // W x S
+  at::Tensor param_shard_;   // S
+};
+
+}  // namespace orthotron

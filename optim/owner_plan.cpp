@@ -1,0 +1,182 @@
+// owner_plan.cpp: LPT owner assignment and the owner-aligned flat buffer layout.
+#include "optim/owner_plan.h"
+
+#include <algorithm>
+#include <numeric>
+#include <set>
+#include <sstream>
+
+#include "optim/muon_batch.h"
+#include "parallel/errors.h"
+
+namespace orthotron {
+
+int64_t PlanParam::numel() const {
+  int64_t n = 1;
+  for (int64_t d : shape) n *= d;
+  return n;
+}
+
+double OwnerPlan::padding_ratio() const {
+  return total_elements == 0 ? 0.0 : static_cast<double>(padding()) / static_cast<double>(total_elements);
+}
+
+double OwnerPlan::ns_imbalance() const {
+  const double total = std::accumulate(ns_cost_per_rank.begin(), ns_cost_per_rank.end(), 0.0);
+  if (total == 0) return 1.0;
+  return *std::max_element(ns_cost_per_rank.begin(), ns_cost_per_rank.end()) / (total / world);
+}
+
+std::vector<PlanSegment> OwnerPlan::shard_segments(int rank) const {
+  std::vector<PlanSegment> out;
+  for (const auto& s : segments) {
+    if (s.rank == rank) out.push_back(s);
+  }
+  return out;
+}
+
+int64_t OwnerPlan::state_elements(int rank) const {
+  return muon_elements_per_rank[static_cast<size_t>(rank)] + 2 * adamw_elements_per_rank[static_cast<size_t>(rank)];
+}
+
+std::string OwnerPlan::summary() const {
+  int64_t lo = state_elements(0), hi = lo;
+  for (int r = 1; r < world; ++r) {
+    lo = std::min(lo, state_elements(r));
+    hi = std::max(hi, state_elements(r));
+  }
+  std::ostringstream out;
+  out << "owner plan: W=" << world << " S=" << shard_len << " P=" << total_elements << " padding=" << padding() << " ("
+      << padding_ratio() * 100 << "% of P) NS imbalance max/mean=" << ns_imbalance()
+      << " state elements per rank min=" << lo << " max=" << hi << " hash=" << std::hex << hash;
+  return out.str();
+}
+
+namespace {
+
+uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
+  const auto* p = static_cast<const unsigned char*>(data);
+  for (size_t i = 0; i < n; ++i) {
+    h ^= p[i];
+    h *= 1099511628211ULL;
+  }
+  return h;
+}
+template <typename T>
+uint64_t fnv1a_value(uint64_t h, const T& v) {
+  return fnv1a(h, &v, sizeof v);
+}
+
+}  // namespace
+
+OwnerPlan make_owner_plan(const std::vector<PlanParam>& params, int world) {
+  if (world < 1) throw InvalidArgument("owner plan: world size must be >= 1, got " + std::to_string(world));
+  std::set<std::string> names;
+  for (const auto& p : params) {
+    if (!names.insert(p.name).second) throw InvalidArgument("owner plan: parameter name '" + p.name + "' repeats");
+  }
+  OwnerPlan plan;
+  plan.world = world;
+  plan.params = params;
+  plan.owner.assign(params.size(), -1);
+  plan.ns_cost_per_rank.assign(static_cast<size_t>(world), 0.0);
+  plan.muon_elements_per_rank.assign(static_cast<size_t>(world), 0);
+  plan.adamw_elements_per_rank.assign(static_cast<size_t>(world), 0);
+
+  // 1. Owners: LPT by NS cost; ties by larger shape (lexicographic), then name.
+  std::vector<size_t> muon;
+  for (size_t i = 0; i < params.size(); ++i) {
+    plan.total_elements += params[i].numel();
+    if (params[i].algorithm == Algorithm::kMuon) muon.push_back(i);
+  }
+  std::sort(muon.begin(), muon.end(), [&](size_t a, size_t b) {
+    if (params[a].ns_cost != params[b].ns_cost) return params[a].ns_cost > params[b].ns_cost;
+    if (params[a].shape != params[b].shape) return params[a].shape > params[b].shape;
+    return params[a].name < params[b].name;
+  });
+  for (size_t i : muon) {
+    int best = 0;
+    for (int r = 1; r < world; ++r) {
+      const auto ur = static_cast<size_t>(r), ub = static_cast<size_t>(best);
+      if (plan.ns_cost_per_rank[ur] < plan.ns_cost_per_rank[ub] ||
+          (plan.ns_cost_per_rank[ur] == plan.ns_cost_per_rank[ub] &&
+           plan.muon_elements_per_rank[ur] < plan.muon_elements_per_rank[ub])) {
+        best = r;
+      }
+    }
+    plan.owner[i] = best;
+    plan.ns_cost_per_rank[static_cast<size_t>(best)] += params[i].ns_cost;
+    plan.muon_elements_per_rank[static_cast<size_t>(best)] += params[i].numel();
+  }
+
+  // 2. Shard length.
+  const int64_t max_muon = *std::max_element(plan.muon_elements_per_rank.begin(), plan.muon_elements_per_rank.end());
+  plan.shard_len = std::max<int64_t>({max_muon, (plan.total_elements + world - 1) / world, 1});
+
+  // 3. Layout: each shard's owned Muon parameters (parameter order), then AdamW elements in order.
+  size_t adam_param = 0;
+  int64_t adam_pos = 0;  // next element of params[adam_param] to place
+  auto next_adamw = [&]() {
+    while (adam_param < params.size() &&
+           (params[adam_param].algorithm != Algorithm::kAdamW || adam_pos >= params[adam_param].numel())) {
+      ++adam_param;
+      adam_pos = 0;
+    }
+  };
+  for (int r = 0; r < world; ++r) {
+    int64_t offset = static_cast<int64_t>(r) * plan.shard_len;
+    const int64_t end = offset + plan.shard_len;
+    for (size_t i = 0; i < params.size(); ++i) {
+      if (plan.owner[i] != r) continue;
+      plan.segments.push_back({i, 0, params[i].numel(), offset, r});
+      offset += params[i].numel();
+    }
+    next_adamw();
+    while (offset < end && adam_param < params.size()) {
+      const int64_t take = std::min(end - offset, params[adam_param].numel() - adam_pos);
+      if (take > 0) {
+        plan.segments.push_back({adam_param, adam_pos, take, offset, r});
+        plan.adamw_elements_per_rank[static_cast<size_t>(r)] += take;
+      }
+      offset += take;
+      adam_pos += take;
+      next_adamw();
+    }
+  }
+
+  // 4. Hash of everything that must agree across ranks.
+  uint64_t h = 14695981039346656037ULL;
+  h = fnv1a_value(h, plan.world);
+  h = fnv1a_value(h, plan.shard_len);
+  for (size_t i = 0; i < params.size(); ++i) {
+    h = fnv1a(h, params[i].name.data(), params[i].name.size());
+    for (int64_t d : params[i].shape) h = fnv1a_value(h, d);
+    h = fnv1a_value(h, static_cast<int>(params[i].algorithm));
+    h = fnv1a_value(h, params[i].ns_cost);
+    h = fnv1a_value(h, plan.owner[i]);
+  }
+  for (const auto& s : plan.segments) {
+    h = fnv1a_value(h, s.param);
+    h = fnv1a_value(h, s.param_begin);
+    h = fnv1a_value(h, s.count);
+    h = fnv1a_value(h, s.buffer_offset);
+  }
+  plan.hash = h;
+  return plan;
+}
+
+std::vector<PlanParam> plan_params(const std::vector<Assignment>& assignment, const std::vector<ParamGroup>& groups,
+                                   const SplitRegistry& splits) {
+  std::vector<PlanParam> out;
+  for (const auto& a : assignment) {
+    PlanParam p;
+    p.name = a.param;
+    p.shape = a.shape;
+    p.algorithm = groups[a.group_index].algorithm;
+    if (p.algorithm == Algorithm::kMuon) p.ns_cost = muon_ns_cost(p.shape, splits.find(p.name));
+    out.push_back(std::move(p));
+  }
+  return out;
+}
+
+}  // namespace orthotron

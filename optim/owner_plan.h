@@ -1,0 +1,75 @@
+// owner_plan.h: the owner-aligned shard layout of distributed Muon (layout A of distributed.md),
+// as a pure function of parameter names, shapes, roles, splits and the data-parallel size: which
+// rank owns each Muon matrix, and where every parameter element sits in the flat W x S buffer.
+// No tensors are touched and nothing is communicated, so it can be computed for any W.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "optim/param_routing.h"
+#include "optim/split_registry.h"
+
+namespace orthotron {
+
+/// One parameter as the plan sees it.
+struct PlanParam {
+  std::string name;
+  std::vector<int64_t> shape;
+  Algorithm algorithm = Algorithm::kMuon;
+  double ns_cost = 0;  ///< muon_ns_cost over its matrices (split parts or stack); 0 for AdamW
+  int64_t numel() const;
+};
+
+/// A run of one parameter's elements in the flat buffer: param elements [param_begin,
+/// param_begin + count) (row-major flat order) live at buffer [buffer_offset, buffer_offset + count).
+struct PlanSegment {
+  size_t param = 0;
+  int64_t param_begin = 0;
+  int64_t count = 0;
+  int64_t buffer_offset = 0;
+  int rank = 0;  ///< the shard holding it: buffer_offset / shard_len
+};
+
+/// The layout. Rank r's shard is buffer [r * shard_len, (r + 1) * shard_len): first the Muon
+/// parameters r owns, whole, in parameter order; then the next run of AdamW elements (parameters
+/// in order, cut anywhere, since AdamW is element-wise), so every shard has the same length; padding
+/// only where the AdamW elements run out.
+struct OwnerPlan {
+  int world = 1;
+  int64_t shard_len = 0;                 ///< S
+  int64_t total_elements = 0;            ///< P (Muon + AdamW)
+  std::vector<PlanParam> params;
+  std::vector<int> owner;                ///< per parameter: owning rank for Muon, -1 for AdamW
+  std::vector<PlanSegment> segments;     ///< sorted by buffer_offset; every element exactly once
+  std::vector<double> ns_cost_per_rank;
+  std::vector<int64_t> muon_elements_per_rank;
+  std::vector<int64_t> adamw_elements_per_rank;
+  uint64_t hash = 0;                     ///< FNV-1a over everything above
+
+  int64_t buffer_len() const { return shard_len * world; }
+  int64_t padding() const { return buffer_len() - total_elements; }
+  /// Padding relative to the parameters: (W S - P) / P.
+  double padding_ratio() const;
+  /// NS cost imbalance: max over ranks / mean over ranks (1.0 is perfect; 0 Muon cost gives 1.0).
+  double ns_imbalance() const;
+  /// Segments of rank r's shard, in buffer order.
+  std::vector<PlanSegment> shard_segments(int rank) const;
+  /// Optimizer state elements rank r keeps: its Muon momenta + 2 x its AdamW elements.
+  int64_t state_elements(int rank) const;
+  /// A few lines: W, S, P, padding, NS imbalance, min/max state per rank.
+  std::string summary() const;
+};
+
+/// Builds the plan. Owners: longest-processing-time first by NS cost (ties: larger shape, then
+/// name), each to the rank with the least cost so far (ties: fewer Muon elements, then lower rank).
+/// S = max(largest per-rank Muon total, ceil(P / W)). Deterministic: it depends on the inputs alone,
+/// never on addresses, ranks or timing. InvalidArgument for world < 1 or duplicate names.
+OwnerPlan make_owner_plan(const std::vector<PlanParam>& params, int world);
+
+/// PlanParams for named shapes routed by `groups`/`assignment`, with NS costs from `splits`.
+std::vector<PlanParam> plan_params(const std::vector<Assignment>& assignment, const std::vector<ParamGroup>& groups,
+                                   const SplitRegistry& splits);
+
+}  // namespace orthotron
