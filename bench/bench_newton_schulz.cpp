@@ -1,0 +1,135 @@
+// bench_newton_schulz.cpp: owns the CPU benchmark of newton_schulz (fp32, 5 quintic steps) against plain matmul.
+//
+// For each shape m x n it measures, in the same run and on the same threads:
+//  - the median wall time of newton_schulz(G) on one fp32 m x n matrix, 5 quintic steps, and its GFLOP/s
+//    counted with newton_schulz_flops(m, n, 5) = 5 * (4 s^2 l + 2 s^3), s = min(m, n), l = max(m, n)
+//    (the count excludes the normalization, transposes and copies, which the time includes);
+//  - the median wall time of one plain product at::mm_out(C, A, B) with A m x n and B n x m (C m x m, written into
+//    a preallocated buffer), counted as 2 m^2 n FLOPs, and its GFLOP/s;
+//  - the ratio NS GFLOP/s / matmul GFLOP/s: how close Newton-Schulz runs to the BLAS matmul rate of this machine.
+// Each measurement is preceded by warmup calls and repeated until both a minimum repeat count and a minimum
+// measured time are reached (capped by a maximum repeat count); the median of the repeats is reported.
+// For a tall shape (m > n) the matmul is the large m x m product while NS works on the small n x n Gram side.
+// Measure on an otherwise idle machine: with another process on one of two cores, multi-threaded runs stall at
+// every OpenMP barrier and slow down tenfold or more (--threads 1 is then the stable figure).
+#include <ATen/ATen.h>
+#include <ATen/Parallel.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <string>
+#include <vector>
+
+#include "optim/newton_schulz.h"
+
+namespace {
+
+struct Shape {
+  int64_t m;
+  int64_t n;
+};
+
+struct Reps {
+  int warmup;
+  int min_reps;
+  int max_reps;
+  double min_seconds;
+};
+
+// Median seconds of `fn` after `reps.warmup` untimed calls.
+double median_seconds(const std::function<void()>& fn, const Reps& reps) {
+  for (int i = 0; i < reps.warmup; ++i) fn();
+  std::vector<double> times;
+  double total = 0;
+  while (static_cast<int>(times.size()) < reps.max_reps &&
+         (static_cast<int>(times.size()) < reps.min_reps || total < reps.min_seconds)) {
+    const auto t0 = std::chrono::steady_clock::now();
+    fn();
+    const auto t1 = std::chrono::steady_clock::now();
+    const double s = std::chrono::duration<double>(t1 - t0).count();
+    times.push_back(s);
+    total += s;
+  }
+  std::sort(times.begin(), times.end());
+  const size_t k = times.size();
+  return k % 2 == 1 ? times[k / 2] : 0.5 * (times[k / 2 - 1] + times[k / 2]);
+}
+
+void print_usage(const char* argv0) {
+  std::printf(
+      "usage: %s [--quick] [--threads N] [--help]\n"
+      "  Times newton_schulz (fp32, 5 quintic steps, CPU) and a plain at::mm of an m x n by n x m product\n"
+      "  for square and rectangular shapes, and prints median times, GFLOP/s and their ratio.\n"
+      "  --quick      fewer shapes and repeats (a smoke run, under ~20 s on 2 cores)\n"
+      "  --threads N  at::set_num_threads(N) before measuring (default: torch's default)\n"
+      "  --help       this text\n",
+      argv0);
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  for (int i = 1; i < argc; ++i) {
+    if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
+      const int threads = std::atoi(argv[++i]);
+      if (threads < 1) {
+        std::fprintf(stderr, "--threads needs a positive integer, got '%s'\n", argv[i]);
+        return 2;
+      }
+      at::set_num_threads(threads);
+    } else if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
+      print_usage(argv[0]);
+      return 0;
+    } else {
+      std::fprintf(stderr, "unknown argument '%s'\n", argv[i]);
+      print_usage(argv[0]);
+      return 2;
+    }
+  }
+
+  const std::vector<Shape> shapes =
+      quick ? std::vector<Shape>{{256, 256}, {512, 512}, {1024, 1024}, {256, 1024}, {1024, 256}}
+            : std::vector<Shape>{{256, 256},  {512, 512},  {1024, 1024}, {2048, 2048},
+                                 {256, 1024}, {512, 2048}, {1024, 2048}, {2048, 512}};
+  const Reps reps = quick ? Reps{1, 3, 15, 0.2} : Reps{2, 5, 50, 1.0};
+  constexpr int kSteps = 5;
+
+  orthotron::NsOptions options;
+  options.schedule = orthotron::ns_schedule_by_name("quintic");
+  options.steps = kSteps;
+  options.compute_dtype = at::kFloat;
+
+  at::manual_seed(0);
+  std::printf("newton_schulz benchmark: CPU, fp32, %d quintic steps, torch threads %d%s\n", kSteps,
+              at::get_num_threads(), quick ? ", --quick" : "");
+  std::printf("matmul = at::mm of (m x n) by (n x m), 2 m^2 n FLOPs; NS FLOPs = newton_schulz_flops(m, n, %d)\n",
+              kSteps);
+  std::printf("%-11s %12s %10s %12s %10s %9s\n", "shape", "NS ms", "NS GF/s", "matmul ms", "mm GF/s", "NS/mm");
+
+  for (const Shape& s : shapes) {
+    const at::Tensor g = at::randn({s.m, s.n});
+    const at::Tensor a = at::randn({s.m, s.n});
+    const at::Tensor b = at::randn({s.n, s.m});
+    at::Tensor c = at::empty({s.m, s.m});
+
+    const double ns_s = median_seconds([&] { (void)orthotron::newton_schulz(g, options); }, reps);
+    const double mm_s = median_seconds([&] { at::mm_out(c, a, b); }, reps);
+
+    const double ns_gflops = orthotron::newton_schulz_flops(s.m, s.n, kSteps) / ns_s * 1e-9;
+    const double mm_gflops =
+        2.0 * static_cast<double>(s.m) * static_cast<double>(s.m) * static_cast<double>(s.n) / mm_s * 1e-9;
+    const std::string name = std::to_string(s.m) + "x" + std::to_string(s.n);
+    std::printf("%-11s %12.3f %10.1f %12.3f %10.1f %9.2f\n", name.c_str(), ns_s * 1e3, ns_gflops, mm_s * 1e3, mm_gflops,
+                ns_gflops / mm_gflops);
+    std::fflush(stdout);
+  }
+  return 0;
+}

@@ -1,0 +1,298 @@
+// test_distributed_muon.cpp: DistributedMuonWithAdamW on real ranks (CTest runs it with 1, 2, 3
+// and 4): bitwise equal to the single-process container over 20 steps on a GPT-shaped set with
+// fused QKV (GQA) and gate/up splits; edge shapes and ranks that own nothing; parameters without a
+// gradient; the plan-hash check; the byte bound against ZeRO-1 AdamW; per-rank state size; and the
+// three-models save/load test with its error paths.
+#include <c10/core/GradMode.h>
+#include <gtest/gtest.h>
+
+#include <cstdio>
+#include <numeric>
+
+#include "gpt_fixture.h"
+#include "optim/distributed_muon_with_adamw.h"
+#include "optim/muon_with_adamw.h"
+#include "parallel/errors.h"
+#include "parallel/mpi_runtime.h"
+
+namespace orthotron {
+namespace {
+
+using orthotron::testing::GptShape;
+
+Communicator& world() {
+  static std::unique_ptr<Communicator> w = mpi_world();
+  return *w;
+}
+
+NamedParameters clone(const NamedParameters& src) {
+  NamedParameters out;
+  for (const auto& p : src) out.push_back({p.name, p.tensor.detach().clone().requires_grad_(true)});
+  return out;
+}
+
+// Gradients whose sums are exact in fp32 in any order (multiples of 2^-10 in [-4, 4)), so the
+// reduce-scatter's summation order cannot change a bit: the distributed average then equals the
+// single-process (sum / W) exactly, and the test can demand bitwise equality.
+at::Tensor exact_grad(at::IntArrayRef shape, uint64_t seed) {
+  at::manual_seed(seed);
+  return at::randint(-4096, 4096, shape, at::kLong).to(at::kFloat) / 1024.0;
+}
+
+// Which ranks give parameter `i` a gradient at `step`: everyone, except that parameter 2 has none
+// anywhere at step 3 and parameter 4 only on rank 0 at step 5.
+bool has_grad(size_t i, int step, int rank) {
+  if (i == 2 && step == 3) return false;
+  if (i == 4 && step == 5) return rank == 0;
+  return true;
+}
+
+// Sets this rank's gradients on `dist` and the averaged gradients on `ref`.
+void set_grads(NamedParameters& dist, NamedParameters& ref, int step) {
+  const int w = world().size(), r = world().rank();
+  for (size_t i = 0; i < dist.size(); ++i) {
+    at::Tensor sum = at::zeros(dist[i].tensor.sizes());
+    bool any = false;
+    for (int q = 0; q < w; ++q) {
+      if (!has_grad(i, step, q)) continue;
+      const at::Tensor g = exact_grad(dist[i].tensor.sizes(), 1000003ULL * step + 1009ULL * q + i);
+      sum += g;
+      any = true;
+      if (q == r) dist[i].tensor.mutable_grad() = g;
+    }
+    if (!has_grad(i, step, r)) dist[i].tensor.mutable_grad() = at::Tensor();
+    ref[i].tensor.mutable_grad() = any ? sum / static_cast<double>(w) : at::Tensor();
+  }
+}
+
+std::vector<ParamGroup> test_groups() {
+  auto g = default_groups();
+  g[0].muon.lr = 0.03;
+  g[0].muon.weight_decay = 0.1;
+  g[0].muon.scale_mode = ScaleMode::kMatchRmsAdamW;
+  g[1].adamw.lr = 0.01;
+  g[1].adamw.beta2 = 0.95;
+  g[1].adamw.weight_decay = 0.05;
+  return g;
+}
+
+void expect_bitwise(const NamedParameters& a, const NamedParameters& b, const std::string& what) {
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_TRUE(at::equal(a[i].tensor, b[i].tensor))
+        << what << ": " << a[i].name << " differs on rank " << world().rank() << ", max abs diff "
+        << (a[i].tensor - b[i].tensor).abs().max().item<double>();
+  }
+}
+
+// Every rank holds the same bits: compare each parameter with rank 0's copy.
+void expect_ranks_agree(const NamedParameters& params) {
+  for (const auto& p : params) {
+    at::Tensor mine = p.tensor.detach().clone();
+    at::Tensor root = mine.clone();
+    world().broadcast(root, 0);
+    EXPECT_TRUE(at::equal(mine, root)) << p.name << " on rank " << world().rank() << " differs from rank 0";
+  }
+}
+
+TEST(DistributedMuon, EqualsSingleProcessBitwiseOver20Steps) {
+  const GptShape s;
+  const NamedParameters init = orthotron::testing::gpt_params(s, 11);
+  NamedParameters dist = clone(init), ref = clone(init);
+  DistributedMuonWithAdamW dopt(dist, world(), test_groups(), default_routing_rules(), orthotron::testing::gpt_splits(s));
+  MuonWithAdamW sopt(ref, test_groups(), default_routing_rules(), orthotron::testing::gpt_splits(s));
+  for (int step = 0; step < 20; ++step) {
+    set_grads(dist, ref, step);
+    dopt.step();
+    sopt.step();
+  }
+  expect_bitwise(dist, ref, "distributed vs single-process after 20 steps");
+  expect_ranks_agree(dist);
+  EXPECT_EQ(dopt.step_count(dist[2].name), 19) << "a parameter with no gradient anywhere is skipped";
+  EXPECT_EQ(dopt.step_count(dist[4].name), 20) << "a gradient on one rank is a step for everyone";
+  if (world().rank() == 0) std::printf("W=%d %s\n", world().size(), dopt.plan().summary().c_str());
+}
+
+TEST(DistributedMuon, EdgeShapesAndRanksThatOwnNothing) {
+  at::manual_seed(5);
+  const NamedParameters init = {{"a.weight", at::randn({1, 7}).requires_grad_(true)},
+                                {"b.weight", at::randn({7, 1}).requires_grad_(true)},
+                                {"c.weight", at::randn({13, 17}).requires_grad_(true)},
+                                {"d.bias", at::randn({3}).requires_grad_(true)},
+                                {"e.weight", at::randn({2, 3, 5}).requires_grad_(true)}};
+  NamedParameters dist = clone(init), ref = clone(init);
+  DistributedMuonWithAdamW dopt(dist, world(), test_groups());
+  MuonWithAdamW sopt(ref, test_groups());
+  for (int step = 0; step < 6; ++step) {
+    set_grads(dist, ref, step);
+    dopt.step();
+    sopt.step();
+  }
+  expect_bitwise(dist, ref, "edge shapes");
+  const auto& owned = dopt.plan().muon_elements_per_rank;
+  const int idle = static_cast<int>(std::count(owned.begin(), owned.end(), 0));
+  EXPECT_EQ(idle, std::max(0, world().size() - 4)) << "4 Muon matrices: every rank beyond the 4th owns nothing";
+}
+
+TEST(DistributedMuon, PlanMismatchIsAClearErrorNotAHang) {
+  if (world().size() == 1) GTEST_SKIP() << "needs two ranks";
+  const GptShape s;
+  GptShape other = s;
+  if (world().rank() == 1) other.ffn += 8;  // rank 1 sees different MLP shapes
+  NamedParameters p = orthotron::testing::gpt_params(other, 1);
+  try {
+    DistributedMuonWithAdamW opt(p, world(), test_groups(), default_routing_rules(),
+                                 orthotron::testing::gpt_splits(other));
+    ADD_FAILURE() << "expected CommError on rank " << world().rank();
+  } catch (const CommError& e) {
+    EXPECT_NE(std::string(e.what()).find("owner plan mismatch"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("rank 1 hash"), std::string::npos) << e.what();
+  }
+  world().barrier();
+}
+
+// Bytes per rank per step, from the communicator's counters: distributed Muon in the owner-aligned
+// layout against ZeRO-1 AdamW (the same container with every parameter routed to AdamW).
+TEST(DistributedMuon, CommunicationWithinBoundOfZero1AdamW) {
+  GptShape s;
+  s.hidden = 64;
+  s.ffn = 96;
+  const NamedParameters init = orthotron::testing::gpt_params(s, 3);
+  auto bytes_per_step = [&](std::vector<ParamGroup> groups, std::vector<RoutingRule> rules, SplitRegistry splits) {
+    auto comm = world().split(0, world().rank(), "dp");
+    NamedParameters p = clone(init), unused = clone(init);
+    DistributedMuonWithAdamW opt(p, *comm, std::move(groups), std::move(rules), std::move(splits));
+    set_grads(p, unused, 0);
+    opt.step();
+    comm->stats().reset();
+    set_grads(p, unused, 1);
+    opt.step();
+    return comm->stats().bytes_sent() + comm->stats().bytes_received();
+  };
+  RoutingRule all_adamw;
+  all_adamw.name = "everything";
+  all_adamw.group = "adamw";
+  const int64_t muon = bytes_per_step(test_groups(), default_routing_rules(), orthotron::testing::gpt_splits(s));
+  const int64_t zero1 = bytes_per_step(test_groups(), {all_adamw}, {});
+  const int w = world().size();
+  if (w == 1) {
+    EXPECT_EQ(muon, 0);
+    EXPECT_EQ(zero1, 0);
+    return;
+  }
+  const double ratio = static_cast<double>(muon) / static_cast<double>(zero1);
+  if (world().rank() == 0) {
+    std::printf("W=%d bytes per rank per step: distributed Muon %lld, ZeRO-1 AdamW %lld, ratio %.4f\n", w,
+                static_cast<long long>(muon), static_cast<long long>(zero1), ratio);
+  }
+  EXPECT_GE(ratio, 1.0);
+  if (w == 4) {
+    EXPECT_LE(ratio, 1.15);
+  }
+}
+
+TEST(DistributedMuon, StatePerRankIsAboutOneOverW) {
+  const GptShape s;
+  NamedParameters p = orthotron::testing::gpt_params(s, 4);
+  DistributedMuonWithAdamW opt(p, world(), test_groups(), default_routing_rules(), orthotron::testing::gpt_splits(s));
+  int64_t single = 0;
+  for (size_t i = 0; i < p.size(); ++i) single += (opt.plan().owner[i] >= 0 ? 1 : 2) * p[i].tensor.numel();
+  at::Tensor mine = at::full({1}, opt.state_elements(), at::kLong);
+  at::Tensor all = at::empty({world().size()}, at::kLong);
+  world().all_gather(all, mine);
+  EXPECT_EQ(all.sum().item<int64_t>(), single) << "every state element lives on exactly one rank";
+  const double ideal = static_cast<double>(single) / world().size();
+  if (world().rank() == 0) {
+    std::printf("W=%d optimizer state elements per rank: max %lld (%.3f x 1/W), min %lld (%.3f x 1/W), single %lld\n",
+                world().size(), static_cast<long long>(all.max().item<int64_t>()), all.max().item<int64_t>() / ideal,
+                static_cast<long long>(all.min().item<int64_t>()), all.min().item<int64_t>() / ideal,
+                static_cast<long long>(single));
+  }
+  EXPECT_LE(all.max().item<int64_t>(), static_cast<int64_t>(1.6 * ideal) + 1);
+}
+
+std::string state_path() {
+  return ::testing::TempDir() + "/orthotron_dist_state_w" + std::to_string(world().size()) + ".safetensors";
+}
+
+// Three models: uninterrupted; save / new optimizer / load / continue; fresh optimizer. The first
+// two are bitwise equal, the third differs.
+TEST(DistributedMuon, ThreeModelsSaveLoadContinue) {
+  const GptShape s;
+  const NamedParameters init = orthotron::testing::gpt_params(s, 21);
+  NamedParameters a = clone(init), b = clone(init), c = clone(init), unused = clone(init);
+  const auto splits = orthotron::testing::gpt_splits(s);
+  DistributedMuonWithAdamW oa(a, world(), test_groups(), default_routing_rules(), splits);
+  auto ob = std::make_unique<DistributedMuonWithAdamW>(b, world(), test_groups(), default_routing_rules(), splits);
+  auto oc = std::make_unique<DistributedMuonWithAdamW>(c, world(), test_groups(), default_routing_rules(), splits);
+  auto run = [&](int from, int to) {
+    for (int step = from; step < to; ++step) {
+      set_grads(a, unused, step);
+      set_grads(b, unused, step);
+      set_grads(c, unused, step);
+      oa.step();
+      ob->step();
+      oc->step();
+    }
+  };
+  run(0, 4);
+  ob->save(state_path());
+  ob = std::make_unique<DistributedMuonWithAdamW>(b, world(), test_groups(), default_routing_rules(), splits);
+  const LoadReport report = ob->load(state_path());
+  EXPECT_TRUE(report.complete()) << report.to_string();
+  oc = std::make_unique<DistributedMuonWithAdamW>(c, world(), test_groups(), default_routing_rules(), splits);
+  run(4, 8);
+  expect_bitwise(a, b, "uninterrupted vs save/load/continue");
+  bool all_equal = true;
+  for (size_t i = 0; i < a.size(); ++i) all_equal = all_equal && at::equal(a[i].tensor, c[i].tensor);
+  EXPECT_FALSE(all_equal) << "a fresh optimizer must differ: the state matters";
+  EXPECT_EQ(ob->step_count("decoder.final_layernorm.weight"), 8);
+}
+
+TEST(DistributedMuon, LoadErrorsAreClearOnEveryRankAndParametersResync) {
+  const GptShape s;
+  const auto splits = orthotron::testing::gpt_splits(s);
+  NamedParameters p = orthotron::testing::gpt_params(s, 31), unused = clone(p);
+  DistributedMuonWithAdamW opt(p, world(), test_groups(), default_routing_rules(), splits);
+  set_grads(p, unused, 0);
+  opt.step();
+  const StateDict sd = opt.state_dict();
+
+  // Another plan (the output projections routed to AdamW) refuses this state.
+  RoutingRule proj_to_adamw;
+  proj_to_adamw.name = "proj";
+  proj_to_adamw.patterns = {"*linear_proj*"};
+  proj_to_adamw.group = "adamw";
+  auto rules = default_routing_rules();
+  rules.insert(rules.begin(), proj_to_adamw);
+  NamedParameters q = clone(p);
+  DistributedMuonWithAdamW other(q, world(), test_groups(), rules, splits);
+  try {
+    other.load_state_dict(sd);
+    ADD_FAILURE() << "expected StateDictError";
+  } catch (const StateDictError& e) {
+    EXPECT_NE(std::string(e.what()).find("owner plan"), std::string::npos) << e.what();
+  }
+
+  // A state dict offered to the wrong rank fails on that rank, and every rank throws.
+  if (world().size() > 1) {
+    StateDict wrong = sd;
+    if (world().rank() == 1) {
+      wrong.metadata["orthotron.layout"].replace(wrong.metadata["orthotron.layout"].find("\"rank\":1"), 8, "\"rank\":0");
+    }
+    EXPECT_THROW(opt.load_state_dict(wrong), StateDictError) << "on rank " << world().rank();
+  }
+  // A single-process state dict has no layout record.
+  MuonWithAdamW single(clone(p), test_groups(), default_routing_rules(), splits);
+  EXPECT_THROW(opt.load_state_dict(single.state_dict()), StateDictError);
+
+  // After a load, every rank's parameters are bitwise equal even if they drifted apart before it.
+  {
+    c10::NoGradGuard no_grad;
+    for (auto& t : p) t.tensor.add_(world().rank() * 1e-3);
+  }
+  opt.load_state_dict(sd);
+  expect_ranks_agree(p);
+}
+
+}  // namespace
+}  // namespace orthotron
