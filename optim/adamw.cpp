@@ -27,6 +27,15 @@ void AdamWOptions::validate() const {
 }
 
 void adamw_step(at::Tensor& param, const at::Tensor& grad, AdamWState& state, const AdamWOptions& options) {
+  if (!grad.sizes().equals(param.sizes())) {
+    throw ShapeError("AdamW: gradient shape " + c10::str(grad.sizes()) + " differs from parameter shape " +
+                     c10::str(param.sizes()));
+  }
+  if (state.exp_avg.defined() &&
+      (!state.exp_avg.sizes().equals(param.sizes()) || !state.exp_avg_sq.sizes().equals(param.sizes()))) {
+    throw ShapeError("AdamW: state shapes " + c10::str(state.exp_avg.sizes()) + " / " +
+                     c10::str(state.exp_avg_sq.sizes()) + " differ from parameter shape " + c10::str(param.sizes()));
+  }
   if (!state.exp_avg.defined()) {
     state.exp_avg = at::zeros_like(param, at::MemoryFormat::Preserve);
     state.exp_avg_sq = at::zeros_like(param, at::MemoryFormat::Preserve);

@@ -98,8 +98,8 @@ void check_input(const at::Tensor& g, const NsOptions& options) {
     throw ShapeError("newton_schulz expects a matrix [m, n] or a batch [k, m, n], got a tensor of rank " +
                      std::to_string(g.dim()) + " with shape " + c10::str(g.sizes()));
   }
-  if (g.size(-1) == 0 || g.size(-2) == 0) {
-    throw ShapeError("newton_schulz got an empty matrix, shape " + c10::str(g.sizes()));
+  if (g.numel() == 0) {
+    throw ShapeError("newton_schulz got an empty matrix or batch, shape " + c10::str(g.sizes()));
   }
   if (options.steps < 1) {
     throw InvalidArgument("newton_schulz steps must be >= 1, got " + std::to_string(options.steps));
@@ -114,6 +114,24 @@ at::ScalarType norm_dtype(const at::Tensor& x) {
   return x.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
 }
 
+/// X = U / (||U||_F * norm_scale + eps) per matrix over `dims`, returned in the compute dtype.
+/// For bf16, fp32 and fp64 (8+ exponent bits) the cast comes first and the norm is accumulated in
+/// fp32, exactly as torch.optim.Muon rounds. fp16 normalizes in fp32 first: cast first, gradients
+/// above 65504 would overflow and tiny ones would turn subnormal.
+at::Tensor normalize_for_ns(const at::Tensor& u, const NsSchedule& sched, at::ScalarType compute,
+                            at::IntArrayRef dims) {
+  if (compute == at::kHalf) {
+    const at::Tensor wide = u.contiguous().to(norm_dtype(u));
+    const at::Tensor norm = at::linalg_vector_norm(wide, 2, dims, /*keepdim=*/true) * sched.norm_scale + sched.eps;
+    return (wide / norm).to(compute);
+  }
+  at::Tensor x = at::empty(u.sizes(), u.options().dtype(compute));  // contiguous, so the norm sums in one order
+  x.copy_(u);
+  at::Tensor norm = at::linalg_vector_norm(x.to(norm_dtype(x)), 2, dims, /*keepdim=*/true);
+  norm = norm.mul_(sched.norm_scale).add_(sched.eps).to(x.scalar_type());
+  return x.div_(norm);
+}
+
 }  // namespace
 
 at::Tensor newton_schulz(const at::Tensor& g, const NsOptions& options) {
@@ -121,14 +139,8 @@ at::Tensor newton_schulz(const at::Tensor& g, const NsOptions& options) {
   const bool batched = g.dim() == 3;
   at::Tensor x = batched ? g : g.unsqueeze(0);
   const bool tall = x.size(1) > x.size(2);
-  // Work on a fresh contiguous copy in the compute dtype, wide orientation (m <= n).
-  x = (tall ? x.transpose(1, 2) : x).to(options.compute_dtype, /*non_blocking=*/false, /*copy=*/true).contiguous();
-
+  x = normalize_for_ns(tall ? x.transpose(1, 2) : x, options.schedule, options.compute_dtype, {1, 2}).contiguous();
   const auto& sched = options.schedule;
-  // Normalize each matrix by its Frobenius norm, computed in fp32 or wider.
-  at::Tensor norm = at::linalg_vector_norm(x.to(norm_dtype(x)), 2, {1, 2}, /*keepdim=*/true);
-  norm = norm.mul_(sched.norm_scale).add_(sched.eps).to(x.scalar_type());
-  x.div_(norm);
 
   const int64_t k = x.size(0), m = x.size(1);
   at::Tensor a = at::empty({k, m, m}, x.options());
@@ -154,10 +166,9 @@ at::Tensor newton_schulz_reference(const at::Tensor& g, const NsOptions& options
     return at::stack(outs);
   }
   const auto& sched = options.schedule;
-  at::Tensor x = g.to(options.compute_dtype);
-  const bool tall = x.size(0) > x.size(1);
-  if (tall) x = x.t();
-  x = x / (at::linalg_vector_norm(x.to(norm_dtype(x)), 2).to(x.scalar_type()) * sched.norm_scale + sched.eps);
+  at::Tensor x = g.size(0) > g.size(1) ? g.t() : g;
+  const bool tall = g.size(0) > g.size(1);
+  x = normalize_for_ns(x, sched, options.compute_dtype, {0, 1});
   for (int step = 0; step < options.steps; ++step) {
     const auto& c = sched.at_step(step);
     at::Tensor a = at::matmul(x, x.t());

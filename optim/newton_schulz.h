@@ -49,7 +49,10 @@ struct NsOptions {
 /// Orthogonalizes each matrix of `g` ([m, n] or a batch [k, m, n]) with Newton-Schulz and returns
 /// the result in g's dtype and shape. Wide and tall matrices both work (tall ones are transposed so
 /// the Gram matrix is the small side). Batched input is one fused call for all k matrices.
-/// Throws ShapeError for other ranks or empty matrices, InvalidArgument for steps < 1.
+/// fp16 compute normalizes in fp32 before the cast (no overflow, no subnormals); bf16/fp32/fp64 cast
+/// first and accumulate the norm in fp32, which rounds exactly as torch.optim.Muon does.
+/// Throws ShapeError for other ranks or empty input, InvalidArgument for steps < 1. Call it with
+/// autograd off (the containers hold a NoGradGuard) when `g` requires grad.
 at::Tensor newton_schulz(const at::Tensor& g, const NsOptions& options);
 
 /// The simple reference: one matrix at a time, every operation written out as in muon.md.

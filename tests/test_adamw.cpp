@@ -229,5 +229,16 @@ TEST(AdamW, ValidateNamesTheBadField) {
   EXPECT_NO_THROW(edge.validate());
 }
 
+TEST(AdamW, GradientOrStateOfAnotherShapeIsAShapeError) {
+  at::Tensor p = at::zeros({4, 3});
+  AdamWState st;
+  EXPECT_THROW(adamw_step(p, at::ones({3}), st, AdamWOptions{}), ShapeError);  // would broadcast silently
+  EXPECT_THROW(adamw_step(p, at::ones({}), st, AdamWOptions{}), ShapeError);
+  EXPECT_TRUE(at::equal(p, at::zeros({4, 3}))) << "a rejected step must not touch the parameter";
+  st.exp_avg = at::zeros({12});
+  st.exp_avg_sq = at::zeros({12});
+  EXPECT_THROW(adamw_step(p, at::ones({4, 3}), st, AdamWOptions{}), ShapeError);
+}
+
 }  // namespace
 }  // namespace orthotron

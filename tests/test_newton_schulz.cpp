@@ -377,5 +377,32 @@ TEST(NewtonSchulz, FlopsFormula) {
   EXPECT_DOUBLE_EQ(newton_schulz_flops(3, 7, 2), 2.0 * (4.0 * 9 * 7 + 2.0 * 27));
 }
 
+// fp16 compute normalizes in fp32 first: gradients far above fp16's range (65504) or far below its
+// normal range (6e-5) still give the fp32 answer to fp16 accuracy, where a cast first would give inf/NaN
+// or subnormal noise.
+TEST(NewtonSchulz, Fp16HandlesHugeAndTinyGradients) {
+  at::manual_seed(9);
+  const at::Tensor g = at::randn({32, 96});
+  NsOptions fp32;
+  NsOptions fp16;
+  fp16.compute_dtype = at::kHalf;
+  for (double scale : {1e6, 1.0, 1e-7}) {
+    // Against fp32 on the same input: at 1e-7 the eps (1e-7) is a visible part of the norm for both.
+    const at::Tensor expected = newton_schulz(g * scale, fp32);
+    const at::Tensor got = newton_schulz(g * scale, fp16);
+    ASSERT_TRUE(at::isfinite(got).all().item<bool>()) << "scale " << scale;
+    const double rel = (got - expected).norm().item<double>() / expected.norm().item<double>();
+    std::printf("fp16 NS at gradient scale %g: relative difference to fp32 %.4f\n", scale, rel);
+    EXPECT_LT(rel, 0.01) << "scale " << scale;
+    const at::Tensor ref = newton_schulz_reference(g * scale, fp16);
+    EXPECT_LT((got - ref).abs().max().item<double>(), 1e-2) << "scale " << scale;
+  }
+}
+
+TEST(NewtonSchulz, EmptyBatchIsAShapeError) {
+  EXPECT_THROW(newton_schulz(at::zeros({0, 4, 8}), NsOptions{}), ShapeError);
+  EXPECT_THROW(newton_schulz_reference(at::zeros({0, 4, 8}), NsOptions{}), ShapeError);
+}
+
 }  // namespace
 }  // namespace orthotron
