@@ -10,7 +10,7 @@
 #include <cstring>
 #include <string>
 
-#include "optim/errors.h"
+#include "parallel/errors.h"
 #include "optim/optimizer_config.h"
 
 namespace {

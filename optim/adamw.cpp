@@ -4,7 +4,7 @@
 #include <cmath>
 #include <sstream>
 
-#include "optim/errors.h"
+#include "parallel/errors.h"
 
 namespace orthotron {
 

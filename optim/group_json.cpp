@@ -1,7 +1,7 @@
 // group_json.cpp: ParamGroup <-> JSON.
 #include "optim/group_json.h"
 
-#include "optim/errors.h"
+#include "parallel/errors.h"
 
 namespace orthotron {
 

@@ -6,7 +6,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "optim/errors.h"
+#include "parallel/errors.h"
 #include "optim/group_json.h"
 #include "optim/muon_with_adamw.h"
 #include "optim/safetensors.h"

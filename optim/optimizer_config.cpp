@@ -6,7 +6,7 @@
 #include <limits>
 #include <sstream>
 
-#include "optim/errors.h"
+#include "parallel/errors.h"
 
 namespace orthotron {
 

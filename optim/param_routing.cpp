@@ -7,7 +7,7 @@
 #include <set>
 #include <sstream>
 
-#include "optim/errors.h"
+#include "parallel/errors.h"
 
 namespace orthotron {
 

@@ -11,7 +11,7 @@
 #include <sstream>
 #include <vector>
 
-#include "optim/errors.h"
+#include "parallel/errors.h"
 
 namespace orthotron {
 

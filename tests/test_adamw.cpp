@@ -14,7 +14,7 @@
 #include <vector>
 
 #include "optim/adamw.h"
-#include "optim/errors.h"
+#include "parallel/errors.h"
 
 namespace orthotron {
 namespace {

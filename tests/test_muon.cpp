@@ -13,7 +13,7 @@
 #include <string>
 #include <vector>
 
-#include "optim/errors.h"
+#include "parallel/errors.h"
 #include "optim/muon.h"
 #include "optim/newton_schulz.h"
 

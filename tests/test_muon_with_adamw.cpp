@@ -6,7 +6,7 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include "optim/errors.h"
+#include "parallel/errors.h"
 #include "optim/muon_with_adamw.h"
 
 namespace orthotron {

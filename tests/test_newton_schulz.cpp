@@ -11,7 +11,7 @@
 #include <string>
 #include <vector>
 
-#include "optim/errors.h"
+#include "parallel/errors.h"
 #include "optim/newton_schulz.h"
 
 namespace orthotron {

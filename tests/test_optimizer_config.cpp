@@ -17,7 +17,7 @@
 #include <string>
 #include <vector>
 
-#include "optim/errors.h"
+#include "parallel/errors.h"
 #include "optim/muon_with_adamw.h"
 #include "optim/optimizer_config.h"
 #include "optim/yaml_fields.h"

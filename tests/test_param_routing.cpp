@@ -10,7 +10,7 @@
 #include <string>
 #include <vector>
 
-#include "optim/errors.h"
+#include "parallel/errors.h"
 #include "optim/muon_with_adamw.h"
 #include "optim/param_routing.h"
 

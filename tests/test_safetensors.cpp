@@ -6,7 +6,7 @@
 #include <fstream>
 #include <sstream>
 
-#include "optim/errors.h"
+#include "parallel/errors.h"
 #include "optim/safetensors.h"
 
 namespace orthotron {
