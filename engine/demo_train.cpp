@@ -1,6 +1,7 @@
 // demo_train.cpp: orthotron_demo, the optimizer demo until the GPT engine lands: trains a small
-// MLP language model on a synthetic Markov-chain token stream with MuonWithAdamW configured from
-// YAML, printing the loss against the chain's entropy (the best achievable loss).
+// MLP language model on a synthetic Markov-chain token stream with the distributed MuonWithAdamW
+// (one data-parallel rank per MPI process; each rank draws its own batches) configured from YAML,
+// printing the loss averaged over ranks against the chain's entropy (the best achievable loss).
 #include <ATen/ATen.h>
 #include <c10/core/GradMode.h>
 
@@ -10,19 +11,24 @@
 #include <cstring>
 #include <string>
 
-#include "parallel/errors.h"
+#include "optim/distributed_muon_with_adamw.h"
 #include "optim/optimizer_config.h"
+#include "parallel/errors.h"
+#include "parallel/mpi_runtime.h"
 
 namespace {
 
-constexpr const char* kUsage = R"(orthotron_demo: train a small MLP language model with MuonWithAdamW.
+constexpr const char* kUsage = R"(orthotron_demo: train a small MLP language model with the distributed MuonWithAdamW.
 
-usage: orthotron_demo [--config FILE] [--steps N] [--save FILE] [--resume FILE] [--help]
+usage: mpirun -np N orthotron_demo [--config FILE] [--steps N] [--save FILE] [--resume FILE] [--help]
+       (or launch/launch.sh N build/bin/orthotron_demo ...; without mpirun it runs as one rank)
 
   --config FILE   YAML file with an `optimizer` section (default: configs/demo.yaml)
   --steps N       optimizer steps to run (default 200)
-  --save FILE     write the optimizer state (safetensors) at the end
-  --resume FILE   load optimizer state from FILE before training (strict: any mismatch is an error)
+  --save FILE     write the optimizer state at the end: one safetensors file per rank,
+                  FILE with ".rankRRRRR-of-WWWWW" inserted before the extension
+  --resume FILE   load the optimizer state saved with --save FILE at the same rank count
+                  (strict: any mismatch is an error on every rank)
   --help          this text
 
 The data is a synthetic token stream from a fixed random Markov chain (vocabulary 64); the chain's
@@ -67,9 +73,11 @@ constexpr int64_t kVocab = 64, kDim = 64, kHidden = 256, kLayers = 2, kBatch = 2
 }  // namespace
 
 int main(int argc, char** argv) {
-  try {
-    const Args args = parse_args(argc, argv);
-    at::manual_seed(0);
+  return orthotron::run_distributed_main(argc, argv, [](int ac, char** av) {
+    const Args args = parse_args(ac, av);
+    auto world = orthotron::mpi_world();
+    const bool lead = world->rank() == 0;
+    at::manual_seed(0);  // the same model and chain on every rank
     // The Markov chain: each token's successor distribution is a sharp random softmax.
     const at::Tensor transition = at::softmax(at::randn({kVocab, kVocab}) * 3.0, 1);
     const double entropy = -(transition * transition.log()).sum(1).mean().item<double>();
@@ -93,14 +101,17 @@ int main(int argc, char** argv) {
     };
 
     const orthotron::OptimizerConfig config = orthotron::load_optimizer_config(args.config);
-    std::printf("resolved configuration (%s):\n%s\n\n", args.config.c_str(),
-                orthotron::optimizer_config_to_yaml(config).c_str());
-    auto opt = orthotron::make_muon_with_adamw(params, config);
-    std::printf("parameter assignment:\n%s\n", opt->assignment_table().c_str());
+    auto opt = std::make_unique<orthotron::DistributedMuonWithAdamW>(params, *world, config.groups, config.rules);
+    if (lead) {
+      std::printf("orthotron_demo: %d data-parallel rank(s)\nresolved configuration (%s):\n%s\n\n", world->size(),
+                  args.config.c_str(), orthotron::optimizer_config_to_yaml(config).c_str());
+      std::printf("parameter assignment:\n%s\n%s\n\n", opt->assignment_table().c_str(), opt->plan().summary().c_str());
+    }
     if (!args.resume.empty()) {
       opt->load(args.resume);
-      std::printf("resumed optimizer state from %s\n", args.resume.c_str());
+      if (lead) std::printf("resumed optimizer state from %s\n", args.resume.c_str());
     }
+    at::manual_seed(1 + static_cast<uint64_t>(world->rank()));  // each rank draws its own batches
 
     auto rms_norm = [](const at::Tensor& x, const at::Tensor& w) {
       return x * at::rsqrt(x.pow(2).mean(-1, true) + 1e-6) * w;
@@ -122,19 +133,24 @@ int main(int argc, char** argv) {
       loss.backward();
       opt->step();
       if (step == 1 || step % 20 == 0 || step == args.steps) {
+        at::Tensor mean_loss = loss.detach().reshape({1}).to(at::kFloat);
+        world->all_reduce(mean_loss, orthotron::ReduceOp::kAvg);
         const double ms =
             std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count() / step;
-        std::printf("step %4d/%d | loss %.4f | entropy floor %.4f | %.1f ms/step\n", step, args.steps,
-                    loss.item<double>(), entropy, ms);
+        if (lead) {
+          std::printf("step %4d/%d | lm loss %.4f | entropy floor %.4f | %.1f ms/step | %lld samples\n", step,
+                      args.steps, mean_loss.item<double>(), entropy, ms,
+                      static_cast<long long>(step) * kBatch * world->size());
+        }
       }
     }
     if (!args.save.empty()) {
       opt->save(args.save);
-      std::printf("saved optimizer state to %s\n", args.save.c_str());
+      if (lead) {
+        std::printf("saved optimizer state to %s\n",
+                    orthotron::rank_state_path(args.save, 0, world->size()).c_str());
+      }
     }
     return 0;
-  } catch (const orthotron::Error& e) {
-    std::fprintf(stderr, "orthotron_demo: error: %s\n", e.what());
-    return 2;
-  }
+  });
 }
