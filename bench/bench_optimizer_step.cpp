@@ -115,7 +115,8 @@ int main(int argc, char** argv) {
         fill_grads(local, st + 7);
         const auto t0 = std::chrono::steady_clock::now();
         single.step();
-        if (st >= 0) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+        if (st >= 0)
+          ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
       }
       single_ms = median(ms);
     }
@@ -131,9 +132,10 @@ int main(int argc, char** argv) {
                   static_cast<long long>(zero1_bytes));
       std::printf("  single-process Muon%10.1f ms/step  (rank 0 alone, %d threads)\n", single_ms,
                   static_cast<int>(std::thread::hardware_concurrency()));
-      std::printf("  single/distributed Muon %.2fx; bytes Muon/ZeRO-1 %.4f; NS imbalance max/mean %.3f; padding %.3f%%\n",
-                  single_ms / dist_ms, zero1_bytes ? static_cast<double>(dist_bytes) / zero1_bytes : 0.0,
-                  plan.ns_imbalance(), 100 * plan.padding_ratio());
+      std::printf(
+          "  single/distributed Muon %.2fx; bytes Muon/ZeRO-1 %.4f; NS imbalance max/mean %.3f; padding %.3f%%\n",
+          single_ms / dist_ms, zero1_bytes ? static_cast<double>(dist_bytes) / zero1_bytes : 0.0, plan.ns_imbalance(),
+          100 * plan.padding_ratio());
     }
     return 0;
   });

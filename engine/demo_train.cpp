@@ -82,7 +82,9 @@ int main(int argc, char** argv) {
     const at::Tensor transition = at::softmax(at::randn({kVocab, kVocab}) * 3.0, 1);
     const double entropy = -(transition * transition.log()).sum(1).mean().item<double>();
 
-    auto param = [](std::vector<int64_t> shape, double scale) { return (at::randn(shape) * scale).requires_grad_(true); };
+    auto param = [](std::vector<int64_t> shape, double scale) {
+      return (at::randn(shape) * scale).requires_grad_(true);
+    };
     orthotron::NamedParameters params = {{"embed.weight", param({kVocab, kDim}, 1.0)}};
     for (int64_t l = 0; l < kLayers; ++l) {
       const std::string p = "layers." + std::to_string(l) + ".";
@@ -147,8 +149,7 @@ int main(int argc, char** argv) {
     if (!args.save.empty()) {
       opt->save(args.save);
       if (lead) {
-        std::printf("saved optimizer state to %s\n",
-                    orthotron::rank_state_path(args.save, 0, world->size()).c_str());
+        std::printf("saved optimizer state to %s\n", orthotron::rank_state_path(args.save, 0, world->size()).c_str());
       }
     }
     return 0;

@@ -28,7 +28,9 @@ std::string rank_state_path(const std::string& path, int rank, int world) {
 
 namespace {
 
-const char* section_of(Algorithm a) { return a == Algorithm::kMuon ? "muon" : "adamw"; }
+const char* section_of(Algorithm a) {
+  return a == Algorithm::kMuon ? "muon" : "adamw";
+}
 
 std::string hex(uint64_t v) {
   std::ostringstream out;
@@ -68,7 +70,8 @@ DistributedMuonWithAdamW::DistributedMuonWithAdamW(NamedParameters params, Commu
     if (all[r].item<int64_t>() != all[0].item<int64_t>()) {
       std::ostringstream msg;
       msg << "owner plan mismatch across data-parallel ranks (parameter names, shapes, routing or splits differ):";
-      for (int q = 0; q < dp_.size(); ++q) msg << " rank " << q << " hash " << hex(static_cast<uint64_t>(all[q].item<int64_t>()));
+      for (int q = 0; q < dp_.size(); ++q)
+        msg << " rank " << q << " hash " << hex(static_cast<uint64_t>(all[q].item<int64_t>()));
       msg << "; this is rank " << dp_.rank() << " (" << plan_.summary() << ")";
       throw CommError(msg.str());
     }
@@ -99,7 +102,9 @@ at::Tensor DistributedMuonWithAdamW::muon_momentum(const std::string& param) con
   return it == momentum_.end() ? at::Tensor() : it->second;
 }
 
-int64_t DistributedMuonWithAdamW::step_count(const std::string& param) const { return steps_[index_of(param)]; }
+int64_t DistributedMuonWithAdamW::step_count(const std::string& param) const {
+  return steps_[index_of(param)];
+}
 
 void DistributedMuonWithAdamW::zero_grad() {
   for (auto& p : params_) {
@@ -116,7 +121,10 @@ void DistributedMuonWithAdamW::sync_parameters() {
   }
   dp_.all_gather(param_buffer_, param_shard_);
   for (const auto& s : plan_.segments) {
-    params_[s.param].tensor.view(-1).narrow(0, s.param_begin, s.count).copy_(param_buffer_.narrow(0, s.buffer_offset, s.count));
+    params_[s.param]
+        .tensor.view(-1)
+        .narrow(0, s.param_begin, s.count)
+        .copy_(param_buffer_.narrow(0, s.buffer_offset, s.count));
   }
 }
 
@@ -182,7 +190,10 @@ void DistributedMuonWithAdamW::step() {
   // 4. Every rank receives every updated parameter.
   dp_.all_gather(param_buffer_, param_shard_);
   for (const auto& s : plan_.segments) {
-    params_[s.param].tensor.view(-1).narrow(0, s.param_begin, s.count).copy_(param_buffer_.narrow(0, s.buffer_offset, s.count));
+    params_[s.param]
+        .tensor.view(-1)
+        .narrow(0, s.param_begin, s.count)
+        .copy_(param_buffer_.narrow(0, s.buffer_offset, s.count));
   }
   for (size_t i = 0; i < n; ++i) steps_[i] += any[i] ? 1 : 0;
 }
@@ -221,9 +232,8 @@ StateDict DistributedMuonWithAdamW::state_dict() const {
     state[section_of(g.algorithm)]["params"][name] = entry;
   }
   write_state_header(sd, state);
-  const nlohmann::json layout = {{"world_size", plan_.world}, {"rank", dp_.rank()},
-                                 {"plan_hash", hex(plan_.hash)}, {"shard_len", plan_.shard_len},
-                                 {"owners", owners},          {"adamw_ranges", ranges}};
+  const nlohmann::json layout = {{"world_size", plan_.world},    {"rank", dp_.rank()}, {"plan_hash", hex(plan_.hash)},
+                                 {"shard_len", plan_.shard_len}, {"owners", owners},   {"adamw_ranges", ranges}};
   sd.metadata["orthotron.layout"] = layout.dump();
   return sd;
 }
@@ -242,7 +252,8 @@ LoadReport DistributedMuonWithAdamW::load(const std::string& path, const LoadOpt
     read_error = e.what();
   }
   // Agree on the outcome of reading before anything else is collective.
-  at::Tensor failed = at::full({1}, read_error.empty() ? 0 : 1, at::TensorOptions().dtype(at::kLong).device(dp_.device()));
+  at::Tensor failed =
+      at::full({1}, read_error.empty() ? 0 : 1, at::TensorOptions().dtype(at::kLong).device(dp_.device()));
   dp_.all_reduce(failed, ReduceOp::kMax);
   if (failed.cpu().item<int64_t>() != 0) {
     throw StateDictError(read_error.empty() ? "load: another rank could not read its state file (see its message)"
@@ -284,8 +295,8 @@ LoadReport DistributedMuonWithAdamW::load_state_dict(const StateDict& sd, const 
                            " (resuming at another world size is not supported yet)");
     }
     if (layout.value("plan_hash", std::string()) != hex(plan_.hash)) {
-      throw StateDictError("load_state_dict: state saved with owner plan " + layout.value("plan_hash", std::string("?")) +
-                           ", this job's plan is " + hex(plan_.hash) +
+      throw StateDictError("load_state_dict: state saved with owner plan " +
+                           layout.value("plan_hash", std::string("?")) + ", this job's plan is " + hex(plan_.hash) +
                            " (parameter names, shapes, routing or splits differ)");
     }
     if (layout.value("rank", -1) != dp_.rank()) {
@@ -334,10 +345,9 @@ LoadReport DistributedMuonWithAdamW::load_state_dict(const StateDict& sd, const 
           throw StateDictError("load_state_dict: entry of parameter '" + name + "' is malformed: " + e.what());
         }
         const bool muon = std::string(section) == "muon";
-        const std::vector<int64_t> want =
-            muon ? params_[i].tensor.sizes().vec() : std::vector<int64_t>{s.count};
-        for (const char* slot : muon ? std::vector<const char*>{"momentum"}
-                                     : std::vector<const char*>{"exp_avg", "exp_avg_sq"}) {
+        const std::vector<int64_t> want = muon ? params_[i].tensor.sizes().vec() : std::vector<int64_t>{s.count};
+        for (const char* slot :
+             muon ? std::vector<const char*>{"momentum"} : std::vector<const char*>{"exp_avg", "exp_avg_sq"}) {
           const std::string key = std::string(section) + "/" + name + "/" + slot;
           auto t = sd.tensors.find(key);
           if (t == sd.tensors.end()) {
@@ -355,7 +365,8 @@ LoadReport DistributedMuonWithAdamW::load_state_dict(const StateDict& sd, const 
         pending.push_back(std::move(p));
       }
       for (auto it = sec["params"].begin(); it != sec["params"].end(); ++it) {
-        if (!expected.count(it.key())) problem("unexpected parameter '" + it.key() + "' in the '" + section + "' section");
+        if (!expected.count(it.key()))
+          problem("unexpected parameter '" + it.key() + "' in the '" + section + "' section");
       }
     }
     for (const auto& [key, tensor] : sd.tensors) {

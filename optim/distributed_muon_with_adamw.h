@@ -82,7 +82,7 @@ class DistributedMuonWithAdamW : public Optimizer {
   SplitRegistry splits_;
   OwnerPlan plan_;
   std::map<std::string, size_t> index_;
-  std::vector<int64_t> steps_;          // per parameter
+  std::vector<int64_t> steps_;             // per parameter
   std::map<size_t, at::Tensor> momentum_;  // owned Muon parameters
   std::map<size_t, AdamWState> adamw_;     // AdamW parameters with a run in this shard (slice-sized)
   std::vector<PlanSegment> my_segments_;

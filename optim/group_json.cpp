@@ -65,8 +65,8 @@ ParamGroup group_from_json(const nlohmann::json& j) {
       a.validate();
     }
   } catch (const nlohmann::json::exception& e) {
-    throw StateDictError("group '" + g.name + "' in the state dict has a missing or malformed hyperparameter: " +
-                         e.what());
+    throw StateDictError("group '" + g.name +
+                         "' in the state dict has a missing or malformed hyperparameter: " + e.what());
   } catch (const InvalidArgument& e) {
     throw StateDictError("group '" + g.name + "' in the state dict: " + e.what());
   }

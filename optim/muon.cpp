@@ -8,13 +8,18 @@
 
 namespace orthotron {
 
-std::string to_string(MomentumForm f) { return f == MomentumForm::kEma ? "ema" : "sum"; }
+std::string to_string(MomentumForm f) {
+  return f == MomentumForm::kEma ? "ema" : "sum";
+}
 
 std::string to_string(ScaleMode m) {
   switch (m) {
-    case ScaleMode::kOriginal: return "original";
-    case ScaleMode::kMatchRmsAdamW: return "match_rms_adamw";
-    case ScaleMode::kSpectral: return "spectral";
+    case ScaleMode::kOriginal:
+      return "original";
+    case ScaleMode::kMatchRmsAdamW:
+      return "match_rms_adamw";
+    case ScaleMode::kSpectral:
+      return "spectral";
   }
   return "?";
 }
@@ -61,9 +66,12 @@ void MuonOptions::validate() const {
 double muon_scale(int64_t m, int64_t n, const MuonOptions& options) {
   const double md = static_cast<double>(m), nd = static_cast<double>(n);
   switch (options.scale_mode) {
-    case ScaleMode::kOriginal: return std::sqrt(std::max(1.0, md / nd));
-    case ScaleMode::kMatchRmsAdamW: return 0.2 * std::sqrt(std::max(md, nd));
-    case ScaleMode::kSpectral: return std::sqrt(std::max(md, nd)) * options.spectral_factor;
+    case ScaleMode::kOriginal:
+      return std::sqrt(std::max(1.0, md / nd));
+    case ScaleMode::kMatchRmsAdamW:
+      return 0.2 * std::sqrt(std::max(md, nd));
+    case ScaleMode::kSpectral:
+      return std::sqrt(std::max(md, nd)) * options.spectral_factor;
   }
   return 1.0;
 }
@@ -81,10 +89,10 @@ at::Tensor muon_matrix_view(const at::Tensor& t, const std::string& name) {
 at::Tensor muon_momentum_direction(const at::Tensor& grad, at::Tensor& momentum, const MuonOptions& options) {
   const double beta = options.momentum;
   if (options.momentum_form == MomentumForm::kEma) {
-    momentum.lerp_(grad, 1.0 - beta);                                   // M = beta M + (1 - beta) G
+    momentum.lerp_(grad, 1.0 - beta);                                        // M = beta M + (1 - beta) G
     return options.nesterov ? grad.lerp(momentum, beta) : momentum.clone();  // U = (1 - beta) G + beta M
   }
-  momentum.mul_(beta).add_(grad);                                       // M = beta M + G
+  momentum.mul_(beta).add_(grad);                                         // M = beta M + G
   return options.nesterov ? grad.add(momentum, beta) : momentum.clone();  // U = G + beta M
 }
 

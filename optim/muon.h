@@ -30,7 +30,7 @@ ScaleMode parse_scale_mode(const std::string& s);
 
 struct MuonOptions {
   double lr = 0.02;
-  double momentum = 0.95;        ///< beta, in [0, 1)
+  double momentum = 0.95;  ///< beta, in [0, 1)
   bool nesterov = true;
   MomentumForm momentum_form = MomentumForm::kEma;
   ScaleMode scale_mode = ScaleMode::kOriginal;

@@ -14,7 +14,8 @@ double muon_ns_cost(const std::vector<int64_t>& shape, const ParamSplit* split) 
     return c;
   }
   if (shape.size() == 2) return cost(static_cast<double>(shape[0]), static_cast<double>(shape[1]));
-  if (shape.size() == 3) return static_cast<double>(shape[0]) * cost(static_cast<double>(shape[1]), static_cast<double>(shape[2]));
+  if (shape.size() == 3)
+    return static_cast<double>(shape[0]) * cost(static_cast<double>(shape[1]), static_cast<double>(shape[2]));
   int64_t rest = 1;
   for (size_t i = 1; i < shape.size(); ++i) rest *= shape[i];
   return cost(static_cast<double>(shape[0]), static_cast<double>(rest));
@@ -44,7 +45,8 @@ void apply_muon_tasks(const std::vector<MuonTask>& tasks) {
     }
   }
   for (size_t b = 0; b < blocks.size(); ++b) {
-    const auto key = std::make_tuple(tasks[blocks[b].task].group, blocks[b].matrices.size(1), blocks[b].matrices.size(2));
+    const auto key =
+        std::make_tuple(tasks[blocks[b].task].group, blocks[b].matrices.size(1), blocks[b].matrices.size(2));
     auto it = bucket_of.find(key);
     if (it == bucket_of.end()) {
       it = bucket_of.emplace(key, buckets.size()).first;

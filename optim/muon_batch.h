@@ -16,10 +16,10 @@
 namespace orthotron {
 
 struct MuonTask {
-  at::Tensor param;          ///< updated in place (may be a view into a flat shard buffer)
-  at::Tensor direction;      ///< U from muon_momentum_direction, param's shape
-  const ParamSplit* split;   ///< nullptr: the parameter is one matrix or a [k, m, n] stack
-  size_t group;              ///< batching key: only matrices of one group share an NS call
+  at::Tensor param;         ///< updated in place (may be a view into a flat shard buffer)
+  at::Tensor direction;     ///< U from muon_momentum_direction, param's shape
+  const ParamSplit* split;  ///< nullptr: the parameter is one matrix or a [k, m, n] stack
+  size_t group;             ///< batching key: only matrices of one group share an NS call
   const MuonOptions* options;
   std::string name;
 };

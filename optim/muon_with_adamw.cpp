@@ -38,8 +38,12 @@ const MuonWithAdamW::Slot& MuonWithAdamW::slot(const std::string& param) const {
   return slots_[it->second];
 }
 
-const at::Tensor& MuonWithAdamW::muon_momentum(const std::string& param) const { return slot(param).momentum; }
-const AdamWState& MuonWithAdamW::adamw_state(const std::string& param) const { return slot(param).adamw; }
+const at::Tensor& MuonWithAdamW::muon_momentum(const std::string& param) const {
+  return slot(param).momentum;
+}
+const AdamWState& MuonWithAdamW::adamw_state(const std::string& param) const {
+  return slot(param).adamw;
+}
 int64_t MuonWithAdamW::step_count(const std::string& param) const {
   const Slot& s = slot(param);
   return groups_[s.group].algorithm == Algorithm::kMuon ? s.muon_steps : s.adamw.step;

@@ -6,18 +6,20 @@
 #include <nlohmann/json.hpp>
 #include <set>
 
-#include "parallel/errors.h"
 #include "optim/group_json.h"
 #include "optim/muon_with_adamw.h"
 #include "optim/safetensors.h"
 #include "optim/state_header.h"
+#include "parallel/errors.h"
 
 namespace orthotron {
 
 namespace {
 
 constexpr const char* kSections[] = {"muon", "adamw"};
-const char* section_of(Algorithm a) { return a == Algorithm::kMuon ? "muon" : "adamw"; }
+const char* section_of(Algorithm a) {
+  return a == Algorithm::kMuon ? "muon" : "adamw";
+}
 
 std::string tensor_key(const std::string& section, const std::string& param, const std::string& slot) {
   return section + "/" + param + "/" + slot;
@@ -155,7 +157,8 @@ LoadReport MuonWithAdamW::load_state_dict(const StateDict& sd, const LoadOptions
         continue;
       }
       used_tensors.insert(key);
-      if (!t->second.sizes().equals(s.param.tensor.sizes()) || t->second.scalar_type() != s.param.tensor.scalar_type()) {
+      if (!t->second.sizes().equals(s.param.tensor.sizes()) ||
+          t->second.scalar_type() != s.param.tensor.scalar_type()) {
         problem("tensor '" + key + "' is " + c10::toString(t->second.scalar_type()) + c10::str(t->second.sizes()) +
                 ", expected " + c10::toString(s.param.tensor.scalar_type()) + c10::str(s.param.tensor.sizes()));
         ok = false;
@@ -173,7 +176,8 @@ LoadReport MuonWithAdamW::load_state_dict(const StateDict& sd, const LoadOptions
   for (const auto& section : present_sections) {
     const auto& params = state[section]["params"];
     for (auto it = params.begin(); it != params.end(); ++it) {
-      if (index_.count(it.key()) == 0) problem("unexpected parameter '" + it.key() + "' in the '" + section + "' section");
+      if (index_.count(it.key()) == 0)
+        problem("unexpected parameter '" + it.key() + "' in the '" + section + "' section");
     }
   }
   for (const auto& [key, tensor] : sd.tensors) {

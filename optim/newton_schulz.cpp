@@ -72,16 +72,22 @@ at::ScalarType parse_ns_dtype(const std::string& name) {
   if (name == "float64") return at::kDouble;
   if (name == "bfloat16") return at::kBFloat16;
   if (name == "float16") return at::kHalf;
-  throw InvalidArgument("unknown Newton-Schulz dtype '" + name + "'; expected one of: float32 float64 bfloat16 float16");
+  throw InvalidArgument("unknown Newton-Schulz dtype '" + name +
+                        "'; expected one of: float32 float64 bfloat16 float16");
 }
 
 std::string ns_dtype_name(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return "float32";
-    case at::kDouble: return "float64";
-    case at::kBFloat16: return "bfloat16";
-    case at::kHalf: return "float16";
-    default: throw InvalidArgument(std::string("unsupported Newton-Schulz dtype ") + c10::toString(t));
+    case at::kFloat:
+      return "float32";
+    case at::kDouble:
+      return "float64";
+    case at::kBFloat16:
+      return "bfloat16";
+    case at::kHalf:
+      return "float16";
+    default:
+      throw InvalidArgument(std::string("unsupported Newton-Schulz dtype ") + c10::toString(t));
   }
 }
 
@@ -148,9 +154,9 @@ at::Tensor newton_schulz(const at::Tensor& g, const NsOptions& options) {
   at::Tensor next = at::empty_like(x);
   for (int step = 0; step < options.steps; ++step) {
     const auto& c = sched.at_step(step);
-    at::bmm_out(a, x, x.transpose(1, 2));                                 // A = X X^T
-    at::baddbmm_out(b, a, a, a, /*beta=*/c[1], /*alpha=*/c[2]);           // B = b A + c A A
-    at::baddbmm_out(next, x, b, x, /*beta=*/c[0], /*alpha=*/1.0);         // X = a X + B X
+    at::bmm_out(a, x, x.transpose(1, 2));                          // A = X X^T
+    at::baddbmm_out(b, a, a, a, /*beta=*/c[1], /*alpha=*/c[2]);    // B = b A + c A A
+    at::baddbmm_out(next, x, b, x, /*beta=*/c[0], /*alpha=*/1.0);  // X = a X + B X
     std::swap(x, next);
   }
   if (tall) x = x.transpose(1, 2);

@@ -16,9 +16,9 @@ using NsCoefficients = std::array<double, 3>;
 /// A coefficient schedule: per-step coefficients plus the normalization applied before step 1,
 /// X = U / (||U||_F * norm_scale + eps).
 struct NsSchedule {
-  std::string name;                         ///< "quintic", "quintic_per_step", "polar_express" or "custom"
-  std::vector<NsCoefficients> coefficients; ///< step k uses coefficients[min(k, size-1)]
-  double norm_scale = 1.0;                  ///< polar_express bakes in its 1.02 safety factor here
+  std::string name;                          ///< "quintic", "quintic_per_step", "polar_express" or "custom"
+  std::vector<NsCoefficients> coefficients;  ///< step k uses coefficients[min(k, size-1)]
+  double norm_scale = 1.0;                   ///< polar_express bakes in its 1.02 safety factor here
   double eps = 1e-7;
 
   /// Coefficients for 0-based step k: a schedule shorter than the step count repeats its last entry.
@@ -42,7 +42,7 @@ std::string ns_dtype_name(at::ScalarType t);
 
 struct NsOptions {
   NsSchedule schedule = ns_schedule_by_name("quintic");
-  int steps = 5;                                      ///< >= 1
+  int steps = 5;                                         ///< >= 1
   at::ScalarType compute_dtype = at::ScalarType::Float;  ///< fp32 on CPU, bf16 usual on GPU
 };
 

@@ -13,10 +13,9 @@ namespace orthotron {
 namespace {
 
 const std::vector<std::string> kSectionKeys = {"groups", "rules"};
-const std::vector<std::string> kMuonKeys = {"algorithm",     "lr",         "momentum",     "nesterov",
-                                            "momentum_form", "scale_mode", "spectral_factor", "weight_decay",
-                                            "ns_schedule",   "ns_coefficients", "ns_steps", "ns_eps",
-                                            "ns_dtype"};
+const std::vector<std::string> kMuonKeys = {
+    "algorithm",    "lr",          "momentum",        "nesterov", "momentum_form", "scale_mode", "spectral_factor",
+    "weight_decay", "ns_schedule", "ns_coefficients", "ns_steps", "ns_eps",        "ns_dtype"};
 const std::vector<std::string> kAdamWKeys = {"algorithm", "lr", "betas", "eps", "weight_decay"};
 const std::vector<std::string> kRuleKeys = {"name", "match", "min_dim", "max_dim", "group", "must_match"};
 constexpr double kInf = std::numeric_limits<double>::infinity();
@@ -36,8 +35,8 @@ MuonOptions parse_muon(const YamlSection& s) {
   const std::string schedule = s.get_string("ns_schedule", "quintic", schedules);
   if (schedule == "custom") {
     if (!s.has("ns_coefficients")) {
-      throw ConfigError(s.where("ns_schedule") + ": " + s.key_path("ns_schedule") +
-                        " is 'custom' but " + s.key_path("ns_coefficients") + " is not given");
+      throw ConfigError(s.where("ns_schedule") + ": " + s.key_path("ns_schedule") + " is 'custom' but " +
+                        s.key_path("ns_coefficients") + " is not given");
     }
     const YAML::Node list = s.node()["ns_coefficients"];
     if (!list.IsSequence() || list.size() == 0) {
@@ -46,8 +45,8 @@ MuonOptions parse_muon(const YamlSection& s) {
     }
     std::vector<NsCoefficients> coeffs;
     for (size_t i = 0; i < list.size(); ++i) {
-      const auto v = yaml_number_list(list[i], s.file(),
-                                      s.key_path("ns_coefficients") + "[" + std::to_string(i) + "]", 3);
+      const auto v =
+          yaml_number_list(list[i], s.file(), s.key_path("ns_coefficients") + "[" + std::to_string(i) + "]", 3);
       coeffs.push_back({v[0], v[1], v[2]});
     }
     m.ns.schedule = ns_custom_schedule(std::move(coeffs));
@@ -60,7 +59,8 @@ MuonOptions parse_muon(const YamlSection& s) {
   }
   m.ns.schedule.eps = s.get_double("ns_eps", m.ns.schedule.eps, 0, 1, true, false);
   m.ns.steps = s.get_int("ns_steps", m.ns.steps, 1, 100);
-  m.ns.compute_dtype = parse_ns_dtype(s.get_string("ns_dtype", "float32", {"float32", "float64", "bfloat16", "float16"}));
+  m.ns.compute_dtype =
+      parse_ns_dtype(s.get_string("ns_dtype", "float32", {"float32", "float64", "bfloat16", "float16"}));
   m.validate();
   return m;
 }
@@ -99,8 +99,7 @@ RoutingRule parse_rule(const YamlSection& s, size_t index, const std::vector<Par
   }
   if (!s.has("group")) throw ConfigError(s.where() + ": " + s.path() + " needs a 'group'");
   r.group = s.get_string("group", "");
-  const bool known =
-      std::any_of(groups.begin(), groups.end(), [&](const ParamGroup& g) { return g.name == r.group; });
+  const bool known = std::any_of(groups.begin(), groups.end(), [&](const ParamGroup& g) { return g.name == r.group; });
   if (!known) {
     std::string names;
     for (const auto& g : groups) names += " " + g.name;
@@ -120,7 +119,8 @@ OptimizerConfig parse_optimizer_config(const YamlSection& section) {
   if (section.has("groups")) {
     const YamlSection groups = section.child("groups");
     if (!groups.node().IsMap() || groups.node().size() == 0) {
-      throw ConfigError(groups.where() + ": " + groups.path() + " must be a non-empty mapping of group name to settings");
+      throw ConfigError(groups.where() + ": " + groups.path() +
+                        " must be a non-empty mapping of group name to settings");
     }
     for (auto it = groups.node().begin(); it != groups.node().end(); ++it) {
       const std::string name = it->first.Scalar();

@@ -38,15 +38,15 @@ struct PlanSegment {
 /// only where the AdamW elements run out.
 struct OwnerPlan {
   int world = 1;
-  int64_t shard_len = 0;                 ///< S
-  int64_t total_elements = 0;            ///< P (Muon + AdamW)
+  int64_t shard_len = 0;       ///< S
+  int64_t total_elements = 0;  ///< P (Muon + AdamW)
   std::vector<PlanParam> params;
-  std::vector<int> owner;                ///< per parameter: owning rank for Muon, -1 for AdamW
-  std::vector<PlanSegment> segments;     ///< sorted by buffer_offset; every element exactly once
+  std::vector<int> owner;             ///< per parameter: owning rank for Muon, -1 for AdamW
+  std::vector<PlanSegment> segments;  ///< sorted by buffer_offset; every element exactly once
   std::vector<double> ns_cost_per_rank;
   std::vector<int64_t> muon_elements_per_rank;
   std::vector<int64_t> adamw_elements_per_rank;
-  uint64_t hash = 0;                     ///< FNV-1a over everything above
+  uint64_t hash = 0;  ///< FNV-1a over everything above
 
   int64_t buffer_len() const { return shard_len * world; }
   int64_t padding() const { return buffer_len() - total_elements; }

@@ -11,7 +11,9 @@
 
 namespace orthotron {
 
-std::string to_string(Algorithm a) { return a == Algorithm::kMuon ? "muon" : "adamw"; }
+std::string to_string(Algorithm a) {
+  return a == Algorithm::kMuon ? "muon" : "adamw";
+}
 
 Algorithm parse_algorithm(const std::string& s) {
   if (s == "muon") return Algorithm::kMuon;
@@ -53,8 +55,8 @@ std::vector<RoutingRule> default_routing_rules() {
   return {
       rule("embeddings_and_head",
            {"*embed*", "*wte*", "*wpe*", "*lm_head*", "*output_layer*", "output.weight", "*.output.weight",
-            "head.weight", "*.head.weight"}, 0, INT_MAX,
-           "adamw"),
+            "head.weight", "*.head.weight"},
+           0, INT_MAX, "adamw"),
       rule("norms", {"*norm*", "*ln_*", "ln*"}, 0, INT_MAX, "adamw"),
       rule("biases", {"*bias"}, 0, INT_MAX, "adamw"),
       rule("vectors", {}, 0, 1, "adamw"),
@@ -123,8 +125,8 @@ std::string format_assignment(const std::vector<Assignment>& assignment, const s
   size_t width = 9;
   for (const auto& a : assignment) width = std::max(width, a.param.size());
   std::ostringstream out;
-  out << std::left << std::setw(static_cast<int>(width) + 2) << "parameter" << std::setw(20) << "shape"
-      << std::setw(14) << "group" << std::setw(10) << "algorithm"
+  out << std::left << std::setw(static_cast<int>(width) + 2) << "parameter" << std::setw(20) << "shape" << std::setw(14)
+      << "group" << std::setw(10) << "algorithm"
       << "rule\n";
   for (const auto& a : assignment) {
     const auto& g = groups[a.group_index];

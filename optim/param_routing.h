@@ -40,9 +40,9 @@ struct RoutingRule {
   std::vector<std::string> patterns;  ///< globs on the parameter name
   int min_dim = 0;
   int max_dim = INT_MAX;
-  std::string group;                  ///< a ParamGroup name
-  bool must_match = true;             ///< a user rule that claims nothing is an error; built-in defaults set false
-  std::string origin;                 ///< "file:line" for rules from YAML, for error messages
+  std::string group;       ///< a ParamGroup name
+  bool must_match = true;  ///< a user rule that claims nothing is an error; built-in defaults set false
+  std::string origin;      ///< "file:line" for rules from YAML, for error messages
 
   bool matches(const std::string& param_name, int64_t dim) const;
 };

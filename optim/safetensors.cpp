@@ -110,7 +110,8 @@ SafetensorsContent load_safetensors(const std::string& path) {
   in.seekg(0, std::ios::end);
   const uint64_t file_size = static_cast<uint64_t>(in.tellg());
   in.seekg(0);
-  if (file_size < 8) fail(path, "file is " + std::to_string(file_size) + " bytes, shorter than the 8-byte header length");
+  if (file_size < 8)
+    fail(path, "file is " + std::to_string(file_size) + " bytes, shorter than the 8-byte header length");
   unsigned char len_bytes[8];
   in.read(reinterpret_cast<char*>(len_bytes), 8);
   uint64_t header_len = 0;
@@ -160,8 +161,8 @@ SafetensorsContent load_safetensors(const std::string& path) {
       }
       const uint64_t expect = static_cast<uint64_t>(numel) * c10::elementSize(dtype);
       if (offsets[1] - offsets[0] != expect) {
-        fail(path, "tensor '" + name + "' spans " + std::to_string(offsets[1] - offsets[0]) + " bytes but dtype x shape needs " +
-                       std::to_string(expect));
+        fail(path, "tensor '" + name + "' spans " + std::to_string(offsets[1] - offsets[0]) +
+                       " bytes but dtype x shape needs " + std::to_string(expect));
       }
       if (offsets[1] > data_size) fail(path, "tensor '" + name + "' runs past the end of the file");
       at::Tensor t = at::empty(shape, at::TensorOptions().dtype(dtype));

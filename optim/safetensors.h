@@ -10,8 +10,8 @@
 namespace orthotron {
 
 struct SafetensorsContent {
-  std::map<std::string, at::Tensor> tensors;          ///< CPU, contiguous
-  std::map<std::string, std::string> metadata;        ///< the "__metadata__" string map
+  std::map<std::string, at::Tensor> tensors;    ///< CPU, contiguous
+  std::map<std::string, std::string> metadata;  ///< the "__metadata__" string map
 };
 
 /// Writes `tensors` (any device; copied to CPU contiguous) and `metadata` to `path` atomically:

@@ -7,9 +7,12 @@ namespace orthotron {
 
 std::string to_string(SplitGranularity g) {
   switch (g) {
-    case SplitGranularity::kNone: return "none";
-    case SplitGranularity::kQkv: return "qkv";
-    case SplitGranularity::kPerHead: return "per_head";
+    case SplitGranularity::kNone:
+      return "none";
+    case SplitGranularity::kQkv:
+      return "qkv";
+    case SplitGranularity::kPerHead:
+      return "per_head";
   }
   return "?";
 }
@@ -30,8 +33,8 @@ at::Tensor rows_of(const std::vector<int64_t>& v) {
 void check_heads(int64_t num_heads, int64_t num_kv_heads, int64_t head_dim) {
   if (num_heads < 1 || num_kv_heads < 1 || head_dim < 1 || num_heads % num_kv_heads != 0) {
     throw InvalidArgument("QKV split: num_heads (" + std::to_string(num_heads) + ") must be a positive multiple of " +
-                          "num_kv_heads (" + std::to_string(num_kv_heads) + "), head_dim (" +
-                          std::to_string(head_dim) + ") >= 1");
+                          "num_kv_heads (" + std::to_string(num_kv_heads) + "), head_dim (" + std::to_string(head_dim) +
+                          ") >= 1");
   }
 }
 
@@ -48,7 +51,8 @@ ParamSplit from_heads(const std::vector<std::vector<int64_t>>& q, const std::vec
   }
   auto add = [&](const std::string& base, const std::vector<std::vector<int64_t>>& heads) {
     if (g == SplitGranularity::kPerHead) {
-      for (size_t h = 0; h < heads.size(); ++h) s.parts.push_back({base + ".head" + std::to_string(h), rows_of(heads[h])});
+      for (size_t h = 0; h < heads.size(); ++h)
+        s.parts.push_back({base + ".head" + std::to_string(h), rows_of(heads[h])});
     } else {
       std::vector<int64_t> all;
       for (const auto& h : heads) all.insert(all.end(), h.begin(), h.end());
@@ -149,7 +153,8 @@ void check_split_routing(const NamedParameters& params, const std::vector<Assign
     if (i == params.size()) throw RoutingError("a split is registered for '" + name + "', which is not a parameter");
     const ParamGroup& g = groups[assignment[i].group_index];
     if (g.algorithm != Algorithm::kMuon) {
-      throw RoutingError("parameter '" + name + "' has a split registered but is routed to AdamW group '" + g.name + "'");
+      throw RoutingError("parameter '" + name + "' has a split registered but is routed to AdamW group '" + g.name +
+                         "'");
     }
     splits.check_fits(name, params[i].tensor);
   }

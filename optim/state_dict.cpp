@@ -9,7 +9,9 @@
 
 namespace orthotron {
 
-void save_state_dict(const StateDict& sd, const std::string& path) { save_safetensors(path, sd.tensors, sd.metadata); }
+void save_state_dict(const StateDict& sd, const std::string& path) {
+  save_safetensors(path, sd.tensors, sd.metadata);
+}
 
 StateDict load_state_dict_file(const std::string& path) {
   SafetensorsContent c = load_safetensors(path);

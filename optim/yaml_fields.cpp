@@ -34,7 +34,9 @@ std::string closest_match(const std::string& word, const std::vector<std::string
 YamlSection::YamlSection(YAML::Node node, std::string file, std::string path)
     : node_(std::move(node)), file_(std::move(file)), path_(std::move(path)) {}
 
-std::string YamlSection::key_path(const std::string& key) const { return path_.empty() ? key : path_ + "." + key; }
+std::string YamlSection::key_path(const std::string& key) const {
+  return path_.empty() ? key : path_ + "." + key;
+}
 
 std::string YamlSection::where(const std::string& key) const {
   YAML::Mark mark = node_.Mark();
@@ -73,7 +75,9 @@ void YamlSection::check_keys(const std::vector<std::string>& allowed) const {
   }
 }
 
-bool YamlSection::has(const std::string& key) const { return node_.IsMap() && node_[key].IsDefined() && !node_[key].IsNull(); }
+bool YamlSection::has(const std::string& key) const {
+  return node_.IsMap() && node_[key].IsDefined() && !node_[key].IsNull();
+}
 
 YamlSection YamlSection::child(const std::string& key) const {
   return YamlSection(has(key) ? node_[key] : YAML::Node(YAML::NodeType::Map), file_, key_path(key));

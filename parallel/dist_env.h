@@ -10,10 +10,10 @@ namespace orthotron {
 struct DistEnv {
   int rank = 0;
   int world_size = 1;
-  int local_rank = 0;   ///< rank among the processes on this host; picks the GPU
+  int local_rank = 0;  ///< rank among the processes on this host; picks the GPU
   int local_size = 1;
   std::string host;
-  std::string source;   ///< "openmpi", "torchrun" or "single-process"
+  std::string source;  ///< "openmpi", "torchrun" or "single-process"
 };
 
 /// Reads the launcher's environment. Throws InvalidArgument when a variable is present but not a

@@ -30,16 +30,23 @@ bool needs_fp32_staging(const at::Tensor& t) {
 
 MPI_Datatype mpi_type(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return MPI_FLOAT;
-    case at::kDouble: return MPI_DOUBLE;
-    case at::kLong: return MPI_INT64_T;
+    case at::kFloat:
+      return MPI_FLOAT;
+    case at::kDouble:
+      return MPI_DOUBLE;
+    case at::kLong:
+      return MPI_INT64_T;
     case at::kBFloat16:
-    case at::kHalf: return MPI_UINT16_T;
-    default: throw CommError(std::string("MPI backend has no datatype for ") + c10::toString(t));
+    case at::kHalf:
+      return MPI_UINT16_T;
+    default:
+      throw CommError(std::string("MPI backend has no datatype for ") + c10::toString(t));
   }
 }
 
-MPI_Op mpi_op(ReduceOp op) { return op == ReduceOp::kMax ? MPI_MAX : MPI_SUM; }
+MPI_Op mpi_op(ReduceOp op) {
+  return op == ReduceOp::kMax ? MPI_MAX : MPI_SUM;
+}
 
 int mpi_count(int64_t n, const std::string& op) {
   if (n > INT32_MAX) {
@@ -54,7 +61,10 @@ class MpiWork : public Work {
  public:
   MpiWork(MPI_Request request, std::string description, std::chrono::milliseconds timeout,
           std::vector<at::Tensor> keep_alive)
-      : request_(request), description_(std::move(description)), timeout_(timeout), keep_alive_(std::move(keep_alive)) {}
+      : request_(request),
+        description_(std::move(description)),
+        timeout_(timeout),
+        keep_alive_(std::move(keep_alive)) {}
   ~MpiWork() override {
     if (request_ != MPI_REQUEST_NULL) {
       try {
@@ -116,7 +126,8 @@ MpiCommunicator::~MpiCommunicator() {
 
 std::unique_ptr<Communicator> MpiCommunicator::split(int color, int key, const std::string& name) {
   MPI_Comm child = MPI_COMM_NULL;
-  check_mpi(MPI_Comm_split(comm_, color, key, &child), "split of '" + this->name() + "' into '" + name + "' on " + who());
+  check_mpi(MPI_Comm_split(comm_, color, key, &child),
+            "split of '" + this->name() + "' into '" + name + "' on " + who());
   auto out = std::make_unique<MpiCommunicator>(child, name);
   out->set_timeout(timeout());
   return out;
@@ -170,7 +181,8 @@ WorkPtr MpiCommunicator::do_all_gather(at::Tensor& output, const at::Tensor& inp
   MPI_Request req = MPI_REQUEST_NULL;
   const MPI_Datatype t = mpi_type(input.scalar_type());
   const int count = mpi_count(input.numel(), "all_gather");
-  check_mpi(MPI_Iallgather(input.data_ptr(), count, t, output.data_ptr(), count, t, comm_, &req), "all_gather on " + who());
+  check_mpi(MPI_Iallgather(input.data_ptr(), count, t, output.data_ptr(), count, t, comm_, &req),
+            "all_gather on " + who());
   return make_work(req, "all_gather", output.numel() * output.element_size(), {input, output});
 }
 
@@ -204,7 +216,8 @@ WorkPtr MpiCommunicator::do_broadcast(at::Tensor& tensor, int root) {
   check_mpi(MPI_Ibcast(tensor.data_ptr(), mpi_count(tensor.numel(), "broadcast"), mpi_type(tensor.scalar_type()), root,
                        comm_, &req),
             "broadcast on " + who());
-  return make_work(req, "broadcast from rank " + std::to_string(root), tensor.numel() * tensor.element_size(), {tensor});
+  return make_work(req, "broadcast from rank " + std::to_string(root), tensor.numel() * tensor.element_size(),
+                   {tensor});
 }
 
 WorkPtr MpiCommunicator::do_barrier() {

@@ -19,20 +19,29 @@ namespace {
 
 ncclDataType_t nccl_type(at::ScalarType t) {
   switch (t) {
-    case at::kFloat: return ncclFloat32;
-    case at::kDouble: return ncclFloat64;
-    case at::kBFloat16: return ncclBfloat16;
-    case at::kHalf: return ncclFloat16;
-    case at::kLong: return ncclInt64;
-    default: throw CommError(std::string("NCCL backend has no datatype for ") + c10::toString(t));
+    case at::kFloat:
+      return ncclFloat32;
+    case at::kDouble:
+      return ncclFloat64;
+    case at::kBFloat16:
+      return ncclBfloat16;
+    case at::kHalf:
+      return ncclFloat16;
+    case at::kLong:
+      return ncclInt64;
+    default:
+      throw CommError(std::string("NCCL backend has no datatype for ") + c10::toString(t));
   }
 }
 
 ncclRedOp_t nccl_op(ReduceOp op) {
   switch (op) {
-    case ReduceOp::kSum: return ncclSum;
-    case ReduceOp::kAvg: return ncclAvg;
-    case ReduceOp::kMax: return ncclMax;
+    case ReduceOp::kSum:
+      return ncclSum;
+    case ReduceOp::kAvg:
+      return ncclAvg;
+    case ReduceOp::kMax:
+      return ncclMax;
   }
   return ncclSum;
 }
@@ -47,7 +56,10 @@ class NcclWork : public Work {
  public:
   NcclWork(ncclComm_t comm, cudaEvent_t event, std::string description, std::chrono::milliseconds timeout,
            std::vector<at::Tensor> keep_alive)
-      : comm_(comm), event_(event), description_(std::move(description)), timeout_(timeout),
+      : comm_(comm),
+        event_(event),
+        description_(std::move(description)),
+        timeout_(timeout),
         keep_alive_(std::move(keep_alive)) {}
   ~NcclWork() override {
     if (event_ != nullptr) {
@@ -177,8 +189,9 @@ WorkPtr NcclCommunicator::do_reduce_scatter(at::Tensor& output, const at::Tensor
 WorkPtr NcclCommunicator::do_all_gather(at::Tensor& output, const at::Tensor& input) {
   c10::cuda::CUDAGuard guard(output.device());
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(output.device().index()).stream();
-  check(ncclAllGather(input.data_ptr(), output.data_ptr(), input.numel(), nccl_type(input.scalar_type()), comm_, stream),
-        "ncclAllGather");
+  check(
+      ncclAllGather(input.data_ptr(), output.data_ptr(), input.numel(), nccl_type(input.scalar_type()), comm_, stream),
+      "ncclAllGather");
   return make_work(stream, "all_gather", output.numel() * output.element_size(), {input, output});
 }
 

@@ -103,7 +103,9 @@ TEST(AllGather, ClosedForms) {
 }
 
 // Rank s sends count(s, d) = (s + 2 d) % 4 elements to rank d, valued s * 10000 + d * 100 + i.
-int64_t a2a_count(int s, int d) { return (s + 2 * d) % 4; }
+int64_t a2a_count(int s, int d) {
+  return (s + 2 * d) % 4;
+}
 
 TEST(AllToAll, UnevenSplits) {
   const int w = world().size(), r = world().rank();
@@ -123,7 +125,8 @@ TEST(AllToAll, UnevenSplits) {
     for (int s = 0; s < w; ++s) {
       at::Tensor expected = at::arange(recv[s], at::kLong) + s * 10000 + r * 100;
       if (dtype == at::kBFloat16) expected = expected.remainder(256);
-      EXPECT_TRUE(at::equal(out.narrow(0, off, recv[s]).to(at::kLong), expected)) << c10::toString(dtype) << " from " << s;
+      EXPECT_TRUE(at::equal(out.narrow(0, off, recv[s]).to(at::kLong), expected))
+          << c10::toString(dtype) << " from " << s;
       off += recv[s];
     }
   }
@@ -152,7 +155,8 @@ TEST(Collectives, NonContiguousTensorsAreHandled) {
   at::Tensor big = at::zeros({2 * 3 * w});
   at::Tensor strided = big.slice(0, 0, 2 * 3 * w, 2);
   world().all_gather(strided, at::full({3}, static_cast<double>(r)));
-  for (int q = 0; q < w; ++q) EXPECT_TRUE(at::equal(strided.narrow(0, 3 * q, 3), at::full({3}, static_cast<double>(q))));
+  for (int q = 0; q < w; ++q)
+    EXPECT_TRUE(at::equal(strided.narrow(0, 3 * q, 3), at::full({3}, static_cast<double>(q))));
   EXPECT_TRUE(at::equal(big.slice(0, 1, 2 * 3 * w, 2), at::zeros({3 * w})));
   // reduce_scatter from a non-contiguous input.
   at::Tensor in2 = at::ones({w, 5}).t();
@@ -221,13 +225,13 @@ TEST(ByteCounters, RecordEveryCollectiveExactly) {
   const int w = world().size(), r = world().rank();
   auto comm = world().split(0, r, "accounting");  // a fresh group with fresh counters
   EXPECT_EQ(comm->stats().bytes_sent(), 0);
-  at::Tensor a = at::zeros({1000});                            // 4000 bytes
+  at::Tensor a = at::zeros({1000});  // 4000 bytes
   comm->all_reduce(a, ReduceOp::kSum);
-  at::Tensor rs_out = at::empty({250}, at::kBFloat16);          // shard of 500 bytes
+  at::Tensor rs_out = at::empty({250}, at::kBFloat16);  // shard of 500 bytes
   comm->reduce_scatter(rs_out, at::zeros({250 * w}, at::kBFloat16), ReduceOp::kSum);
-  at::Tensor ag_out = at::empty({64 * w}, at::kDouble);         // shard of 512 bytes
+  at::Tensor ag_out = at::empty({64 * w}, at::kDouble);  // shard of 512 bytes
   comm->all_gather(ag_out, at::zeros({64}, at::kDouble));
-  at::Tensor bc = at::zeros({10}, at::kLong);                   // 80 bytes
+  at::Tensor bc = at::zeros({10}, at::kLong);  // 80 bytes
   comm->broadcast(bc, 0);
   std::vector<int64_t> send(w), recv(w);
   for (int d = 0; d < w; ++d) {

@@ -98,7 +98,8 @@ TEST(DistributedMuon, EqualsSingleProcessBitwiseOver20Steps) {
   const GptShape s;
   const NamedParameters init = orthotron::testing::gpt_params(s, 11);
   NamedParameters dist = clone(init), ref = clone(init);
-  DistributedMuonWithAdamW dopt(dist, world(), test_groups(), default_routing_rules(), orthotron::testing::gpt_splits(s));
+  DistributedMuonWithAdamW dopt(dist, world(), test_groups(), default_routing_rules(),
+                                orthotron::testing::gpt_splits(s));
   MuonWithAdamW sopt(ref, test_groups(), default_routing_rules(), orthotron::testing::gpt_splits(s));
   for (int step = 0; step < 20; ++step) {
     set_grads(dist, ref, step);
@@ -277,7 +278,8 @@ TEST(DistributedMuon, LoadErrorsAreClearOnEveryRankAndParametersResync) {
   if (world().size() > 1) {
     StateDict wrong = sd;
     if (world().rank() == 1) {
-      wrong.metadata["orthotron.layout"].replace(wrong.metadata["orthotron.layout"].find("\"rank\":1"), 8, "\"rank\":0");
+      wrong.metadata["orthotron.layout"].replace(wrong.metadata["orthotron.layout"].find("\"rank\":1"), 8,
+                                                 "\"rank\":0");
     }
     EXPECT_THROW(opt.load_state_dict(wrong), StateDictError) << "on rank " << world().rank();
   }

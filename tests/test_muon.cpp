@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
-#include "parallel/errors.h"
 #include "optim/muon.h"
 #include "optim/newton_schulz.h"
+#include "parallel/errors.h"
 
 namespace orthotron {
 namespace {

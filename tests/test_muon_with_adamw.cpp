@@ -6,8 +6,8 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
-#include "parallel/errors.h"
 #include "optim/muon_with_adamw.h"
+#include "parallel/errors.h"
 
 namespace orthotron {
 namespace {
@@ -64,7 +64,9 @@ bool params_equal(const NamedParameters& a, const NamedParameters& b) {
   return true;
 }
 
-std::string temp_path(const std::string& name) { return ::testing::TempDir() + "/orthotron_" + name; }
+std::string temp_path(const std::string& name) {
+  return ::testing::TempDir() + "/orthotron_" + name;
+}
 
 TEST(MuonWithAdamW, DefaultRoutingSendsHiddenMatricesToMuon) {
   auto params = make_params(1);
@@ -100,8 +102,8 @@ TEST(MuonWithAdamW, BatchedStepEqualsPerParameterReference) {
     for (auto& p : ref) {
       const at::Tensor grad = p.tensor.grad();
       at::Tensor t = p.tensor;
-      const bool is_muon = p.tensor.dim() >= 2 && p.name.find("embed") == std::string::npos &&
-                           p.name.find("head") == std::string::npos;
+      const bool is_muon =
+          p.tensor.dim() >= 2 && p.name.find("embed") == std::string::npos && p.name.find("head") == std::string::npos;
       if (is_muon) {
         if (!momentum.count(p.name)) momentum[p.name] = at::zeros_like(t);
         muon_step(t, grad, momentum[p.name], groups[0].muon, p.name);
@@ -347,7 +349,8 @@ TEST_F(LoadErrors, PartialLoadReportsWhatItSkipped) {
   EXPECT_NE(report.to_string().find("layers.0.mlp.proj.weight"), std::string::npos);
   EXPECT_NE(report.to_string().find("ghost.bias"), std::string::npos);
   // What was present was loaded; what was skipped keeps fresh state.
-  EXPECT_TRUE(at::equal(fresh.muon_momentum("layers.0.attn.qkv.weight"), opt_->muon_momentum("layers.0.attn.qkv.weight")));
+  EXPECT_TRUE(
+      at::equal(fresh.muon_momentum("layers.0.attn.qkv.weight"), opt_->muon_momentum("layers.0.attn.qkv.weight")));
   EXPECT_FALSE(fresh.muon_momentum("layers.0.mlp.proj.weight").defined());
   // Version mismatches are never skipped.
   sd_.metadata["orthotron.format_version"] = "2";

@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "parallel/errors.h"
 #include "optim/newton_schulz.h"
+#include "parallel/errors.h"
 
 namespace orthotron {
 namespace {

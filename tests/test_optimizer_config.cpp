@@ -17,10 +17,10 @@
 #include <string>
 #include <vector>
 
-#include "parallel/errors.h"
 #include "optim/muon_with_adamw.h"
 #include "optim/optimizer_config.h"
 #include "optim/yaml_fields.h"
+#include "parallel/errors.h"
 
 namespace orthotron {
 namespace {
@@ -49,7 +49,9 @@ std::string repo_root() {
   return ORTHOTRON_SOURCE_DIR_DEFAULT;
 }
 
-std::string example_config_path() { return repo_root() + "/configs/optimizer.yaml"; }
+std::string example_config_path() {
+  return repo_root() + "/configs/optimizer.yaml";
+}
 
 std::string read_text(const std::string& path) {
   std::ifstream in(path);
@@ -252,23 +254,17 @@ TEST(OptimizerConfigExample, LoadsRulesInOrderWithOrigins) {
 
 TEST(OptimizerConfigExample, RoutesAGptLikeModel) {
   const OptimizerConfig c = load_optimizer_config(example_config_path());
-  NamedParameters params = {{"transformer.wte.weight", at::zeros({10, 8})},
-                            {"transformer.wpe.weight", at::zeros({6, 8})},
-                            {"transformer.h.0.ln_1.weight", at::zeros({8})},
-                            {"transformer.h.0.attn.c_attn.weight", at::zeros({24, 8})},
-                            {"transformer.h.0.attn.c_attn.bias", at::zeros({24})},
-                            {"transformer.h.0.mlp.norm.weight", at::zeros({8})},
-                            {"transformer.h.0.mlp.scale", at::zeros({8})},
-                            {"lm_head.weight", at::zeros({10, 8})}};
+  NamedParameters params = {
+      {"transformer.wte.weight", at::zeros({10, 8})},        {"transformer.wpe.weight", at::zeros({6, 8})},
+      {"transformer.h.0.ln_1.weight", at::zeros({8})},       {"transformer.h.0.attn.c_attn.weight", at::zeros({24, 8})},
+      {"transformer.h.0.attn.c_attn.bias", at::zeros({24})}, {"transformer.h.0.mlp.norm.weight", at::zeros({8})},
+      {"transformer.h.0.mlp.scale", at::zeros({8})},         {"lm_head.weight", at::zeros({10, 8})}};
   auto opt = make_muon_with_adamw(params, c);
-  const std::map<std::string, std::string> expected = {{"transformer.wte.weight", "embeddings"},
-                                                       {"transformer.wpe.weight", "embeddings"},
-                                                       {"transformer.h.0.ln_1.weight", "adamw"},
-                                                       {"transformer.h.0.attn.c_attn.weight", "hidden"},
-                                                       {"transformer.h.0.attn.c_attn.bias", "adamw"},
-                                                       {"transformer.h.0.mlp.norm.weight", "adamw"},
-                                                       {"transformer.h.0.mlp.scale", "adamw"},
-                                                       {"lm_head.weight", "adamw"}};
+  const std::map<std::string, std::string> expected = {
+      {"transformer.wte.weight", "embeddings"},      {"transformer.wpe.weight", "embeddings"},
+      {"transformer.h.0.ln_1.weight", "adamw"},      {"transformer.h.0.attn.c_attn.weight", "hidden"},
+      {"transformer.h.0.attn.c_attn.bias", "adamw"}, {"transformer.h.0.mlp.norm.weight", "adamw"},
+      {"transformer.h.0.mlp.scale", "adamw"},        {"lm_head.weight", "adamw"}};
   ASSERT_EQ(opt->assignment().size(), expected.size());
   for (const auto& a : opt->assignment()) {
     EXPECT_EQ(opt->groups()[a.group_index].name, expected.at(a.param)) << a.param;
@@ -307,9 +303,12 @@ engine:
 NamedParameters small_model() {
   at::manual_seed(7);
   auto p = [](std::vector<int64_t> shape) { return at::randn(shape).requires_grad_(true); };
-  return {{"embed.weight", p({10, 8})},           {"layers.0.attn.qkv.weight", p({24, 8})},
-          {"layers.0.mlp.fc.weight", p({16, 8})}, {"layers.0.norm.weight", p({8})},
-          {"head.weight", p({10, 8})},            {"layers.0.mlp.fc.bias", p({16})}};
+  return {{"embed.weight", p({10, 8})},
+          {"layers.0.attn.qkv.weight", p({24, 8})},
+          {"layers.0.mlp.fc.weight", p({16, 8})},
+          {"layers.0.norm.weight", p({8})},
+          {"head.weight", p({10, 8})},
+          {"layers.0.mlp.fc.bias", p({16})}};
 }
 
 TEST(OptimizerConfigBuild, MakeMuonWithAdamWRoutesEveryParameter) {
@@ -324,12 +323,9 @@ TEST(OptimizerConfigBuild, MakeMuonWithAdamWRoutesEveryParameter) {
     std::string rule;
   };
   const std::map<std::string, Expect> expected = {
-      {"embed.weight", {"embed", "embed_and_head"}},
-      {"layers.0.attn.qkv.weight", {"hidden", "matrices"}},
-      {"layers.0.mlp.fc.weight", {"hidden", "matrices"}},
-      {"layers.0.norm.weight", {"adamw", "norms_and_biases"}},
-      {"head.weight", {"embed", "embed_and_head"}},
-      {"layers.0.mlp.fc.bias", {"adamw", "norms_and_biases"}},
+      {"embed.weight", {"embed", "embed_and_head"}},      {"layers.0.attn.qkv.weight", {"hidden", "matrices"}},
+      {"layers.0.mlp.fc.weight", {"hidden", "matrices"}}, {"layers.0.norm.weight", {"adamw", "norms_and_biases"}},
+      {"head.weight", {"embed", "embed_and_head"}},       {"layers.0.mlp.fc.bias", {"adamw", "norms_and_biases"}},
   };
   const auto& assignment = opt->assignment();
   ASSERT_EQ(assignment.size(), params.size());
@@ -379,16 +375,16 @@ TEST(OptimizerConfigBuild, RoutingErrorsSurfaceFromMakeMuonWithAdamW) {
 // Bad input: each ConfigError names file:line, the dotted key and the expected value.
 
 TEST(OptimizerConfigErrors, MisspelledGroupKeySuggestsClosest) {
-  expect_config_error(R"(optimizer:
+  expect_config_error(
+      R"(optimizer:
   groups:
     hidden:
       algorithm: muon
       lr: 0.02
       momentun: 0.9
 )",
-                      6,
-                      {"unknown key 'momentun'", "optimizer.groups.hidden", "did you mean 'momentum'?",
-                       "(valid keys:", "ns_schedule"});
+      6,
+      {"unknown key 'momentun'", "optimizer.groups.hidden", "did you mean 'momentum'?", "(valid keys:", "ns_schedule"});
   expect_config_error(R"(optimizer:
   groups:
     adamw:
@@ -411,14 +407,14 @@ TEST(OptimizerConfigErrors, MisspelledRuleKeySuggestsClosest) {
 }
 
 TEST(OptimizerConfigErrors, UnknownKeyInOptimizerSection) {
-  const std::string msg = expect_config_error(R"(optimizer:
+  const std::string msg =
+      expect_config_error(R"(optimizer:
   groups:
     muon:
       lr: 0.01
   scheduler: cosine
 )",
-                                              5,
-                                              {"unknown key 'scheduler' in optimizer", "(valid keys: groups rules)"});
+                          5, {"unknown key 'scheduler' in optimizer", "(valid keys: groups rules)"});
   EXPECT_FALSE(contains(msg, "did you mean")) << "no plausible suggestion exists: " << msg;
 
   expect_config_error(R"(optimizer:
@@ -541,7 +537,8 @@ TEST(OptimizerConfigErrors, EmptyRuleList) {
 }
 
 TEST(OptimizerConfigErrors, RuleNamingUndefinedGroup) {
-  expect_config_error(R"(optimizer:
+  expect_config_error(
+      R"(optimizer:
   groups:
     muon:
       lr: 0.01
@@ -554,20 +551,18 @@ TEST(OptimizerConfigErrors, RuleNamingUndefinedGroup) {
       min_dim: 2
       group: hiden
 )",
-                      12, {"optimizer.rules[1].group", "rule 'matrices'", "group 'hiden'", "not defined",
-                           "(defined: muon adamw)"});
+      12, {"optimizer.rules[1].group", "rule 'matrices'", "group 'hiden'", "not defined", "(defined: muon adamw)"});
 }
 
 TEST(OptimizerConfigErrors, CustomScheduleWithoutCoefficients) {
-  expect_config_error(R"(optimizer:
+  expect_config_error(
+      R"(optimizer:
   groups:
     muon:
       lr: 0.02
       ns_schedule: custom
 )",
-                      5,
-                      {"optimizer.groups.muon.ns_schedule is 'custom'",
-                       "optimizer.groups.muon.ns_coefficients is not given"});
+      5, {"optimizer.groups.muon.ns_schedule is 'custom'", "optimizer.groups.muon.ns_coefficients is not given"});
 }
 
 TEST(OptimizerConfigErrors, CoefficientsWithoutCustomSchedule) {
@@ -597,8 +592,7 @@ TEST(OptimizerConfigErrors, CoefficientTripleOfWrongLength) {
         - [3.4445, -4.7750, 2.0315]
         - [3.0, -4.0]
 )",
-                      7,
-                      {"optimizer.groups.muon.ns_coefficients[1]", "must hold exactly 3 numbers, got 2"});
+                      7, {"optimizer.groups.muon.ns_coefficients[1]", "must hold exactly 3 numbers, got 2"});
   expect_config_error(R"(optimizer:
   groups:
     muon:
@@ -631,13 +625,13 @@ TEST(OptimizerConfigErrors, CoefficientTripleOfWrongLengthNamesItsLine) {
 
 TEST(OptimizerConfigErrors, OtherStructuralErrors) {
   // The group's own key (line 3) is reported.
-  const std::string msg = expect_config_error(R"(optimizer:
+  const std::string msg =
+      expect_config_error(R"(optimizer:
   groups:
     custom_group:
       lr: 0.1
 )",
-                                              0,
-                                              {"optimizer.groups.custom_group needs 'algorithm: muon' or 'algorithm: adamw'"});
+                          0, {"optimizer.groups.custom_group needs 'algorithm: muon' or 'algorithm: adamw'"});
   EXPECT_TRUE(contains(msg, ".yaml:3:")) << msg;
   expect_config_error(R"(optimizer:
   rules:
@@ -675,8 +669,8 @@ TEST(OptimizerConfigErrors, YamlSyntaxError) {
 }
 
 TEST(OptimizerConfigErrors, UnreadableFile) {
-  const std::string path = ::testing::TempDir() + "orthotron_no_such_dir_" + std::to_string(::getpid()) +
-                           "/optimizer.yaml";
+  const std::string path =
+      ::testing::TempDir() + "orthotron_no_such_dir_" + std::to_string(::getpid()) + "/optimizer.yaml";
   const std::string msg = thrown_message<ConfigError>([&] { load_optimizer_config(path); });
   EXPECT_TRUE(contains(msg, "cannot read config file '" + path + "'")) << msg;
 }
@@ -797,8 +791,7 @@ TEST(OptimizerConfigRoundTrip, ParsesEveryNonDefaultField) {
   EXPECT_DOUBLE_EQ(h.spectral_factor, 0.37);
   EXPECT_DOUBLE_EQ(h.weight_decay, 0.05);
   EXPECT_EQ(h.ns.schedule.name, "custom");
-  EXPECT_EQ(h.ns.schedule.coefficients,
-            (std::vector<NsCoefficients>{{3.4445, -4.7750, 2.0315}, {2.5, -1.5, 0.5}}));
+  EXPECT_EQ(h.ns.schedule.coefficients, (std::vector<NsCoefficients>{{3.4445, -4.7750, 2.0315}, {2.5, -1.5, 0.5}}));
   EXPECT_EQ(h.ns.steps, 7);
   EXPECT_DOUBLE_EQ(h.ns.schedule.eps, 3.0e-7);
   EXPECT_EQ(h.ns.compute_dtype, at::kBFloat16);
@@ -889,9 +882,9 @@ TEST(OptimizerConfigErrors, RuleNamingUndefinedGroupNamesKeyPath) {
 
 TEST(ClosestMatch, FindsTheNearestCandidate) {
   const std::vector<std::string> muon_keys = {"lr", "momentum", "nesterov", "weight_decay", "ns_steps"};
-  EXPECT_EQ(closest_match("momentun", muon_keys), "momentum");  // one substitution
-  EXPECT_EQ(closest_match("momentum", muon_keys), "momentum");  // exact
-  EXPECT_EQ(closest_match("nestrov", muon_keys), "nesterov");   // one deletion
+  EXPECT_EQ(closest_match("momentun", muon_keys), "momentum");           // one substitution
+  EXPECT_EQ(closest_match("momentum", muon_keys), "momentum");           // exact
+  EXPECT_EQ(closest_match("nestrov", muon_keys), "nesterov");            // one deletion
   EXPECT_EQ(closest_match("weight_decayy", muon_keys), "weight_decay");  // one insertion
   EXPECT_EQ(closest_match("ns_step", muon_keys), "ns_steps");
   EXPECT_EQ(closest_match("spectrl", {"original", "match_rms_adamw", "spectral"}), "spectral");

@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
-#include "parallel/errors.h"
 #include "optim/muon_with_adamw.h"
 #include "optim/param_routing.h"
+#include "parallel/errors.h"
 
 namespace orthotron {
 namespace {
@@ -35,10 +35,12 @@ std::string thrown_message(Fn&& fn) {
   return "";
 }
 
-NamedParameter param(const std::string& name, std::vector<int64_t> shape) { return {name, at::zeros(shape)}; }
+NamedParameter param(const std::string& name, std::vector<int64_t> shape) {
+  return {name, at::zeros(shape)};
+}
 
-RoutingRule rule(const std::string& name, std::vector<std::string> patterns, const std::string& group,
-                 int min_dim = 0, int max_dim = INT_MAX) {
+RoutingRule rule(const std::string& name, std::vector<std::string> patterns, const std::string& group, int min_dim = 0,
+                 int max_dim = INT_MAX) {
   RoutingRule r;
   r.name = name;
   r.patterns = std::move(patterns);
@@ -157,9 +159,8 @@ TEST(Routing, FirstMatchWins) {
   const std::vector<RoutingRule> rules = {rule("weights", {"*.weight"}, "first"),
                                           rule("layers", {"layers.*"}, "second")};
   const auto assignment = route_parameters(params, groups, rules);
-  EXPECT_EQ(routed(assignment, groups),
-            (std::map<std::string, std::string>{{"layers.0.weight", "first/weights"},
-                                                {"layers.0.extra", "second/layers"}}));
+  EXPECT_EQ(routed(assignment, groups), (std::map<std::string, std::string>{{"layers.0.weight", "first/weights"},
+                                                                            {"layers.0.extra", "second/layers"}}));
 
   // Swapping the rule order swaps the winner.
   const std::vector<RoutingRule> swapped = {rule("layers", {"layers.*"}, "second"),
@@ -170,9 +171,8 @@ TEST(Routing, FirstMatchWins) {
     return r;
   }();
   const auto assignment2 = route_parameters(params, groups, swapped_lenient);
-  EXPECT_EQ(routed(assignment2, groups),
-            (std::map<std::string, std::string>{{"layers.0.weight", "second/layers"},
-                                                {"layers.0.extra", "second/layers"}}));
+  EXPECT_EQ(routed(assignment2, groups), (std::map<std::string, std::string>{{"layers.0.weight", "second/layers"},
+                                                                             {"layers.0.extra", "second/layers"}}));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -181,8 +181,9 @@ TEST(Routing, FirstMatchWins) {
 TEST(RoutingErrors, MustMatchRuleMatchingNothing) {
   const std::vector<ParamGroup> groups = {group("adam", Algorithm::kAdamW)};
   const std::vector<RoutingRule> rules = {rule("experts", {"*experts*"}, "adam"), rule("rest", {}, "adam")};
-  const std::string msg = thrown_message<RoutingError>(
-      [&] { route_parameters({param("fc.weight", {4, 4}), param("fc.bias", {4})}, groups, rules); });
+  const std::string msg = thrown_message<RoutingError>([&] {
+    route_parameters({param("fc.weight", {4, 4}), param("fc.bias", {4})}, groups, rules);
+  });
   EXPECT_TRUE(contains(msg, "routing rule 'experts'")) << msg;
   EXPECT_TRUE(contains(msg, "test.yaml:experts")) << msg;  // its origin
   EXPECT_TRUE(contains(msg, "claims no parameter")) << msg;
@@ -198,8 +199,9 @@ TEST(RoutingErrors, RuleShadowedByAnEarlierRule) {
   const std::vector<ParamGroup> groups = {group("adam", Algorithm::kAdamW), group("muon", Algorithm::kMuon)};
   // "matrices" matches fc.weight, but "everything" has already claimed it.
   const std::vector<RoutingRule> rules = {rule("everything", {"*"}, "adam"), rule("matrices", {}, "muon", 2)};
-  const std::string msg = thrown_message<RoutingError>(
-      [&] { route_parameters({param("fc.weight", {4, 4}), param("fc.bias", {4})}, groups, rules); });
+  const std::string msg = thrown_message<RoutingError>([&] {
+    route_parameters({param("fc.weight", {4, 4}), param("fc.bias", {4})}, groups, rules);
+  });
   EXPECT_TRUE(contains(msg, "routing rule 'matrices'")) << msg;
   EXPECT_TRUE(contains(msg, "claimed by an earlier rule")) << msg;
 }
@@ -207,8 +209,9 @@ TEST(RoutingErrors, RuleShadowedByAnEarlierRule) {
 TEST(RoutingErrors, UnclaimedParameter) {
   const std::vector<ParamGroup> groups = {group("muon", Algorithm::kMuon)};
   const std::vector<RoutingRule> rules = {rule("weights", {"*.weight"}, "muon")};
-  const std::string msg = thrown_message<RoutingError>(
-      [&] { route_parameters({param("fc.weight", {4, 4}), param("fc.bias", {4})}, groups, rules); });
+  const std::string msg = thrown_message<RoutingError>([&] {
+    route_parameters({param("fc.weight", {4, 4}), param("fc.bias", {4})}, groups, rules);
+  });
   EXPECT_TRUE(contains(msg, "no routing rule claims parameter 'fc.bias'")) << msg;
   EXPECT_TRUE(contains(msg, "[4]")) << msg;  // its shape
   EXPECT_FALSE(contains(msg, "'fc.weight'")) << msg;
@@ -216,16 +219,17 @@ TEST(RoutingErrors, UnclaimedParameter) {
 
 TEST(RoutingErrors, DuplicateParameterName) {
   const std::string msg = thrown_message<RoutingError>([] {
-    route_parameters({param("fc.weight", {4, 4}), param("fc.bias", {4}), param("fc.weight", {4, 4})},
-                     default_groups(), default_routing_rules());
+    route_parameters({param("fc.weight", {4, 4}), param("fc.bias", {4}), param("fc.weight", {4, 4})}, default_groups(),
+                     default_routing_rules());
   });
   EXPECT_TRUE(contains(msg, "parameter name 'fc.weight' appears twice")) << msg;
 }
 
 TEST(RoutingErrors, RuleNamingUnknownGroup) {
   const std::vector<RoutingRule> rules = {rule("vectors", {}, "adamw", 0, 1), rule("matrices", {}, "hidden", 2)};
-  const std::string msg = thrown_message<RoutingError>(
-      [&] { route_parameters({param("fc.weight", {4, 4}), param("fc.bias", {4})}, default_groups(), rules); });
+  const std::string msg = thrown_message<RoutingError>([&] {
+    route_parameters({param("fc.weight", {4, 4}), param("fc.bias", {4})}, default_groups(), rules);
+  });
   EXPECT_TRUE(contains(msg, "routing rule 'matrices'")) << msg;
   EXPECT_TRUE(contains(msg, "group 'hidden'")) << msg;
   EXPECT_TRUE(contains(msg, "defined groups: muon adamw")) << msg;
@@ -234,14 +238,14 @@ TEST(RoutingErrors, RuleNamingUnknownGroup) {
 TEST(RoutingErrors, VectorRoutedToMuonGroup) {
   const std::vector<ParamGroup> groups = {group("hidden", Algorithm::kMuon)};
   const std::vector<RoutingRule> rules = {rule("all", {}, "hidden")};
-  const std::string msg = thrown_message<RoutingError>(
-      [&] { route_parameters({param("fc.weight", {4, 4}), param("norm.weight", {4})}, groups, rules); });
+  const std::string msg = thrown_message<RoutingError>([&] {
+    route_parameters({param("fc.weight", {4, 4}), param("norm.weight", {4})}, groups, rules);
+  });
   EXPECT_TRUE(contains(msg, "routing rule 'all'")) << msg;
   EXPECT_TRUE(contains(msg, "1-D parameter 'norm.weight'")) << msg;
   EXPECT_TRUE(contains(msg, "Muon group 'hidden'")) << msg;
 
-  const std::string msg0 = thrown_message<RoutingError>(
-      [&] { route_parameters({param("scale", {})}, groups, rules); });
+  const std::string msg0 = thrown_message<RoutingError>([&] { route_parameters({param("scale", {})}, groups, rules); });
   EXPECT_TRUE(contains(msg0, "0-D parameter 'scale'")) << msg0;
 }
 
@@ -282,17 +286,15 @@ TEST(RuleMatching, GlobPatternLists) {
 TEST(RuleMatching, RankFiltersRouteByDimension) {
   const std::vector<ParamGroup> groups = {group("stacks", Algorithm::kMuon), group("mats", Algorithm::kMuon),
                                           group("vecs", Algorithm::kAdamW)};
-  const std::vector<RoutingRule> rules = {rule("stacks", {}, "stacks", 3),
-                                          rule("mats", {}, "mats", 2, 2),
+  const std::vector<RoutingRule> rules = {rule("stacks", {}, "stacks", 3), rule("mats", {}, "mats", 2, 2),
                                           rule("vecs", {}, "vecs", 0, 1)};
   const NamedParameters params = {param("a", {2, 3, 4}), param("b", {3, 4}), param("c", {4}), param("d", {}),
                                   param("e", {2, 2, 2, 2})};
   const auto assignment = route_parameters(params, groups, rules);
-  EXPECT_EQ(routed(assignment, groups), (std::map<std::string, std::string>{{"a", "stacks/stacks"},
-                                                                            {"b", "mats/mats"},
-                                                                            {"c", "vecs/vecs"},
-                                                                            {"d", "vecs/vecs"},
-                                                                            {"e", "stacks/stacks"}}));
+  EXPECT_EQ(
+      routed(assignment, groups),
+      (std::map<std::string, std::string>{
+          {"a", "stacks/stacks"}, {"b", "mats/mats"}, {"c", "vecs/vecs"}, {"d", "vecs/vecs"}, {"e", "stacks/stacks"}}));
 }
 
 TEST(RuleMatching, GlobListsRouteByName) {
@@ -301,9 +303,12 @@ TEST(RuleMatching, GlobListsRouteByName) {
   const std::vector<RoutingRule> rules = {rule("embed_head", {"embed.weight", "head.weight"}, "embed"),
                                           rule("norms_biases", {"*norm*", "*bias"}, "adamw"),
                                           rule("matrices", {}, "muon", 2)};
-  const NamedParameters params = {param("embed.weight", {10, 8}),       param("layers.0.attn.qkv.weight", {24, 8}),
-                                  param("layers.0.mlp.fc.weight", {16, 8}), param("layers.0.norm.weight", {8}),
-                                  param("head.weight", {10, 8}),        param("layers.0.mlp.fc.bias", {16})};
+  const NamedParameters params = {param("embed.weight", {10, 8}),
+                                  param("layers.0.attn.qkv.weight", {24, 8}),
+                                  param("layers.0.mlp.fc.weight", {16, 8}),
+                                  param("layers.0.norm.weight", {8}),
+                                  param("head.weight", {10, 8}),
+                                  param("layers.0.mlp.fc.bias", {16})};
   const auto assignment = route_parameters(params, groups, rules);
   EXPECT_EQ(routed(assignment, groups),
             (std::map<std::string, std::string>{{"embed.weight", "embed/embed_head"},
@@ -361,8 +366,9 @@ TEST(MuonWithAdamWGroups, RejectsInvalidMuonHyperparameters) {
   groups[0].muon.momentum = 1.0;
   auto rules = default_routing_rules();
   rules.back().group = "hidden";
-  const std::string msg = thrown_message<InvalidArgument>(
-      [&] { MuonWithAdamW opt({param("fc.weight", {4, 4})}, groups, rules); });
+  const std::string msg = thrown_message<InvalidArgument>([&] {
+    MuonWithAdamW opt({param("fc.weight", {4, 4})}, groups, rules);
+  });
   EXPECT_TRUE(contains(msg, "group 'hidden'")) << msg;
   EXPECT_TRUE(contains(msg, "'momentum'")) << msg;
   EXPECT_TRUE(contains(msg, "[0, 1)")) << msg;
@@ -376,8 +382,9 @@ TEST(MuonWithAdamWGroups, RejectsInvalidAdamWHyperparameters) {
   for (auto& r : rules) {
     if (r.group == "adamw") r.group = "vectors";
   }
-  const std::string msg = thrown_message<InvalidArgument>(
-      [&] { MuonWithAdamW opt({param("fc.weight", {4, 4}), param("fc.bias", {4})}, groups, rules); });
+  const std::string msg = thrown_message<InvalidArgument>([&] {
+    MuonWithAdamW opt({param("fc.weight", {4, 4}), param("fc.bias", {4})}, groups, rules);
+  });
   EXPECT_TRUE(contains(msg, "group 'vectors'")) << msg;
   EXPECT_TRUE(contains(msg, "'eps'")) << msg;
 }
@@ -386,8 +393,9 @@ TEST(MuonWithAdamWGroups, RejectsAnInvalidGroupEvenWhenNothingIsRoutedToIt) {
   auto groups = default_groups();
   groups.push_back(group("unused", Algorithm::kMuon));
   groups.back().muon.ns.steps = 0;
-  const std::string msg = thrown_message<InvalidArgument>(
-      [&] { MuonWithAdamW opt({param("fc.weight", {4, 4})}, groups, default_routing_rules()); });
+  const std::string msg = thrown_message<InvalidArgument>([&] {
+    MuonWithAdamW opt({param("fc.weight", {4, 4})}, groups, default_routing_rules());
+  });
   EXPECT_TRUE(contains(msg, "group 'unused'")) << msg;
   EXPECT_TRUE(contains(msg, "ns_steps")) << msg;
 }

@@ -41,16 +41,18 @@ std::string script(const std::string& name) {
 }
 
 // Skips the test (with its reason) unless the configured Python has torch >= 2.9 and safetensors.
-#define REQUIRE_PYTHON_TORCH()                                                                            \
-  do {                                                                                                    \
-    if (python().empty()) GTEST_SKIP() << "ORTHOTRON_PYTHON is not set: no Python to compare against";   \
-    const CommandResult probe = run(python() + " -c 'import torch, safetensors; assert hasattr(torch.optim, \"Muon\")'"); \
+#define REQUIRE_PYTHON_TORCH()                                                                                 \
+  do {                                                                                                         \
+    if (python().empty()) GTEST_SKIP() << "ORTHOTRON_PYTHON is not set: no Python to compare against";         \
+    const CommandResult probe =                                                                                \
+        run(python() + " -c 'import torch, safetensors; assert hasattr(torch.optim, \"Muon\")'");              \
     if (probe.status != 0) GTEST_SKIP() << python() << " lacks torch >= 2.9 or safetensors: " << probe.output; \
   } while (0)
 
 void compare_with_torch_muon(const std::string& adjust, ScaleMode mode) {
   const std::string path = ::testing::TempDir() + "/orthotron_torch_muon_" + adjust + ".safetensors";
-  const CommandResult gen = run(python() + " " + script("torch_muon_reference.py") + " " + path + " --adjust " + adjust);
+  const CommandResult gen =
+      run(python() + " " + script("torch_muon_reference.py") + " " + path + " --adjust " + adjust);
   ASSERT_EQ(gen.status, 0) << gen.output;
   const SafetensorsContent ref = load_safetensors(path);
   const int steps = std::stoi(ref.metadata.at("steps"));

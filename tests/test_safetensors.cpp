@@ -6,13 +6,15 @@
 #include <fstream>
 #include <sstream>
 
-#include "parallel/errors.h"
 #include "optim/safetensors.h"
+#include "parallel/errors.h"
 
 namespace orthotron {
 namespace {
 
-std::string temp_path(const std::string& name) { return ::testing::TempDir() + "/orthotron_st_" + name; }
+std::string temp_path(const std::string& name) {
+  return ::testing::TempDir() + "/orthotron_st_" + name;
+}
 
 std::string read_bytes(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
@@ -116,11 +118,12 @@ TEST(Safetensors, RejectsMalformedFiles) {
                       "dtype x shape needs 8");
   expect_format_error(with_header(R"({"a":{)" + f32x2 + R"(,"data_offsets":[0,8]}})", data8.substr(0, 4)),
                       "runs past the end");
-  expect_format_error(with_header(R"({"a":{)" + f32x2 + R"(,"data_offsets":[4,12]}})", data8 + data8), "gap or overlap");
-  expect_format_error(with_header(R"({"a":{)" + f32x2 + R"(,"data_offsets":[0,8]},"b":{)" + f32x2 +
-                                      R"(,"data_offsets":[4,12]}})",
-                                  data8 + data8),
+  expect_format_error(with_header(R"({"a":{)" + f32x2 + R"(,"data_offsets":[4,12]}})", data8 + data8),
                       "gap or overlap");
+  expect_format_error(
+      with_header(R"({"a":{)" + f32x2 + R"(,"data_offsets":[0,8]},"b":{)" + f32x2 + R"(,"data_offsets":[4,12]}})",
+                  data8 + data8),
+      "gap or overlap");
   expect_format_error(with_header(R"({"a":{)" + f32x2 + R"(,"data_offsets":[0,8]}})", data8 + "xx"), "trailing bytes");
   expect_format_error(with_header(R"({"a":{"dtype":"F32","data_offsets":[0,8]}})", data8), "malformed");
   expect_format_error(with_header(R"({"__metadata__":{"k":3}})", ""), "not a string");

@@ -124,7 +124,8 @@ TEST(SplitRegistry, FusedWithSplitsEqualsSeparateParameters) {
       const at::Tensor g_qkv = at::randn(fused[0].tensor.sizes()), g_fc1 = at::randn(fused[1].tensor.sizes());
       fused[0].tensor.mutable_grad() = g_qkv;
       fused[1].tensor.mutable_grad() = g_fc1;
-      for (size_t p = 0; p < qkv.parts.size(); ++p) separate[p].tensor.mutable_grad() = split_gather(g_qkv, qkv.parts[p]);
+      for (size_t p = 0; p < qkv.parts.size(); ++p)
+        separate[p].tensor.mutable_grad() = split_gather(g_qkv, qkv.parts[p]);
       separate[qkv.parts.size()].tensor.mutable_grad() = g_fc1.narrow(0, 0, ffn).clone();
       separate[qkv.parts.size() + 1].tensor.mutable_grad() = g_fc1.narrow(0, ffn, ffn).clone();
       a.step();
