@@ -4,12 +4,14 @@
 //  - the median wall time of newton_schulz(G) on one fp32 m x n matrix, 5 quintic steps, and its GFLOP/s
 //    counted with newton_schulz_flops(m, n, 5) = 5 * (4 s^2 l + 2 s^3), s = min(m, n), l = max(m, n)
 //    (the count excludes the normalization, transposes and copies, which the time includes);
-//  - the median wall time of one plain product at::mm_out(C, A, B) with A m x n and B n x m (C m x m, written into
-//    a preallocated buffer), counted as 2 m^2 n FLOPs, and its GFLOP/s;
+//  - the median wall time of one plain product at::mm_out(C, A, B) with A s x l and B l x s (C s x s, written into
+//    a preallocated buffer), counted as 2 s^2 l FLOPs, and its GFLOP/s: the Gram product X X^T that NS itself
+//    computes on the small side (for a tall m x n input NS works on its n x m transpose);
 //  - the ratio NS GFLOP/s / matmul GFLOP/s: how close Newton-Schulz runs to the BLAS matmul rate of this machine.
 // Each measurement is preceded by warmup calls and repeated until both a minimum repeat count and a minimum
 // measured time are reached (capped by a maximum repeat count); the median of the repeats is reported.
-// For a tall shape (m > n) the matmul is the large m x m product while NS works on the small n x n Gram side.
+// NS and matmul are measured alternately in three rounds and the median of the rounds is reported, so a
+// transient slowdown of the shared machine hits both sides.
 // Measure on an otherwise idle machine: with another process on one of two cores, multi-threaded runs stall at
 // every OpenMP barrier and slow down tenfold or more (--threads 1 is then the stable figure).
 #include <ATen/ATen.h>
@@ -110,22 +112,31 @@ int main(int argc, char** argv) {
   at::manual_seed(0);
   std::printf("newton_schulz benchmark: CPU, fp32, %d quintic steps, torch threads %d%s\n", kSteps,
               at::get_num_threads(), quick ? ", --quick" : "");
-  std::printf("matmul = at::mm of (m x n) by (n x m), 2 m^2 n FLOPs; NS FLOPs = newton_schulz_flops(m, n, %d)\n",
-              kSteps);
+  std::printf(
+      "matmul = at::mm of (s x l) by (l x s), s = min(m,n), l = max(m,n), 2 s^2 l FLOPs; NS FLOPs = "
+      "newton_schulz_flops(m, n, %d); medians of 3 alternating rounds\n",
+      kSteps);
   std::printf("%-11s %12s %10s %12s %10s %9s\n", "shape", "NS ms", "NS GF/s", "matmul ms", "mm GF/s", "NS/mm");
 
   for (const Shape& s : shapes) {
     const at::Tensor g = at::randn({s.m, s.n});
-    const at::Tensor a = at::randn({s.m, s.n});
-    const at::Tensor b = at::randn({s.n, s.m});
-    at::Tensor c = at::empty({s.m, s.m});
+    const int64_t sm = std::min(s.m, s.n), lg = std::max(s.m, s.n);
+    const at::Tensor a = at::randn({sm, lg});
+    const at::Tensor b = at::randn({lg, sm});
+    at::Tensor c = at::empty({sm, sm});
 
-    const double ns_s = median_seconds([&] { (void)orthotron::newton_schulz(g, options); }, reps);
-    const double mm_s = median_seconds([&] { at::mm_out(c, a, b); }, reps);
+    std::vector<double> ns_rounds, mm_rounds;
+    for (int round = 0; round < 3; ++round) {
+      ns_rounds.push_back(median_seconds([&] { (void)orthotron::newton_schulz(g, options); }, reps));
+      mm_rounds.push_back(median_seconds([&] { at::mm_out(c, a, b); }, reps));
+    }
+    std::sort(ns_rounds.begin(), ns_rounds.end());
+    std::sort(mm_rounds.begin(), mm_rounds.end());
+    const double ns_s = ns_rounds[1], mm_s = mm_rounds[1];
 
     const double ns_gflops = orthotron::newton_schulz_flops(s.m, s.n, kSteps) / ns_s * 1e-9;
     const double mm_gflops =
-        2.0 * static_cast<double>(s.m) * static_cast<double>(s.m) * static_cast<double>(s.n) / mm_s * 1e-9;
+        2.0 * static_cast<double>(sm) * static_cast<double>(sm) * static_cast<double>(lg) / mm_s * 1e-9;
     const std::string name = std::to_string(s.m) + "x" + std::to_string(s.n);
     std::printf("%-11s %12.3f %10.1f %12.3f %10.1f %9.2f\n", name.c_str(), ns_s * 1e3, ns_gflops, mm_s * 1e3, mm_gflops,
                 ns_gflops / mm_gflops);

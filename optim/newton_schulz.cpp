@@ -148,16 +148,27 @@ at::Tensor newton_schulz(const at::Tensor& g, const NsOptions& options) {
   x = normalize_for_ns(tall ? x.transpose(1, 2) : x, options.schedule, options.compute_dtype, {1, 2}).contiguous();
   const auto& sched = options.schedule;
 
+  // One matrix at a time through mm/addmm. BLAS then threads each product over its rows and
+  // columns (a batched bmm of one matrix runs single-threaded on CPU), and a matrix's result never
+  // depends on which others share the call, so distributed owners reproduce single-process bits.
   const int64_t k = x.size(0), m = x.size(1);
-  at::Tensor a = at::empty({k, m, m}, x.options());
-  at::Tensor b = at::empty({k, m, m}, x.options());
-  at::Tensor next = at::empty_like(x);
-  for (int step = 0; step < options.steps; ++step) {
-    const auto& c = sched.at_step(step);
-    at::bmm_out(a, x, x.transpose(1, 2));                          // A = X X^T
-    at::baddbmm_out(b, a, a, a, /*beta=*/c[1], /*alpha=*/c[2]);    // B = b A + c A A
-    at::baddbmm_out(next, x, b, x, /*beta=*/c[0], /*alpha=*/1.0);  // X = a X + B X
-    std::swap(x, next);
+  at::Tensor a = at::empty({m, m}, x.options());
+  at::Tensor b = at::empty({m, m}, x.options());
+  at::Tensor next = at::empty({x.size(1), x.size(2)}, x.options());
+  for (int64_t i = 0; i < k; ++i) {
+    at::Tensor xi = x[i];
+    at::Tensor cur = xi;
+    for (int step = 0; step < options.steps; ++step) {
+      const auto& c = sched.at_step(step);
+      at::mm_out(a, cur, cur.t());                                     // A = X X^T
+      at::addmm_out(b, a, a, a, /*beta=*/c[1], /*alpha=*/c[2]);        // B = b A + c A A
+      at::addmm_out(next, cur, b, cur, /*beta=*/c[0], /*alpha=*/1.0);  // X = a X + B X
+      std::swap(cur, next);
+    }
+    if (!cur.is_same(xi)) {
+      xi.copy_(cur);
+      next = cur;  // keep the spare buffer distinct from x's storage
+    }
   }
   if (tall) x = x.transpose(1, 2);
   x = x.to(g.scalar_type());
