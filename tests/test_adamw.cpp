@@ -15,27 +15,13 @@
 
 #include "optim/adamw.h"
 #include "parallel/errors.h"
+#include "test_util.h"
 
 namespace orthotron {
 namespace {
 
-template <typename Expected, typename Fn>
-std::string thrown_message(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Expected& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw a different exception type: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "did not throw";
-  return "";
-}
-
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
+using orthotron::testing::contains;
+using orthotron::testing::thrown_message;
 
 struct HyperCase {
   std::string name;

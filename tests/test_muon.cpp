@@ -16,30 +16,16 @@
 #include "optim/muon.h"
 #include "optim/newton_schulz.h"
 #include "parallel/errors.h"
+#include "test_util.h"
 
 namespace orthotron {
 namespace {
 
+using orthotron::testing::contains;
+using orthotron::testing::thrown_message;
+
 double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
-
-template <typename Expected, typename Fn>
-std::string thrown_message(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Expected& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw a different exception type: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "did not throw";
-  return "";
-}
-
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -13,9 +13,13 @@
 
 #include "optim/newton_schulz.h"
 #include "parallel/errors.h"
+#include "test_util.h"
 
 namespace orthotron {
 namespace {
+
+using orthotron::testing::contains;
+using orthotron::testing::thrown_message;
 
 double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
   return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
@@ -39,24 +43,6 @@ NsOptions make_options(const std::string& schedule, int steps, at::ScalarType dt
 }
 
 // Runs `fn`, expects it to throw exactly `Expected`, and returns the message (empty if it did not throw).
-template <typename Expected, typename Fn>
-std::string thrown_message(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Expected& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw a different exception type: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "did not throw";
-  return "";
-}
-
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
 // ---------------------------------------------------------------------------------------------------------------
 // Singular-value bands of the published schedules (fp64 compute, well-conditioned rectangular Gaussian inputs).
 

@@ -13,27 +13,13 @@
 #include "optim/muon_with_adamw.h"
 #include "optim/param_routing.h"
 #include "parallel/errors.h"
+#include "test_util.h"
 
 namespace orthotron {
 namespace {
 
-bool contains(const std::string& haystack, const std::string& needle) {
-  return haystack.find(needle) != std::string::npos;
-}
-
-template <typename Expected, typename Fn>
-std::string thrown_message(Fn&& fn) {
-  try {
-    fn();
-  } catch (const Expected& e) {
-    return e.what();
-  } catch (const std::exception& e) {
-    ADD_FAILURE() << "threw a different exception type: " << e.what();
-    return "";
-  }
-  ADD_FAILURE() << "did not throw";
-  return "";
-}
+using orthotron::testing::contains;
+using orthotron::testing::thrown_message;
 
 NamedParameter param(const std::string& name, std::vector<int64_t> shape) {
   return {name, at::zeros(shape)};
