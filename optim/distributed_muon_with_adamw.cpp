@@ -112,13 +112,15 @@ void DistributedMuonWithAdamW::zero_grad() {
   }
 }
 
-void DistributedMuonWithAdamW::sync_parameters() {
-  c10::NoGradGuard no_grad;
+void DistributedMuonWithAdamW::load_shard_from_params() {
   const int64_t base = static_cast<int64_t>(dp_.rank()) * plan_.shard_len;
   for (const auto& s : my_segments_) {
     param_shard_.narrow(0, s.buffer_offset - base, s.count)
         .copy_(params_[s.param].tensor.view(-1).narrow(0, s.param_begin, s.count));
   }
+}
+
+void DistributedMuonWithAdamW::gather_shards_into_params() {
   dp_.all_gather(param_buffer_, param_shard_);
   for (const auto& s : plan_.segments) {
     params_[s.param]
@@ -126,6 +128,12 @@ void DistributedMuonWithAdamW::sync_parameters() {
         .narrow(0, s.param_begin, s.count)
         .copy_(param_buffer_.narrow(0, s.buffer_offset, s.count));
   }
+}
+
+void DistributedMuonWithAdamW::sync_parameters() {
+  c10::NoGradGuard no_grad;
+  load_shard_from_params();
+  gather_shards_into_params();
 }
 
 void DistributedMuonWithAdamW::step() {
@@ -161,11 +169,8 @@ void DistributedMuonWithAdamW::step() {
   dp_.reduce_scatter(shard_grad, grad_buffer_, ReduceOp::kAvg);
 
   // 3. Update this rank's shard: Muon on owned matrices, AdamW on the element run.
+  load_shard_from_params();
   const int64_t base = static_cast<int64_t>(dp_.rank()) * plan_.shard_len;
-  for (const auto& s : my_segments_) {
-    param_shard_.narrow(0, s.buffer_offset - base, s.count)
-        .copy_(params_[s.param].tensor.view(-1).narrow(0, s.param_begin, s.count));
-  }
   std::vector<MuonTask> tasks;
   for (const auto& s : my_segments_) {
     if (!any[s.param]) continue;
@@ -188,13 +193,7 @@ void DistributedMuonWithAdamW::step() {
   apply_muon_tasks(tasks);
 
   // 4. Every rank receives every updated parameter.
-  dp_.all_gather(param_buffer_, param_shard_);
-  for (const auto& s : plan_.segments) {
-    params_[s.param]
-        .tensor.view(-1)
-        .narrow(0, s.param_begin, s.count)
-        .copy_(param_buffer_.narrow(0, s.buffer_offset, s.count));
-  }
+  gather_shards_into_params();
   for (size_t i = 0; i < n; ++i) steps_[i] += any[i] ? 1 : 0;
 }
 

@@ -73,7 +73,10 @@ class DistributedMuonWithAdamW : public Optimizer {
 
  private:
   size_t index_of(const std::string& param) const;
-  void copy_into_buffer(at::Tensor& buffer, bool from_grad, const std::vector<char>& has_local) const;
+  /// This rank's shard of param_buffer_ <- the current values of the parameters it holds.
+  void load_shard_from_params();
+  /// All-gather of the shards, then every parameter <- its elements in the gathered buffer. Collective.
+  void gather_shards_into_params();
 
   Communicator& dp_;
   NamedParameters params_;
