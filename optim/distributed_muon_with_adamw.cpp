@@ -28,10 +28,6 @@ std::string rank_state_path(const std::string& path, int rank, int world) {
 
 namespace {
 
-const char* section_of(Algorithm a) {
-  return a == Algorithm::kMuon ? "muon" : "adamw";
-}
-
 std::string hex(uint64_t v) {
   std::ostringstream out;
   out << std::hex << v;
@@ -201,7 +197,7 @@ StateDict DistributedMuonWithAdamW::state_dict() const {
   StateDict sd;
   nlohmann::json state = {{"muon", {{"groups", nlohmann::json::object()}, {"params", nlohmann::json::object()}}},
                           {"adamw", {{"groups", nlohmann::json::object()}, {"params", nlohmann::json::object()}}}};
-  for (const auto& g : groups_) state[section_of(g.algorithm)]["groups"][g.name] = group_to_json(g);
+  for (const auto& g : groups_) state[state_section(g.algorithm)]["groups"][g.name] = group_to_json(g);
   nlohmann::json owners = nlohmann::json::object(), ranges = nlohmann::json::object();
   for (const auto& s : plan_.segments) {
     const std::string& name = params_[s.param].name;
@@ -228,7 +224,7 @@ StateDict DistributedMuonWithAdamW::state_dict() const {
         sd.tensors["adamw/" + name + "/exp_avg_sq"] = adamw_.at(i).exp_avg_sq;
       }
     }
-    state[section_of(g.algorithm)]["params"][name] = entry;
+    state[state_section(g.algorithm)]["params"][name] = entry;
   }
   write_state_header(sd, state);
   const nlohmann::json layout = {{"world_size", plan_.world},    {"rank", dp_.rank()}, {"plan_hash", hex(plan_.hash)},
@@ -309,18 +305,11 @@ LoadReport DistributedMuonWithAdamW::load_state_dict(const StateDict& sd, const 
         continue;
       }
       const auto& sec = state[section];
-      for (auto& g : new_groups) {
-        if (section_of(g.algorithm) != std::string(section)) continue;
-        if (!sec.contains("groups") || !sec["groups"].contains(g.name)) {
-          problem("group '" + g.name + "' is missing from the '" + section + "' section");
-          continue;
-        }
-        g = group_from_json(sec["groups"][g.name]);
-      }
+      restore_groups(sec, section, new_groups, problem);
       std::set<std::string> expected;
       for (const auto& s : my_segments_) {
         const size_t i = s.param;
-        if (section_of(groups_[assignment_[i].group_index].algorithm) != std::string(section)) continue;
+        if (state_section(groups_[assignment_[i].group_index].algorithm) != std::string(section)) continue;
         const std::string& name = params_[i].name;
         expected.insert(name);
         if (!sec["params"].contains(name)) {

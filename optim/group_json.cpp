@@ -1,6 +1,8 @@
 // group_json.cpp: ParamGroup <-> JSON.
 #include "optim/group_json.h"
 
+#include <algorithm>
+
 #include "parallel/errors.h"
 
 namespace orthotron {
@@ -71,6 +73,34 @@ ParamGroup group_from_json(const nlohmann::json& j) {
     throw StateDictError("group '" + g.name + "' in the state dict: " + e.what());
   }
   return g;
+}
+
+const char* state_section(Algorithm a) {
+  return a == Algorithm::kMuon ? "muon" : "adamw";
+}
+
+void restore_groups(const nlohmann::json& sec, const std::string& section, std::vector<ParamGroup>& groups,
+                    const std::function<void(const std::string&)>& problem) {
+  for (auto& g : groups) {
+    if (state_section(g.algorithm) != section) continue;
+    if (!sec.contains("groups") || !sec["groups"].contains(g.name)) {
+      problem("group '" + g.name + "' is missing from the '" + section + "' section");
+      continue;
+    }
+    const ParamGroup loaded = group_from_json(sec["groups"][g.name]);
+    if (loaded.algorithm != g.algorithm) {
+      throw StateDictError("load_state_dict: group '" + g.name + "' is " + to_string(loaded.algorithm) +
+                           " in the state dict but " + to_string(g.algorithm) + " here");
+    }
+    g = loaded;
+  }
+  if (!sec.contains("groups")) return;
+  for (auto it = sec["groups"].begin(); it != sec["groups"].end(); ++it) {
+    const bool known = std::any_of(groups.begin(), groups.end(), [&](const ParamGroup& g) {
+      return g.name == it.key() && state_section(g.algorithm) == section;
+    });
+    if (!known) problem("unexpected group '" + it.key() + "' in the '" + section + "' section");
+  }
 }
 
 }  // namespace orthotron

@@ -17,9 +17,6 @@ namespace orthotron {
 namespace {
 
 constexpr const char* kSections[] = {"muon", "adamw"};
-const char* section_of(Algorithm a) {
-  return a == Algorithm::kMuon ? "muon" : "adamw";
-}
 
 std::string tensor_key(const std::string& section, const std::string& param, const std::string& slot) {
   return section + "/" + param + "/" + slot;
@@ -36,10 +33,10 @@ StateDict MuonWithAdamW::state_dict() const {
   StateDict sd;
   nlohmann::json state = {{"muon", {{"groups", nlohmann::json::object()}, {"params", nlohmann::json::object()}}},
                           {"adamw", {{"groups", nlohmann::json::object()}, {"params", nlohmann::json::object()}}}};
-  for (const auto& g : groups_) state[section_of(g.algorithm)]["groups"][g.name] = group_to_json(g);
+  for (const auto& g : groups_) state[state_section(g.algorithm)]["groups"][g.name] = group_to_json(g);
   for (const auto& s : slots_) {
     const ParamGroup& g = groups_[s.group];
-    const char* section = section_of(g.algorithm);
+    const char* section = state_section(g.algorithm);
     const int64_t steps = g.algorithm == Algorithm::kMuon ? s.muon_steps : s.adamw.step;
     state[section]["params"][s.param.name] = {{"group", g.name},
                                               {"step", steps},
@@ -83,28 +80,7 @@ LoadReport MuonWithAdamW::load_state_dict(const StateDict& sd, const LoadOptions
     }
     present_sections.insert(section);
     const auto& sec = state[section];
-    // Group hyperparameters are restored by group name.
-    for (auto& g : new_groups) {
-      if (section_of(g.algorithm) != std::string(section)) continue;
-      if (!sec.contains("groups") || !sec["groups"].contains(g.name)) {
-        problem("group '" + g.name + "' is missing from the '" + section + "' section");
-        continue;
-      }
-      const ParamGroup loaded = group_from_json(sec["groups"][g.name]);
-      if (loaded.algorithm != g.algorithm) {
-        throw StateDictError("load_state_dict: group '" + g.name + "' is " + to_string(loaded.algorithm) +
-                             " in the state dict but " + to_string(g.algorithm) + " here");
-      }
-      g = loaded;
-    }
-    if (sec.contains("groups")) {
-      for (auto it = sec["groups"].begin(); it != sec["groups"].end(); ++it) {
-        const bool known = std::any_of(new_groups.begin(), new_groups.end(), [&](const ParamGroup& g) {
-          return g.name == it.key() && section_of(g.algorithm) == std::string(section);
-        });
-        if (!known) problem("unexpected group '" + it.key() + "' in the '" + section + "' section");
-      }
-    }
+    restore_groups(sec, section, new_groups, problem);
     if (!sec.contains("params") || !sec["params"].is_object()) {
       throw StateDictError(std::string("load_state_dict: the '") + section + "' section has no 'params' object");
     }
@@ -112,7 +88,7 @@ LoadReport MuonWithAdamW::load_state_dict(const StateDict& sd, const LoadOptions
   for (size_t i = 0; i < slots_.size(); ++i) {
     const Slot& s = slots_[i];
     const ParamGroup& g = groups_[s.group];
-    const std::string section = section_of(g.algorithm);
+    const std::string section = state_section(g.algorithm);
     if (present_sections.count(section) == 0) continue;  // already reported with the section
     const auto& params = state[section]["params"];
     if (!params.contains(s.param.name)) {

@@ -22,11 +22,8 @@ namespace orthotron {
 namespace {
 
 using orthotron::testing::contains;
+using orthotron::testing::max_abs_diff;
 using orthotron::testing::thrown_message;
-
-double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
-  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
-}
 
 // ---------------------------------------------------------------------------------------------------------------
 // The independent computation: Muon written out from muon.md with plain at:: ops, no orthotron code.

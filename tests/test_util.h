@@ -1,6 +1,7 @@
 // test_util.h: small assertion helpers shared by the GoogleTest suites.
 #pragma once
 
+#include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <exception>
@@ -11,6 +12,11 @@ namespace orthotron::testing {
 /// True when `needle` occurs in `haystack`.
 inline bool contains(const std::string& haystack, const std::string& needle) {
   return haystack.find(needle) != std::string::npos;
+}
+
+/// The largest absolute element-wise difference, computed in fp64.
+inline double max_abs_diff(const at::Tensor& a, const at::Tensor& b) {
+  return (a.to(at::kDouble) - b.to(at::kDouble)).abs().max().item<double>();
 }
 
 /// Runs `fn`, expecting it to throw `Expected`; returns the message. A different exception type or
