@@ -11,9 +11,10 @@
 #include <cstring>
 #include <string>
 
+#include "base/errors.h"
+#include "engine/optimizer_state_files.h"
 #include "optim/distributed_muon_with_adamw.h"
 #include "optim/optimizer_config.h"
-#include "parallel/errors.h"
 #include "parallel/mpi_runtime.h"
 
 namespace {
@@ -28,7 +29,8 @@ usage: mpirun -np N orthotron_demo [--config FILE] [--steps N] [--save FILE] [--
   --save FILE     write the optimizer state at the end: one safetensors file per rank,
                   FILE with ".rankRRRRR-of-WWWWW" inserted before the extension
   --resume FILE   load the optimizer state saved with --save FILE at the same rank count
-                  (strict: any mismatch is an error on every rank)
+                  (strict: any mismatch is an error on every rank). The config's hyperparameters
+                  win over the saved ones; every difference is printed
   --help          this text
 
 The data is a synthetic token stream from a fixed random Markov chain (vocabulary 64); the chain's
@@ -55,8 +57,18 @@ Args parse_args(int argc, char** argv) {
     } else if (k == "--config") {
       a.config = value();
     } else if (k == "--steps") {
-      a.steps = std::stoi(value());
-      if (a.steps < 0) throw orthotron::InvalidArgument("--steps must be >= 0");
+      const std::string v = value();
+      size_t used = 0;
+      long long n = -1;
+      try {
+        n = std::stoll(v, &used);
+      } catch (const std::exception&) {
+        used = 0;
+      }
+      if (used != v.size() || n < 0 || n > 100000000) {
+        throw orthotron::InvalidArgument("--steps must be an integer in [0, 100000000], got '" + v + "'");
+      }
+      a.steps = static_cast<int>(n);
     } else if (k == "--save") {
       a.save = value();
     } else if (k == "--resume") {
@@ -110,8 +122,8 @@ int main(int argc, char** argv) {
       std::printf("parameter assignment:\n%s\n%s\n\n", opt->assignment_table().c_str(), opt->plan().summary().c_str());
     }
     if (!args.resume.empty()) {
-      opt->load(args.resume);
-      if (lead) std::printf("resumed optimizer state from %s\n", args.resume.c_str());
+      const orthotron::LoadReport report = orthotron::load_optimizer_state(*opt, args.resume, world.get());
+      if (lead) std::printf("resumed optimizer state from %s: %s\n", args.resume.c_str(), report.to_string().c_str());
     }
     at::manual_seed(1 + static_cast<uint64_t>(world->rank()));  // each rank draws its own batches
 
@@ -147,7 +159,7 @@ int main(int argc, char** argv) {
       }
     }
     if (!args.save.empty()) {
-      opt->save(args.save);
+      orthotron::save_optimizer_state(*opt, args.save, world.get());
       if (lead) {
         std::printf("saved optimizer state to %s\n", orthotron::rank_state_path(args.save, 0, world->size()).c_str());
       }

@@ -17,7 +17,7 @@ log() { printf '[setup] %s\n' "$*"; }
 
 # 1. Debian packages: Open MPI, yaml-cpp, GoogleTest, build tools.
 need_pkgs=()
-for p in openmpi-bin libopenmpi-dev libyaml-cpp-dev libgtest-dev libgmock-dev nlohmann-json3-dev cmake g++ ccache clang-format; do
+for p in openmpi-bin libopenmpi-dev libyaml-cpp-dev libgtest-dev libgmock-dev nlohmann-json3-dev cmake g++ ccache clang-format clang libclang-rt-14-dev; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if ((${#need_pkgs[@]})); then

@@ -4,27 +4,9 @@
 #include <cmath>
 #include <sstream>
 
-#include "parallel/errors.h"
+#include "base/errors.h"
 
 namespace orthotron {
-
-namespace {
-void require(bool ok, const char* field, const char* range, double got) {
-  if (!ok) {
-    std::ostringstream msg;
-    msg << "AdamW option '" << field << "' must be " << range << ", got " << got;
-    throw InvalidArgument(msg.str());
-  }
-}
-}  // namespace
-
-void AdamWOptions::validate() const {
-  require(std::isfinite(lr) && lr >= 0, "lr", "a finite value >= 0", lr);
-  require(beta1 >= 0 && beta1 < 1, "betas[0]", "in [0, 1)", beta1);
-  require(beta2 >= 0 && beta2 < 1, "betas[1]", "in [0, 1)", beta2);
-  require(std::isfinite(eps) && eps > 0, "eps", "a finite value > 0", eps);
-  require(std::isfinite(weight_decay) && weight_decay >= 0, "weight_decay", "a finite value >= 0", weight_decay);
-}
 
 void adamw_step(at::Tensor& param, const at::Tensor& grad, AdamWState& state, const AdamWOptions& options) {
   if (!grad.sizes().equals(param.sizes())) {

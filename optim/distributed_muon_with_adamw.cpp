@@ -9,22 +9,11 @@
 #include <set>
 #include <sstream>
 
-#include "optim/group_json.h"
+#include "base/errors.h"
 #include "optim/muon_batch.h"
-#include "optim/safetensors.h"
-#include "optim/state_header.h"
-#include "parallel/errors.h"
+#include "optim/optimizer_state.h"
 
 namespace orthotron {
-
-std::string rank_state_path(const std::string& path, int rank, int world) {
-  char suffix[64];
-  std::snprintf(suffix, sizeof suffix, ".rank%05d-of-%05d", rank, world);
-  const size_t slash = path.find_last_of('/');
-  const size_t dot = path.find_last_of('.');
-  if (dot == std::string::npos || (slash != std::string::npos && dot < slash)) return path + suffix;
-  return path.substr(0, dot) + suffix + path.substr(dot);
-}
 
 namespace {
 
@@ -194,10 +183,6 @@ void DistributedMuonWithAdamW::step() {
 }
 
 StateDict DistributedMuonWithAdamW::state_dict() const {
-  StateDict sd;
-  nlohmann::json state = {{"muon", {{"groups", nlohmann::json::object()}, {"params", nlohmann::json::object()}}},
-                          {"adamw", {{"groups", nlohmann::json::object()}, {"params", nlohmann::json::object()}}}};
-  for (const auto& g : groups_) state[state_section(g.algorithm)]["groups"][g.name] = group_to_json(g);
   nlohmann::json owners = nlohmann::json::object(), ranges = nlohmann::json::object();
   for (const auto& s : plan_.segments) {
     const std::string& name = params_[s.param].name;
@@ -207,159 +192,80 @@ StateDict DistributedMuonWithAdamW::state_dict() const {
       ranges[name].push_back({s.rank, s.param_begin, s.param_begin + s.count});
     }
   }
+  std::vector<StateEntry> entries;
   for (const auto& s : my_segments_) {
     const size_t i = s.param;
     const ParamGroup& g = groups_[assignment_[i].group_index];
-    const std::string& name = params_[i].name;
-    nlohmann::json entry = {{"group", g.name},
-                            {"step", steps_[i]},
-                            {"shape", params_[i].tensor.sizes().vec()},
-                            {"dtype", safetensors_dtype_name(params_[i].tensor.scalar_type())}};
+    StateEntry e;
+    e.name = params_[i].name;
+    e.algorithm = g.algorithm;
+    e.group = g.name;
+    e.step = steps_[i];
+    e.shape = params_[i].tensor.sizes().vec();
+    e.dtype = params_[i].tensor.scalar_type();
     if (g.algorithm == Algorithm::kMuon) {
-      if (momentum_.count(i)) sd.tensors["muon/" + name + "/momentum"] = momentum_.at(i);
+      if (momentum_.count(i)) e.tensors = {momentum_.at(i)};
     } else {
-      entry["range"] = {s.param_begin, s.param_begin + s.count};
-      if (adamw_.count(i) && adamw_.at(i).exp_avg.defined()) {
-        sd.tensors["adamw/" + name + "/exp_avg"] = adamw_.at(i).exp_avg;
-        sd.tensors["adamw/" + name + "/exp_avg_sq"] = adamw_.at(i).exp_avg_sq;
-      }
+      e.range = std::array<int64_t, 2>{s.param_begin, s.param_begin + s.count};
+      if (adamw_.count(i) && adamw_.at(i).exp_avg.defined())
+        e.tensors = {adamw_.at(i).exp_avg, adamw_.at(i).exp_avg_sq};
     }
-    state[state_section(g.algorithm)]["params"][name] = entry;
+    entries.push_back(std::move(e));
   }
-  write_state_header(sd, state);
   const nlohmann::json layout = {{"world_size", plan_.world},    {"rank", dp_.rank()}, {"plan_hash", hex(plan_.hash)},
                                  {"shard_len", plan_.shard_len}, {"owners", owners},   {"adamw_ranges", ranges}};
-  sd.metadata["orthotron.layout"] = layout.dump();
-  return sd;
+  return encode_optimizer_state(groups_, entries, layout);
 }
 
-void DistributedMuonWithAdamW::save(const std::string& path) const {
-  save_state_dict(state_dict(), rank_state_path(path, dp_.rank(), dp_.size()));
-  dp_.barrier();
+namespace {
+
+/// An integer field of the layout record; StateDictError naming it when absent or of another type.
+int64_t layout_int(const nlohmann::json& layout, const char* key) {
+  if (!layout.contains(key) || !layout[key].is_number_integer()) {
+    throw StateDictError(std::string("load_state_dict: layout record field '") + key +
+                         "' is missing or not an integer");
+  }
+  return layout[key].get<int64_t>();
 }
 
-LoadReport DistributedMuonWithAdamW::load(const std::string& path, const LoadOptions& options) {
-  StateDict sd;
-  std::string read_error;
-  try {
-    sd = load_state_dict_file(rank_state_path(path, dp_.rank(), dp_.size()));
-  } catch (const Error& e) {
-    read_error = e.what();
-  }
-  // Agree on the outcome of reading before anything else is collective.
-  at::Tensor failed =
-      at::full({1}, read_error.empty() ? 0 : 1, at::TensorOptions().dtype(at::kLong).device(dp_.device()));
-  dp_.all_reduce(failed, ReduceOp::kMax);
-  if (failed.cpu().item<int64_t>() != 0) {
-    throw StateDictError(read_error.empty() ? "load: another rank could not read its state file (see its message)"
-                                            : read_error);
-  }
-  return load_state_dict(sd, options);
-}
+}  // namespace
 
 LoadReport DistributedMuonWithAdamW::load_state_dict(const StateDict& sd, const LoadOptions& options) {
-  LoadReport report;
+  DecodedState decoded;
   std::string error;
-  struct Pending {
-    size_t param;
-    int64_t steps;
-    std::vector<at::Tensor> tensors;
-  };
-  std::vector<Pending> pending;
-  std::vector<ParamGroup> new_groups = groups_;
   try {
-    auto problem = [&](const std::string& what) {
-      if (!options.allow_partial) throw StateDictError("load_state_dict: " + what + " (pass allow_partial to skip it)");
-      report.skipped.push_back(what);
+    std::vector<ExpectedParam> expected;
+    for (const auto& s : my_segments_) {
+      const size_t i = s.param;
+      const ParamGroup& g = groups_[assignment_[i].group_index];
+      ExpectedParam e{
+          params_[i].name, g.algorithm, g.name, params_[i].tensor.sizes().vec(), params_[i].tensor.scalar_type(),
+          std::nullopt};
+      if (g.algorithm == Algorithm::kAdamW) e.range = std::array<int64_t, 2>{s.param_begin, s.param_begin + s.count};
+      expected.push_back(std::move(e));
+    }
+    auto check_layout = [&](const nlohmann::json& layout) {
+      const int64_t saved_world = layout_int(layout, "world_size");
+      if (saved_world != plan_.world) {
+        throw StateDictError("load_state_dict: state saved at data-parallel world size " + std::to_string(saved_world) +
+                             ", this job runs " + std::to_string(plan_.world) +
+                             " (resuming at another world size is not supported yet)");
+      }
+      if (!layout.contains("plan_hash") || !layout["plan_hash"].is_string()) {
+        throw StateDictError("load_state_dict: layout record field 'plan_hash' is missing or not a string");
+      }
+      if (layout["plan_hash"].get<std::string>() != hex(plan_.hash)) {
+        throw StateDictError("load_state_dict: state saved with owner plan " + layout["plan_hash"].get<std::string>() +
+                             ", this job's plan is " + hex(plan_.hash) +
+                             " (parameter names, shapes, routing or splits differ)");
+      }
+      const int64_t saved_rank = layout_int(layout, "rank");
+      if (saved_rank != dp_.rank()) {
+        throw StateDictError("load_state_dict: this state belongs to rank " + std::to_string(saved_rank) +
+                             " but was offered to rank " + std::to_string(dp_.rank()));
+      }
     };
-    const nlohmann::json state = read_state_header(sd);
-    nlohmann::json layout;
-    try {
-      layout = nlohmann::json::parse(state_metadata(sd, "orthotron.layout"));
-    } catch (const nlohmann::json::exception& e) {
-      throw StateDictError(std::string("load_state_dict: 'orthotron.layout' is not valid JSON: ") + e.what());
-    } catch (const StateDictError&) {
-      throw StateDictError(
-          "load_state_dict: the state dict has no 'orthotron.layout' record: it was saved by the single-process "
-          "MuonWithAdamW, not by a data-parallel rank");
-    }
-    const int saved_world = layout.value("world_size", -1);
-    if (saved_world != plan_.world) {
-      throw StateDictError("load_state_dict: state saved at data-parallel world size " + std::to_string(saved_world) +
-                           ", this job runs " + std::to_string(plan_.world) +
-                           " (resuming at another world size is not supported yet)");
-    }
-    if (layout.value("plan_hash", std::string()) != hex(plan_.hash)) {
-      throw StateDictError("load_state_dict: state saved with owner plan " +
-                           layout.value("plan_hash", std::string("?")) + ", this job's plan is " + hex(plan_.hash) +
-                           " (parameter names, shapes, routing or splits differ)");
-    }
-    if (layout.value("rank", -1) != dp_.rank()) {
-      throw StateDictError("load_state_dict: this state belongs to rank " + std::to_string(layout.value("rank", -1)) +
-                           " but was offered to rank " + std::to_string(dp_.rank()));
-    }
-    std::set<std::string> used;
-    for (const char* section : {"muon", "adamw"}) {
-      if (!state.contains(section) || !state[section].contains("params")) {
-        problem(std::string("the '") + section + "' section is missing from the state dict");
-        continue;
-      }
-      const auto& sec = state[section];
-      restore_groups(sec, section, new_groups, problem);
-      std::set<std::string> expected;
-      for (const auto& s : my_segments_) {
-        const size_t i = s.param;
-        if (state_section(groups_[assignment_[i].group_index].algorithm) != std::string(section)) continue;
-        const std::string& name = params_[i].name;
-        expected.insert(name);
-        if (!sec["params"].contains(name)) {
-          problem("parameter '" + name + "' is missing from the '" + section + "' section");
-          continue;
-        }
-        const auto& entry = sec["params"][name];
-        Pending p{i, 0, {}};
-        try {
-          p.steps = entry.at("step").get<int64_t>();
-          if (!params_[i].tensor.sizes().equals(entry.at("shape").get<std::vector<int64_t>>())) {
-            problem("parameter '" + name + "' has another shape in the state dict");
-            continue;
-          }
-          if (entry.contains("range") && entry["range"] != nlohmann::json({s.param_begin, s.param_begin + s.count})) {
-            problem("parameter '" + name + "' has element range " + entry["range"].dump() + " in the state dict, [" +
-                    std::to_string(s.param_begin) + ", " + std::to_string(s.param_begin + s.count) + "] here");
-            continue;
-          }
-        } catch (const nlohmann::json::exception& e) {
-          throw StateDictError("load_state_dict: entry of parameter '" + name + "' is malformed: " + e.what());
-        }
-        const bool muon = std::string(section) == "muon";
-        const std::vector<int64_t> want = muon ? params_[i].tensor.sizes().vec() : std::vector<int64_t>{s.count};
-        for (const char* slot :
-             muon ? std::vector<const char*>{"momentum"} : std::vector<const char*>{"exp_avg", "exp_avg_sq"}) {
-          const std::string key = std::string(section) + "/" + name + "/" + slot;
-          auto t = sd.tensors.find(key);
-          if (t == sd.tensors.end()) {
-            if (p.steps > 0) problem("tensor '" + key + "' is missing");
-            continue;
-          }
-          used.insert(key);
-          if (!t->second.sizes().equals(want) || t->second.scalar_type() != params_[i].tensor.scalar_type()) {
-            problem("tensor '" + key + "' is " + c10::toString(t->second.scalar_type()) + c10::str(t->second.sizes()) +
-                    ", expected " + c10::toString(params_[i].tensor.scalar_type()) + c10::str(c10::IntArrayRef(want)));
-            continue;
-          }
-          p.tensors.push_back(t->second);
-        }
-        pending.push_back(std::move(p));
-      }
-      for (auto it = sec["params"].begin(); it != sec["params"].end(); ++it) {
-        if (!expected.count(it.key()))
-          problem("unexpected parameter '" + it.key() + "' in the '" + section + "' section");
-      }
-    }
-    for (const auto& [key, tensor] : sd.tensors) {
-      if (!used.count(key)) problem("unexpected tensor '" + key + "' in the state dict");
-    }
+    decoded = decode_optimizer_state(sd, groups_, expected, /*expect_layout=*/true, options, check_layout);
   } catch (const Error& e) {
     error = e.what();
   }
@@ -371,18 +277,24 @@ LoadReport DistributedMuonWithAdamW::load_state_dict(const StateDict& sd, const 
                                        : error + " [rank " + std::to_string(dp_.rank()) + "]");
   }
   c10::NoGradGuard no_grad;
-  groups_ = std::move(new_groups);
-  for (auto& p : pending) {
-    steps_[p.param] = p.steps;
-    const bool muon = groups_[assignment_[p.param].group_index].algorithm == Algorithm::kMuon;
-    if (muon) {
-      if (p.tensors.size() == 1) momentum_[p.param] = p.tensors[0].to(dp_.device(), false, true);
-    } else if (p.tensors.size() == 2) {
-      adamw_[p.param].exp_avg = p.tensors[0].to(dp_.device(), false, true);
-      adamw_[p.param].exp_avg_sq = p.tensors[1].to(dp_.device(), false, true);
+  for (auto& d : decoded.params) {
+    const size_t i = my_segments_[d.expected].param;
+    steps_[i] = d.step;
+    auto restore = [&](size_t k) { return d.tensors[k].to(dp_.device(), /*non_blocking=*/false, /*copy=*/true); };
+    if (groups_[assignment_[i].group_index].algorithm == Algorithm::kMuon) {
+      if (d.tensors.empty()) {
+        momentum_.erase(i);
+      } else {
+        momentum_[i] = restore(0);
+      }
+    } else if (d.tensors.empty()) {
+      adamw_.erase(i);
+    } else {
+      adamw_[i].exp_avg = restore(0);
+      adamw_[i].exp_avg_sq = restore(1);
     }
   }
-  // Step counters of parameters held elsewhere: every rank keeps them, so take them from the layout's owners.
+  // Step counters of parameters held elsewhere: every rank keeps them, so take them from the holders.
   at::Tensor steps = at::zeros({static_cast<int64_t>(params_.size())}, at::kLong);
   for (const auto& s : my_segments_) {
     if (s.param_begin == 0) steps[static_cast<int64_t>(s.param)] = steps_[s.param];
@@ -392,7 +304,7 @@ LoadReport DistributedMuonWithAdamW::load_state_dict(const StateDict& sd, const 
   steps = steps_dev.cpu();
   for (size_t i = 0; i < params_.size(); ++i) steps_[i] = steps[static_cast<int64_t>(i)].item<int64_t>();
   sync_parameters();
-  return report;
+  return decoded.report;
 }
 
 }  // namespace orthotron

@@ -25,9 +25,6 @@
 
 namespace orthotron {
 
-/// "dir/state.safetensors" -> "dir/state.rank00001-of-00004.safetensors": one file per rank.
-std::string rank_state_path(const std::string& path, int rank, int world);
-
 class DistributedMuonWithAdamW : public Optimizer {
  public:
   /// Collective over `dp`: every data-parallel rank must construct it with the same parameter
@@ -48,13 +45,11 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// element runs, keyed by parameter name, plus the layout record in metadata "orthotron.layout":
   /// world size, this rank, plan hash, shard length, every Muon owner and every AdamW element range.
   StateDict state_dict() const override;
-  /// Collective. Each rank validates its own state dict (same world size, same plan hash, its own
-  /// rank, then everything the single-process load checks); if any rank fails, every rank throws
-  /// StateDictError. Then the state is restored and the parameters re-synchronized from their shards.
+  /// Collective. Each rank validates its own state dict through decode_optimizer_state (the same
+  /// checks as the single-process load) plus the layout record (same world size, same plan hash,
+  /// its own rank); if any rank fails, every rank throws StateDictError. Then the state is restored
+  /// and the parameters re-synchronized from their shards.
   LoadReport load_state_dict(const StateDict& sd, const LoadOptions& options = {}) override;
-  /// Each rank writes rank_state_path(path, rank, world); collective (a barrier follows the writes).
-  void save(const std::string& path) const override;
-  LoadReport load(const std::string& path, const LoadOptions& options = {}) override;
 
   std::string assignment_table() const override { return format_assignment(assignment_, groups_); }
   ParamGroup& group(const std::string& name) override;

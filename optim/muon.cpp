@@ -4,64 +4,9 @@
 #include <cmath>
 #include <sstream>
 
-#include "parallel/errors.h"
+#include "base/errors.h"
 
 namespace orthotron {
-
-std::string to_string(MomentumForm f) {
-  return f == MomentumForm::kEma ? "ema" : "sum";
-}
-
-std::string to_string(ScaleMode m) {
-  switch (m) {
-    case ScaleMode::kOriginal:
-      return "original";
-    case ScaleMode::kMatchRmsAdamW:
-      return "match_rms_adamw";
-    case ScaleMode::kSpectral:
-      return "spectral";
-  }
-  return "?";
-}
-
-MomentumForm parse_momentum_form(const std::string& s) {
-  if (s == "ema") return MomentumForm::kEma;
-  if (s == "sum") return MomentumForm::kSum;
-  throw InvalidArgument("unknown momentum form '" + s + "'; expected one of: ema sum");
-}
-
-ScaleMode parse_scale_mode(const std::string& s) {
-  if (s == "original") return ScaleMode::kOriginal;
-  if (s == "match_rms_adamw") return ScaleMode::kMatchRmsAdamW;
-  if (s == "spectral") return ScaleMode::kSpectral;
-  throw InvalidArgument("unknown scale mode '" + s + "'; expected one of: original match_rms_adamw spectral");
-}
-
-namespace {
-void require(bool ok, const std::string& field, const std::string& range, double got) {
-  if (!ok) {
-    std::ostringstream msg;
-    msg << "Muon option '" << field << "' must be " << range << ", got " << got;
-    throw InvalidArgument(msg.str());
-  }
-}
-}  // namespace
-
-void MuonOptions::validate() const {
-  require(std::isfinite(lr) && lr >= 0, "lr", "a finite value >= 0", lr);
-  require(momentum >= 0 && momentum < 1, "momentum", "in [0, 1)", momentum);
-  require(std::isfinite(weight_decay) && weight_decay >= 0, "weight_decay", "a finite value >= 0", weight_decay);
-  require(std::isfinite(spectral_factor) && spectral_factor > 0, "spectral_factor", "a finite value > 0",
-          spectral_factor);
-  require(ns.steps >= 1 && ns.steps <= 100, "ns_steps", "in [1, 100]", ns.steps);
-  require(std::isfinite(ns.schedule.eps) && ns.schedule.eps > 0, "ns_eps", "a finite value > 0", ns.schedule.eps);
-  if (ns.schedule.coefficients.empty()) throw InvalidArgument("Muon option 'ns_coefficients' is empty");
-  const auto dt = ns.compute_dtype;
-  if (dt != at::kFloat && dt != at::kDouble && dt != at::kBFloat16 && dt != at::kHalf) {
-    throw InvalidArgument(std::string("Muon option 'ns_dtype' must be float32, float64, bfloat16 or float16, got ") +
-                          c10::toString(dt));
-  }
-}
 
 double muon_scale(int64_t m, int64_t n, const MuonOptions& options) {
   const double md = static_cast<double>(m), nd = static_cast<double>(n);

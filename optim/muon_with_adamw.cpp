@@ -5,8 +5,8 @@
 
 #include <tuple>
 
+#include "base/errors.h"
 #include "optim/muon_batch.h"
-#include "parallel/errors.h"
 
 namespace orthotron {
 

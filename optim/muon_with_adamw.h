@@ -43,16 +43,12 @@ class MuonWithAdamW : public Optimizer {
 
   /// The state keyed by parameter name (see state_dict.h for the layout).
   StateDict state_dict() const override;
-  /// Validates everything first, then restores state, step counters and group hyperparameters.
+  /// Validates everything first (decode_optimizer_state), then restores state and step counters.
   /// Throws StateDictError naming the parameter, section, tensor, expected and actual value, unless
   /// options.allow_partial, in which case the skipped items are listed in the report. On an error
-  /// nothing has been changed.
+  /// nothing has been changed. Group hyperparameters stay as configured; the stored values that
+  /// differ are listed in the report's changed_hyperparameters.
   LoadReport load_state_dict(const StateDict& sd, const LoadOptions& options = {}) override;
-
-  void save(const std::string& path) const override { save_state_dict(state_dict(), path); }
-  LoadReport load(const std::string& path, const LoadOptions& options = {}) override {
-    return load_state_dict(load_state_dict_file(path), options);
-  }
 
   /// Per-parameter state, for tests and diagnostics (undefined tensors before the first step).
   const at::Tensor& muon_momentum(const std::string& param) const;

@@ -4,7 +4,7 @@
 #include <cmath>
 #include <sstream>
 
-#include "parallel/errors.h"
+#include "base/errors.h"
 
 namespace orthotron {
 
@@ -67,27 +67,23 @@ NsSchedule ns_custom_schedule(std::vector<NsCoefficients> coefficients, double e
   return s;
 }
 
-at::ScalarType parse_ns_dtype(const std::string& name) {
-  if (name == "float32") return at::kFloat;
-  if (name == "float64") return at::kDouble;
-  if (name == "bfloat16") return at::kBFloat16;
-  if (name == "float16") return at::kHalf;
-  throw InvalidArgument("unknown Newton-Schulz dtype '" + name +
-                        "'; expected one of: float32 float64 bfloat16 float16");
-}
-
-std::string ns_dtype_name(at::ScalarType t) {
-  switch (t) {
-    case at::kFloat:
-      return "float32";
-    case at::kDouble:
-      return "float64";
-    case at::kBFloat16:
-      return "bfloat16";
-    case at::kHalf:
-      return "float16";
-    default:
-      throw InvalidArgument(std::string("unsupported Newton-Schulz dtype ") + c10::toString(t));
+void check_ns_schedule_stable(const NsSchedule& schedule, int steps) {
+  constexpr int kPoints = 2048;
+  for (int i = 0; i <= kPoints; ++i) {
+    const double x0 = static_cast<double>(i) / kPoints;
+    double x = x0;
+    for (int k = 0; k < steps; ++k) {
+      const auto& c = schedule.at_step(k);
+      const double x2 = x * x;
+      x = c[0] * x + c[1] * x2 * x + c[2] * x2 * x2 * x;
+      if (!std::isfinite(x) || std::abs(x) > kNsStableBound) {
+        std::ostringstream msg;
+        msg << "Newton-Schulz schedule '" << schedule.name << "' diverges: after step " << k + 1 << " of " << steps
+            << " a singular value " << x0 << " of the normalized input becomes " << x << " (the limit is "
+            << kNsStableBound << "); check ns_coefficients";
+        throw InvalidArgument(msg.str());
+      }
+    }
   }
 }
 

@@ -33,6 +33,17 @@ NsSchedule ns_schedule_by_name(const std::string& name);
 /// A user-supplied schedule. Throws InvalidArgument when the list is empty or holds a non-finite value.
 NsSchedule ns_custom_schedule(std::vector<NsCoefficients> coefficients, double eps = 1e-7);
 
+/// Largest singular value a schedule may produce from a normalized input before it counts as
+/// diverging (the published schedules stay below 1.25).
+constexpr double kNsStableBound = 3.0;
+
+/// Checks that `steps` steps of `schedule` keep every singular value bounded: the scalar map
+/// x -> a x + b x^3 + c x^5 of each step, composed, is evaluated on 2049 points of [0, 1] (the
+/// normalized input's singular values) and must stay finite with |result| <= kNsStableBound.
+/// InvalidArgument naming the step, x and the value otherwise (custom coefficients like
+/// [[10, 10, 10]] that would train to NaN are refused here, before the first step).
+void check_ns_schedule_stable(const NsSchedule& schedule, int steps);
+
 /// The names ns_schedule_by_name accepts.
 const std::vector<std::string>& ns_schedule_names();
 

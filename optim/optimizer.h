@@ -19,10 +19,8 @@ class Optimizer {
   /// The state this process holds, keyed by parameter name (see state_dict.h).
   virtual StateDict state_dict() const = 0;
   /// Validates everything, then restores (collective in distributed mode). StateDictError on mismatch.
+  /// Files are not the optimizer's business: engine/optimizer_state_files.h writes and reads them.
   virtual LoadReport load_state_dict(const StateDict& sd, const LoadOptions& options) = 0;
-  /// Writes this process's state dict to `path` (distributed mode: one file per rank, see rank_state_path).
-  virtual void save(const std::string& path) const = 0;
-  virtual LoadReport load(const std::string& path, const LoadOptions& options) = 0;
   /// The resolved parameter -> group assignment as a table.
   virtual std::string assignment_table() const = 0;
   /// Mutable group access for learning-rate schedules; InvalidArgument for an unknown name.

@@ -8,8 +8,8 @@
 #include <string>
 #include <vector>
 
+#include "base/yaml_fields.h"
 #include "optim/muon_with_adamw.h"
-#include "optim/yaml_fields.h"
 
 namespace orthotron {
 

@@ -6,8 +6,8 @@
 #include <set>
 #include <sstream>
 
+#include "base/errors.h"
 #include "optim/muon_batch.h"
-#include "parallel/errors.h"
 
 namespace orthotron {
 

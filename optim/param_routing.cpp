@@ -3,23 +3,14 @@
 
 #include <fnmatch.h>
 
+#include <algorithm>
 #include <iomanip>
 #include <set>
 #include <sstream>
 
-#include "parallel/errors.h"
+#include "base/errors.h"
 
 namespace orthotron {
-
-std::string to_string(Algorithm a) {
-  return a == Algorithm::kMuon ? "muon" : "adamw";
-}
-
-Algorithm parse_algorithm(const std::string& s) {
-  if (s == "muon") return Algorithm::kMuon;
-  if (s == "adamw") return Algorithm::kAdamW;
-  throw InvalidArgument("unknown algorithm '" + s + "'; expected one of: muon adamw");
-}
 
 bool RoutingRule::matches(const std::string& param_name, int64_t dim) const {
   if (dim < min_dim || dim > max_dim) return false;
@@ -102,6 +93,17 @@ std::vector<Assignment> route_parameters(const NamedParameters& params, const st
       throw RoutingError("routing rule '" + rules[r].name + "' (" + rules[r].origin +
                          ") claims no parameter: it matches nothing, or every parameter it matches is claimed by an "
                          "earlier rule");
+    }
+  }
+  // Fail closed: a Muon group that ends up with no matrix would silently train everything with
+  // AdamW (a bug published Muon integrations shipped). Route its rules, or drop the group.
+  for (size_t gi = 0; gi < groups.size(); ++gi) {
+    if (groups[gi].algorithm != Algorithm::kMuon) continue;
+    const bool used = std::any_of(out.begin(), out.end(), [&](const Assignment& a) { return a.group_index == gi; });
+    if (!used) {
+      throw RoutingError("Muon group '" + groups[gi].name +
+                         "' claims no parameter: no rule routes a >= 2-D weight to it, so Muon would never run. "
+                         "Check the rules' patterns against the parameter names, or remove the group");
     }
   }
   return out;

@@ -64,7 +64,8 @@ struct Assignment {
 
 /// Routes every parameter through `rules` (first match wins). Throws RoutingError when a
 /// parameter name repeats, a rule names an unknown group, a must_match rule claims nothing, no
-/// rule claims a parameter, or a <2-D parameter lands in a Muon group.
+/// rule claims a parameter, a <2-D parameter lands in a Muon group, or a Muon group ends up with
+/// no parameter at all (fail closed: Muon must never silently become AdamW-only).
 std::vector<Assignment> route_parameters(const NamedParameters& params, const std::vector<ParamGroup>& groups,
                                          const std::vector<RoutingRule>& rules);
 

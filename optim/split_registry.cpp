@@ -1,7 +1,7 @@
 // split_registry.cpp: row-index maps for fused QKV and gate/up parameters.
 #include "optim/split_registry.h"
 
-#include "parallel/errors.h"
+#include "base/errors.h"
 
 namespace orthotron {
 

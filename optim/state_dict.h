@@ -1,5 +1,5 @@
-// state_dict.h: the optimizer state dict as it travels between memory and disk (tensors plus a
-// string metadata map, stored as one safetensors file), and the options and report of a load.
+// state_dict.h: the optimizer state dict as optimizers hand it out and take it back (tensors plus a
+// string metadata map; engine/ stores it as safetensors), and the options and report of a load.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -11,7 +11,7 @@
 namespace orthotron {
 
 /// Format version written by this build; loads of any other version are refused.
-constexpr int kOptimizerStateFormatVersion = 1;
+constexpr int kOptimizerStateFormatVersion = 2;
 
 /// Tensors keyed "<section>/<parameter name>/<slot>" (section "muon" or "adamw"), plus metadata:
 /// "orthotron.format" = "optimizer_state", "orthotron.format_version", "orthotron.optimizer",
@@ -22,11 +22,6 @@ struct StateDict {
   std::map<std::string, std::string> metadata;
 };
 
-/// Writes `sd` to `path` as safetensors (atomic rename). Python opens it with safetensors.torch.load_file.
-void save_state_dict(const StateDict& sd, const std::string& path);
-/// Reads a file written by save_state_dict; FormatError when the bytes are not safetensors.
-StateDict load_state_dict_file(const std::string& path);
-
 struct LoadOptions {
   /// Skip (and report) missing or unexpected parameters, sections, tensors and shape mismatches
   /// instead of throwing. Format version and optimizer kind mismatches are errors regardless.
@@ -36,6 +31,9 @@ struct LoadOptions {
 /// What a load did beyond a clean one-to-one restore. Empty after a complete load.
 struct LoadReport {
   std::vector<std::string> skipped;  ///< one line per skipped item, naming it and why
+  /// One line per stored hyperparameter that differs from the running config ("group 'muon': lr
+  /// 0.02 in the state, 0.01 in the config; the config's value is used"). Not a skip.
+  std::vector<std::string> changed_hyperparameters;
   bool complete() const { return skipped.empty(); }
   std::string to_string() const;
 };

@@ -5,8 +5,8 @@
 #include <numeric>
 #include <sstream>
 
+#include "base/errors.h"
 #include "parallel/dist_env.h"
-#include "parallel/errors.h"
 
 namespace orthotron {
 

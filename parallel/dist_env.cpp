@@ -5,7 +5,7 @@
 
 #include <cstdlib>
 
-#include "parallel/errors.h"
+#include "base/errors.h"
 
 namespace orthotron {
 

@@ -6,8 +6,8 @@
 #include <thread>
 #include <tuple>
 
+#include "base/errors.h"
 #include "parallel/dist_env.h"
-#include "parallel/errors.h"
 #include "parallel/mpi_runtime.h"
 
 namespace orthotron {

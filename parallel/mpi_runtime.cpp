@@ -7,7 +7,7 @@
 #include <cstdlib>
 #include <exception>
 
-#include "parallel/errors.h"
+#include "base/errors.h"
 #include "parallel/mpi_communicator.h"
 
 namespace orthotron {

@@ -9,8 +9,8 @@
 #include <sstream>
 #include <thread>
 
+#include "base/errors.h"
 #include "parallel/dist_env.h"
-#include "parallel/errors.h"
 #include "parallel/mpi_runtime.h"
 
 namespace orthotron {

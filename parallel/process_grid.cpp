@@ -1,7 +1,7 @@
 // process_grid.cpp: Megatron-order grid arithmetic and its communicators.
 #include "parallel/process_grid.h"
 
-#include "parallel/errors.h"
+#include "base/errors.h"
 
 namespace orthotron {
 

@@ -25,4 +25,12 @@ if launch 3 "$demo" --config "$src/configs/demo.yaml" --steps 5 --resume "$work/
   exit 1
 fi
 grep -q "fatal on rank" "$work/run3.log"
+# Every shipped config trains the demo model (a config that cannot is a broken example).
+for cfg in "$src"/configs/*.yaml; do
+  launch 1 "$demo" --config "$cfg" --steps 1 >"$work/cfg.log" 2>&1 || { cat "$work/cfg.log"; echo "FAIL: $cfg"; exit 1; }
+done
+# A malformed option names itself.
+if launch 1 "$demo" --steps abc >"$work/bad.log" 2>&1; then echo "FAIL: --steps abc accepted"; exit 1; fi
+grep -q -- "--steps must be an integer in \[0, 100000000\], got 'abc'" "$work/bad.log"
+
 echo "demo_e2e: OK (loss $first -> $last; resume on 2 ranks worked; on 3 ranks refused)"

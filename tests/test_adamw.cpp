@@ -13,8 +13,8 @@
 #include <tuple>
 #include <vector>
 
+#include "base/errors.h"
 #include "optim/adamw.h"
-#include "parallel/errors.h"
 #include "test_util.h"
 
 namespace orthotron {

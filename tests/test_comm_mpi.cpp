@@ -5,8 +5,8 @@
 
 #include <numeric>
 
+#include "base/errors.h"
 #include "parallel/dist_env.h"
-#include "parallel/errors.h"
 #include "parallel/mpi_runtime.h"
 #include "parallel/process_grid.h"
 

@@ -13,9 +13,9 @@
 #include <string>
 #include <vector>
 
+#include "base/errors.h"
 #include "optim/muon.h"
 #include "optim/newton_schulz.h"
-#include "parallel/errors.h"
 #include "test_util.h"
 
 namespace orthotron {
@@ -96,7 +96,7 @@ void PrintTo(const MuonCase& c, std::ostream* os) {
 
 std::vector<MuonCase> muon_cases() {
   std::vector<MuonCase> cases;
-  const Coeffs custom = {{4.0, -5.5, 2.2}, {3.0, -3.5, 1.3}, {2.0, -1.5, 0.5}};
+  const Coeffs custom = {{3.0, -3.2, 1.2}, {2.5, -2.6, 1.1}, {1.875, -1.25, 0.375}};
   cases.push_back({"defaults", MuonOptions{}, Reference{}});
   {
     MuonCase c{"lr_0_1", MuonOptions{}, Reference{}};
@@ -120,7 +120,7 @@ std::vector<MuonCase> muon_cases() {
   }
   {
     MuonCase c{"custom_coefficients", MuonOptions{}, Reference{}};
-    c.options.ns.schedule = ns_custom_schedule({{4.0, -5.5, 2.2}, {3.0, -3.5, 1.3}, {2.0, -1.5, 0.5}});
+    c.options.ns.schedule = ns_custom_schedule({{3.0, -3.2, 1.2}, {2.5, -2.6, 1.1}, {1.875, -1.25, 0.375}});
     c.reference.coeffs = custom;
     cases.push_back(c);
   }

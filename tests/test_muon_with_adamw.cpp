@@ -6,8 +6,10 @@
 #include <cstdio>
 #include <nlohmann/json.hpp>
 
+#include "base/errors.h"
+#include "engine/optimizer_state_files.h"
 #include "optim/muon_with_adamw.h"
-#include "parallel/errors.h"
+#include "test_util.h"
 
 namespace orthotron {
 namespace {
@@ -65,7 +67,7 @@ bool params_equal(const NamedParameters& a, const NamedParameters& b) {
 }
 
 std::string temp_path(const std::string& name) {
-  return ::testing::TempDir() + "/orthotron_" + name;
+  return orthotron::testing::unique_temp_path(name);
 }
 
 TEST(MuonWithAdamW, DefaultRoutingSendsHiddenMatricesToMuon) {
@@ -153,9 +155,9 @@ TEST(MuonWithAdamW, ThreeModelsStateRoundTrip) {
     opt_c->step();
   }
   const std::string path = temp_path("three_models.safetensors");
-  opt_b->save(path);
+  save_optimizer_state(*opt_b, path);
   opt_b = std::make_unique<MuonWithAdamW>(b, test_groups());
-  const LoadReport report = opt_b->load(path);
+  const LoadReport report = load_optimizer_state(*opt_b, path);
   EXPECT_TRUE(report.complete()) << report.to_string();
   opt_c = std::make_unique<MuonWithAdamW>(c, test_groups());
   for (int step = 4; step < 8; ++step) {
@@ -172,189 +174,58 @@ TEST(MuonWithAdamW, ThreeModelsStateRoundTrip) {
   std::remove(path.c_str());
 }
 
-TEST(MuonWithAdamW, LoadRestoresGroupHyperparameters) {
+// Resume rule: the running config's hyperparameters win; every stored value that differs is
+// reported, so a resume with a lower lr in the YAML trains at that lr and says so.
+TEST(MuonWithAdamW, LoadKeepsConfiguredHyperparametersAndReportsDifferences) {
   auto params = make_params(5);
   MuonWithAdamW src(params, test_groups());
   set_grads(params, 0);
   src.step();
   MuonWithAdamW dst(params);  // default hyperparameters
-  dst.load_state_dict(src.state_dict());
-  EXPECT_DOUBLE_EQ(dst.group("muon").muon.lr, 0.05);
-  EXPECT_DOUBLE_EQ(dst.group("muon").muon.weight_decay, 0.1);
-  EXPECT_DOUBLE_EQ(dst.group("adamw").adamw.beta2, 0.95);
-  EXPECT_DOUBLE_EQ(dst.group("adamw").adamw.weight_decay, 0.05);
+  const LoadReport report = dst.load_state_dict(src.state_dict());
+  EXPECT_DOUBLE_EQ(dst.group("muon").muon.lr, MuonOptions{}.lr);
+  EXPECT_DOUBLE_EQ(dst.group("adamw").adamw.beta2, AdamWOptions{}.beta2);
+  EXPECT_TRUE(report.complete());
+  const std::string text = report.to_string();
+  EXPECT_NE(text.find("group 'muon': lr 0.05 in the state, 0.02 in the config; the config's value is used"),
+            std::string::npos)
+      << text;
+  EXPECT_NE(text.find("group 'adamw': betas [0.9,0.95] in the state, [0.9,0.999] in the config"), std::string::npos)
+      << text;
   EXPECT_TRUE(at::equal(dst.muon_momentum("layers.0.attn.qkv.weight"), src.muon_momentum("layers.0.attn.qkv.weight")));
+  // Same hyperparameters: nothing to report.
+  MuonWithAdamW same(params, test_groups());
+  EXPECT_TRUE(same.load_state_dict(src.state_dict()).changed_hyperparameters.empty());
 }
 
-// ---- load errors: each path triggered, with its message checked ----
-
-class LoadErrors : public ::testing::Test {
- protected:
-  void SetUp() override {
-    params_ = make_params(6);
-    opt_ = std::make_unique<MuonWithAdamW>(params_, test_groups());
-    set_grads(params_, 0);
-    opt_->step();
-    sd_ = opt_->state_dict();
-  }
-  nlohmann::json state() const { return nlohmann::json::parse(sd_.metadata.at("orthotron.state")); }
-  void set_state(const nlohmann::json& j) { sd_.metadata["orthotron.state"] = j.dump(); }
-  // Loads sd_ into a fresh optimizer over the same parameters and expects a StateDictError whose
-  // message contains every one of `needles`; then checks nothing changed.
-  void expect_error(const std::vector<std::string>& needles) {
-    MuonWithAdamW fresh(params_, default_groups());
-    try {
-      fresh.load_state_dict(sd_);
-      ADD_FAILURE() << "expected StateDictError";
-    } catch (const StateDictError& e) {
-      for (const auto& n : needles) EXPECT_NE(std::string(e.what()).find(n), std::string::npos) << e.what();
-    }
-    EXPECT_FALSE(fresh.muon_momentum("layers.0.attn.qkv.weight").defined()) << "a failed load changed state";
-    EXPECT_DOUBLE_EQ(fresh.group("muon").muon.lr, MuonOptions{}.lr) << "a failed load changed hyperparameters";
-  }
-  NamedParameters params_;
-  std::unique_ptr<MuonWithAdamW> opt_;
-  StateDict sd_;
-};
-
-TEST_F(LoadErrors, NotAnOrthotronStateDict) {
-  sd_.metadata.erase("orthotron.format");
-  expect_error({"orthotron.format"});
-}
-TEST_F(LoadErrors, WrongFormat) {
-  sd_.metadata["orthotron.format"] = "model_weights";
-  expect_error({"model_weights", "optimizer_state"});
-}
-TEST_F(LoadErrors, FormatVersion) {
-  sd_.metadata["orthotron.format_version"] = "99";
-  expect_error({"version 99", "version 1"});
-}
-TEST_F(LoadErrors, OptimizerKind) {
-  sd_.metadata["orthotron.optimizer"] = "AdamW";
-  expect_error({"'AdamW'", "MuonWithAdamW"});
-}
-TEST_F(LoadErrors, StateNotJson) {
-  sd_.metadata["orthotron.state"] = "{not json";
-  expect_error({"not valid JSON"});
-}
-TEST_F(LoadErrors, MissingMuonSection) {
-  auto j = state();
-  j.erase("muon");
-  set_state(j);
-  expect_error({"'muon' section is missing"});
-}
-TEST_F(LoadErrors, MissingAdamWSection) {
-  auto j = state();
-  j.erase("adamw");
-  set_state(j);
-  expect_error({"'adamw' section is missing"});
-}
-TEST_F(LoadErrors, MissingGroup) {
-  auto j = state();
-  j["muon"]["groups"].erase("muon");
-  set_state(j);
-  expect_error({"group 'muon' is missing"});
-}
-TEST_F(LoadErrors, UnexpectedGroup) {
-  auto j = state();
-  j["adamw"]["groups"]["extra"] = j["adamw"]["groups"]["adamw"];
-  set_state(j);
-  expect_error({"unexpected group 'extra'"});
-}
-TEST_F(LoadErrors, MalformedGroupHyperparameter) {
-  auto j = state();
-  j["muon"]["groups"]["muon"].erase("momentum");
-  set_state(j);
-  expect_error({"group 'muon'", "momentum"});
-}
-TEST_F(LoadErrors, GroupAlgorithmMismatch) {
-  auto j = state();
-  j["muon"]["groups"]["muon"] = j["adamw"]["groups"]["adamw"];
-  j["muon"]["groups"]["muon"]["name"] = "muon";
-  set_state(j);
-  expect_error({"group 'muon' is adamw in the state dict"});
-}
-TEST_F(LoadErrors, MissingParamsObject) {
-  auto j = state();
-  j["adamw"].erase("params");
-  set_state(j);
-  expect_error({"'adamw' section has no 'params'"});
-}
-TEST_F(LoadErrors, MissingParameter) {
-  auto j = state();
-  j["muon"]["params"].erase("layers.0.mlp.proj.weight");
-  set_state(j);
-  sd_.tensors.erase("muon/layers.0.mlp.proj.weight/momentum");
-  expect_error({"parameter 'layers.0.mlp.proj.weight' is missing from the 'muon' section"});
-}
-TEST_F(LoadErrors, UnexpectedParameter) {
-  auto j = state();
-  j["adamw"]["params"]["ghost.bias"] = j["adamw"]["params"]["layers.0.mlp.fc.bias"];
-  set_state(j);
-  expect_error({"unexpected parameter 'ghost.bias'"});
-}
-TEST_F(LoadErrors, ParameterSwitchedAlgorithm) {
-  auto j = state();
-  j["adamw"]["params"]["layers.0.attn.proj.weight"] = j["muon"]["params"]["layers.0.attn.proj.weight"];
-  j["muon"]["params"].erase("layers.0.attn.proj.weight");
-  set_state(j);
-  expect_error({"'layers.0.attn.proj.weight' was optimized by adamw"});
-}
-TEST_F(LoadErrors, ParameterShape) {
-  auto j = state();
-  j["muon"]["params"]["layers.0.attn.proj.weight"]["shape"] = {16, 17};
-  set_state(j);
-  expect_error({"'layers.0.attn.proj.weight' has shape [16, 17]"});
-}
-TEST_F(LoadErrors, ParameterDtype) {
-  auto j = state();
-  j["muon"]["params"]["layers.0.attn.proj.weight"]["dtype"] = "BF16";
-  set_state(j);
-  expect_error({"dtype BF16", "F32"});
-}
-TEST_F(LoadErrors, MalformedParameterEntry) {
-  auto j = state();
-  j["muon"]["params"]["layers.0.attn.proj.weight"].erase("step");
-  set_state(j);
-  expect_error({"entry of parameter 'layers.0.attn.proj.weight' is malformed"});
-}
-TEST_F(LoadErrors, MissingTensor) {
-  sd_.tensors.erase("adamw/embed.weight/exp_avg_sq");
-  expect_error({"tensor 'adamw/embed.weight/exp_avg_sq' is missing"});
-}
-TEST_F(LoadErrors, TensorShape) {
-  sd_.tensors["muon/layers.0.attn.qkv.weight/momentum"] = at::zeros({47, 16});
-  expect_error({"muon/layers.0.attn.qkv.weight/momentum", "[47, 16]"});
-}
-TEST_F(LoadErrors, TensorDtype) {
-  sd_.tensors["muon/layers.0.attn.qkv.weight/momentum"] = at::zeros({48, 16}, at::kDouble);
-  expect_error({"muon/layers.0.attn.qkv.weight/momentum", "Double"});
-}
-TEST_F(LoadErrors, UnexpectedTensor) {
-  sd_.tensors["muon/layers.0.attn.qkv.weight/second_moment"] = at::zeros({48, 16});
-  expect_error({"unexpected tensor 'muon/layers.0.attn.qkv.weight/second_moment'"});
-}
-
-TEST_F(LoadErrors, PartialLoadReportsWhatItSkipped) {
-  auto j = state();
+TEST(MuonWithAdamW, PartialLoadReportsWhatItSkipped) {
+  auto params = make_params(6);
+  MuonWithAdamW opt(params, test_groups());
+  set_grads(params, 0);
+  opt.step();
+  StateDict sd = opt.state_dict();
+  auto j = nlohmann::json::parse(sd.metadata.at("orthotron.state"));
   j["muon"]["params"].erase("layers.0.mlp.proj.weight");
   j["adamw"]["params"]["ghost.bias"] = j["adamw"]["params"]["layers.0.mlp.fc.bias"];
-  set_state(j);
-  sd_.tensors.erase("muon/layers.0.mlp.proj.weight/momentum");
-  MuonWithAdamW fresh(params_, default_groups());
+  sd.metadata["orthotron.state"] = j.dump();
+  sd.tensors.erase("muon/layers.0.mlp.proj.weight/momentum");
+  MuonWithAdamW fresh(params, test_groups());
   LoadOptions partial;
   partial.allow_partial = true;
-  const LoadReport report = fresh.load_state_dict(sd_, partial);
+  const LoadReport report = fresh.load_state_dict(sd, partial);
   ASSERT_EQ(report.skipped.size(), 2u) << report.to_string();
   EXPECT_NE(report.to_string().find("layers.0.mlp.proj.weight"), std::string::npos);
   EXPECT_NE(report.to_string().find("ghost.bias"), std::string::npos);
   // What was present was loaded; what was skipped keeps fresh state.
   EXPECT_TRUE(
-      at::equal(fresh.muon_momentum("layers.0.attn.qkv.weight"), opt_->muon_momentum("layers.0.attn.qkv.weight")));
+      at::equal(fresh.muon_momentum("layers.0.attn.qkv.weight"), opt.muon_momentum("layers.0.attn.qkv.weight")));
   EXPECT_FALSE(fresh.muon_momentum("layers.0.mlp.proj.weight").defined());
-  // Version mismatches are never skipped.
-  sd_.metadata["orthotron.format_version"] = "2";
-  EXPECT_THROW(fresh.load_state_dict(sd_, partial), StateDictError);
+  // Version mismatches and non-finite values are never skipped.
+  StateDict nan = opt.state_dict();
+  nan.tensors["muon/layers.0.attn.qkv.weight/momentum"] = at::full({48, 16}, NAN);
+  EXPECT_THROW(fresh.load_state_dict(nan, partial), StateDictError);
+  sd.metadata["orthotron.format_version"] = "1";
+  EXPECT_THROW(fresh.load_state_dict(sd, partial), StateDictError);
 }
 
 TEST(MuonWithAdamW, FileThatIsNotSafetensorsIsAFormatError) {
@@ -367,8 +238,8 @@ TEST(MuonWithAdamW, FileThatIsNotSafetensorsIsAFormatError) {
   }
   auto params = make_params(7);
   MuonWithAdamW opt(params);
-  EXPECT_THROW(opt.load(path), FormatError);
-  EXPECT_THROW(opt.load(temp_path("does_not_exist.safetensors")), FormatError);
+  EXPECT_THROW(load_optimizer_state(opt, path), StateDictError);
+  EXPECT_THROW(load_optimizer_state(opt, temp_path("does_not_exist.safetensors")), StateDictError);
   std::remove(path.c_str());
 }
 

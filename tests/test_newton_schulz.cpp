@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
+#include "base/errors.h"
 #include "optim/newton_schulz.h"
-#include "parallel/errors.h"
 #include "test_util.h"
 
 namespace orthotron {

@@ -1,5 +1,5 @@
 // test_optimizer_config.cpp: tests of the YAML `optimizer` section (optim/optimizer_config.h,
-// optim/yaml_fields.h): configs/optimizer.yaml, building MuonWithAdamW from YAML, every ConfigError
+// base/yaml_fields.h): configs/optimizer.yaml, building MuonWithAdamW from YAML, every ConfigError
 // (file:line, key path, expected value), defaults, the to_yaml round trip, and closest_match.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
@@ -10,6 +10,7 @@
 #include <climits>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <fstream>
 #include <initializer_list>
 #include <map>
@@ -17,10 +18,10 @@
 #include <string>
 #include <vector>
 
+#include "base/errors.h"
+#include "base/yaml_fields.h"
 #include "optim/muon_with_adamw.h"
 #include "optim/optimizer_config.h"
-#include "optim/yaml_fields.h"
-#include "parallel/errors.h"
 #include "test_util.h"
 
 namespace orthotron {
@@ -231,7 +232,8 @@ TEST(OptimizerConfigExample, LoadsRulesInOrderWithOrigins) {
 
   for (const auto& r : c.rules) {
     SCOPED_TRACE(r.name);
-    EXPECT_TRUE(r.must_match);  // user rules must claim something
+    // User rules must claim something, except the example's catch-all for other 1-D tensors.
+    EXPECT_EQ(r.must_match, r.name != "vectors");
     const int line = line_of(text, "- name: " + r.name);
     ASSERT_GT(line, 0);
     EXPECT_EQ(r.origin, path + ":" + std::to_string(line));
@@ -282,8 +284,6 @@ constexpr const char* kBuildYaml = R"(optimizer:
     - name: matrices
       min_dim: 2
       group: hidden
-engine:
-  note: other sections are left to their owners
 )";
 
 NamedParameters small_model() {
@@ -548,7 +548,7 @@ TEST(OptimizerConfigErrors, CustomScheduleWithoutCoefficients) {
       lr: 0.02
       ns_schedule: custom
 )",
-      5, {"optimizer.groups.muon.ns_schedule is 'custom'", "optimizer.groups.muon.ns_coefficients is not given"});
+      4, {"optimizer.groups.muon: ns_schedule is 'custom' but ns_coefficients is not given"});
 }
 
 TEST(OptimizerConfigErrors, CoefficientsWithoutCustomSchedule) {
@@ -558,15 +558,13 @@ TEST(OptimizerConfigErrors, CoefficientsWithoutCustomSchedule) {
       ns_schedule: polar_express
       ns_coefficients: [[3.0, -4.0, 2.0]]
 )",
-                      5,
-                      {"optimizer.groups.muon.ns_coefficients is only read when ns_schedule is 'custom'",
-                       "(ns_schedule is 'polar_express')"});
+                      5, {"optimizer.groups.muon.ns_coefficients is only read when ns_schedule is 'custom'"});
   expect_config_error(R"(optimizer:
   groups:
     muon:
       ns_coefficients: [[3.0, -4.0, 2.0]]
 )",
-                      4, {"optimizer.groups.muon.ns_coefficients is only read", "(ns_schedule is 'quintic')"});
+                      4, {"optimizer.groups.muon.ns_coefficients is only read when ns_schedule is 'custom'"});
 }
 
 TEST(OptimizerConfigErrors, CoefficientTripleOfWrongLength) {
@@ -641,7 +639,7 @@ TEST(OptimizerConfigErrors, OtherStructuralErrors) {
 }
 
 TEST(OptimizerConfigErrors, MissingOptimizerSection) {
-  expect_config_error("engine:\n  steps: 10\n", 0, {"no top-level 'optimizer' section"});
+  expect_config_error("engine:\n  steps: 10\n", 1, {"unknown key 'engine' in the top level", "valid keys: optimizer"});
   expect_config_error("", 0, {"no top-level 'optimizer' section"});
 }
 
@@ -729,7 +727,7 @@ constexpr const char* kRichYaml = R"(optimizer:
       spectral_factor: 0.37
       weight_decay: 0.05
       ns_schedule: custom
-      ns_coefficients: [[3.4445, -4.7750, 2.0315], [2.5, -1.5, 0.5]]
+      ns_coefficients: [[3.4445, -4.7750, 2.0315], [1.875, -1.25, 0.375]]
       ns_steps: 7
       ns_eps: 3.0e-7
       ns_dtype: bfloat16
@@ -777,7 +775,8 @@ TEST(OptimizerConfigRoundTrip, ParsesEveryNonDefaultField) {
   EXPECT_DOUBLE_EQ(h.spectral_factor, 0.37);
   EXPECT_DOUBLE_EQ(h.weight_decay, 0.05);
   EXPECT_EQ(h.ns.schedule.name, "custom");
-  EXPECT_EQ(h.ns.schedule.coefficients, (std::vector<NsCoefficients>{{3.4445, -4.7750, 2.0315}, {2.5, -1.5, 0.5}}));
+  EXPECT_EQ(h.ns.schedule.coefficients,
+            (std::vector<NsCoefficients>{{3.4445, -4.7750, 2.0315}, {1.875, -1.25, 0.375}}));
   EXPECT_EQ(h.ns.steps, 7);
   EXPECT_DOUBLE_EQ(h.ns.schedule.eps, 3.0e-7);
   EXPECT_EQ(h.ns.compute_dtype, at::kBFloat16);
@@ -896,6 +895,55 @@ TEST(ClosestMatch, ThresholdGrowsWithWordLength) {
   EXPECT_EQ(closest_match("wieght_dekay", {"weight_decay"}), "weight_decay");  // 3 edits
   EXPECT_EQ(closest_match("wxxxxt_decay", {"weight_decay"}), "weight_decay");  // 4 substitutions
   EXPECT_EQ(closest_match("wxxxxx_decay", {"weight_decay"}), "");              // 5 substitutions
+}
+
+// ---- hostile YAML found accepted or mishandled before the hardening, each with its guard ----
+
+TEST(OptimizerConfigHostile, DuplicateKeyNamesItsLine) {
+  expect_config_error("optimizer:\n  groups:\n    muon:\n      lr: 0.1\n      lr: 0.2\n", 5, {"duplicate key 'lr'"});
+}
+
+TEST(OptimizerConfigHostile, DuplicateGroupNamesItsLine) {
+  expect_config_error("optimizer:\n  groups:\n    muon:\n      lr: 0.1\n    muon:\n      lr: 0.2\n", 5,
+                      {"duplicate key 'muon'"});
+}
+
+TEST(OptimizerConfigHostile, UnknownTopLevelKeysAreErrorsWithSuggestions) {
+  expect_config_error("optimizer:\n  groups: {muon: {lr: 0.1}, adamw: {}}\noptimiser:\n  groups: {}\n", 3,
+                      {"unknown key 'optimiser' in the top level", "did you mean 'optimizer'?"});
+  expect_config_error("optimzer:\n  groups: {}\n", 1, {"unknown key 'optimzer'", "did you mean 'optimizer'?"});
+}
+
+TEST(OptimizerConfigHostile, ASecondDocumentIsRefused) {
+  expect_config_error("optimizer: {}\n---\noptimizer: {groups: {muon: {lr: 5}}}\n", 0, {"more than one YAML document"});
+}
+
+TEST(OptimizerConfigHostile, DivergingCustomCoefficientsAreRefusedBeforeTraining) {
+  expect_config_error(
+      "optimizer:\n  groups:\n    muon:\n      ns_schedule: custom\n      ns_coefficients: [[10, 10, 10]]\n"
+      "    adamw: {}\n",
+      4, {"optimizer.groups.muon", "Newton-Schulz schedule 'custom' diverges", "check ns_coefficients"});
+}
+
+TEST(OptimizerConfigHostile, AbsurdValuesNameTheirKey) {
+  expect_config_error("optimizer:\n  groups:\n    muon:\n      lr: 1e300\n    adamw: {}\n", 4,
+                      {"optimizer.groups.muon.lr must be in [0, 10], got 1e+300"});
+  expect_config_error("optimizer:\n  groups:\n    muon: {}\n    adamw:\n      weight_decay: 50\n      lr: 0.1\n", 5,
+                      {"optimizer.groups.adamw", "lr x weight_decay must be < 1"});
+}
+
+TEST(OptimizerConfigHostile, AliasCyclesAndDeepNestingEndWithAnError) {
+  expect_config_error("optimizer: &a\n  groups: *a\n", 0, {"nested deeper than 32"});
+  expect_config_error("optimizer: " + std::string(200, '[') + std::string(200, ']') + "\n", 0, {});
+}
+
+TEST(OptimizerConfigHostile, EveryShippedConfigLoads) {
+  std::vector<std::string> paths;
+  for (const auto& entry : std::filesystem::directory_iterator(repo_root() + "/configs")) {
+    if (entry.path().extension() == ".yaml") paths.push_back(entry.path().string());
+  }
+  ASSERT_GE(paths.size(), 2u) << "configs/ should ship optimizer.yaml and demo.yaml";
+  for (const auto& path : paths) EXPECT_NO_THROW(load_optimizer_config(path)) << path;
 }
 
 }  // namespace

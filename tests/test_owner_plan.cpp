@@ -8,8 +8,8 @@
 #include <map>
 #include <random>
 
+#include "base/errors.h"
 #include "gpt_fixture.h"
-#include "parallel/errors.h"
 
 namespace orthotron {
 namespace {

@@ -10,9 +10,9 @@
 #include <string>
 #include <vector>
 
+#include "base/errors.h"
 #include "optim/muon_with_adamw.h"
 #include "optim/param_routing.h"
-#include "parallel/errors.h"
 #include "test_util.h"
 
 namespace orthotron {

@@ -4,7 +4,7 @@
 
 #include <set>
 
-#include "parallel/errors.h"
+#include "base/errors.h"
 #include "parallel/process_grid.h"
 
 namespace orthotron {

@@ -7,8 +7,10 @@
 #include <cstdlib>
 #include <sstream>
 
+#include "base/safetensors.h"
+#include "engine/optimizer_state_files.h"
 #include "optim/muon_with_adamw.h"
-#include "optim/safetensors.h"
+#include "test_util.h"
 
 namespace orthotron {
 namespace {
@@ -50,7 +52,7 @@ std::string script(const std::string& name) {
   } while (0)
 
 void compare_with_torch_muon(const std::string& adjust, ScaleMode mode) {
-  const std::string path = ::testing::TempDir() + "/orthotron_torch_muon_" + adjust + ".safetensors";
+  const std::string path = orthotron::testing::unique_temp_path("torch_muon_" + adjust + ".safetensors");
   const CommandResult gen =
       run(python() + " " + script("torch_muon_reference.py") + " " + path + " --adjust " + adjust);
   ASSERT_EQ(gen.status, 0) << gen.output;
@@ -112,8 +114,8 @@ TEST(PythonInterop, StateFileOpensInPythonSafetensors) {
   MuonWithAdamW opt(params);
   for (auto& p : params) p.tensor.mutable_grad() = at::randn(p.tensor.sizes());
   opt.step();
-  const std::string path = ::testing::TempDir() + "/orthotron_state_for_python.safetensors";
-  opt.save(path);
+  const std::string path = orthotron::testing::unique_temp_path("state_for_python.safetensors");
+  write_state_file(opt.state_dict(), path);
   const CommandResult r = run(python() + " " + script("read_state_dict.py") + " " + path);
   ASSERT_EQ(r.status, 0) << r.output;
   const StateDict sd = opt.state_dict();

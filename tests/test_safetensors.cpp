@@ -3,17 +3,19 @@
 #include <gtest/gtest.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <fstream>
 #include <sstream>
 
-#include "optim/safetensors.h"
-#include "parallel/errors.h"
+#include "base/errors.h"
+#include "base/safetensors.h"
+#include "test_util.h"
 
 namespace orthotron {
 namespace {
 
 std::string temp_path(const std::string& name) {
-  return ::testing::TempDir() + "/orthotron_st_" + name;
+  return orthotron::testing::unique_temp_path(name);
 }
 
 std::string read_bytes(const std::string& path) {
@@ -111,28 +113,113 @@ TEST(Safetensors, RejectsMalformedFiles) {
   const std::string data8(8, '\0');
   expect_format_error("abc", "shorter than the 8-byte header length");
   expect_format_error(with_header("{}", "").substr(0, 8) + "{", "exceeds");
-  expect_format_error(with_header("{not json}", ""), "not valid JSON");
-  expect_format_error(with_header("[1,2]", ""), "not a JSON object");
+  expect_format_error(with_header("{not json}", ""), "invalid JSON");
+  expect_format_error(with_header("[1,2]", ""), "must be a JSON object");
   expect_format_error(with_header(R"({"a":{"dtype":"Q8","shape":[2],"data_offsets":[0,8]}})", data8), "Q8");
   expect_format_error(with_header(R"({"a":{)" + f32x2 + R"(,"data_offsets":[0,4]}})", data8.substr(0, 4)),
-                      "dtype x shape needs 8");
+                      "needs more bytes than the file's 4-byte data section");
   expect_format_error(with_header(R"({"a":{)" + f32x2 + R"(,"data_offsets":[0,8]}})", data8.substr(0, 4)),
-                      "runs past the end");
+                      "needs more bytes than the file's 4-byte data section");
   expect_format_error(with_header(R"({"a":{)" + f32x2 + R"(,"data_offsets":[4,12]}})", data8 + data8),
-                      "gap or overlap");
+                      "starts at data byte 4, expected 0 (gap)");
   expect_format_error(
       with_header(R"({"a":{)" + f32x2 + R"(,"data_offsets":[0,8]},"b":{)" + f32x2 + R"(,"data_offsets":[4,12]}})",
                   data8 + data8),
-      "gap or overlap");
+      "overlaps the tensor before it");
   expect_format_error(with_header(R"({"a":{)" + f32x2 + R"(,"data_offsets":[0,8]}})", data8 + "xx"), "trailing bytes");
-  expect_format_error(with_header(R"({"a":{"dtype":"F32","data_offsets":[0,8]}})", data8), "malformed");
-  expect_format_error(with_header(R"({"__metadata__":{"k":3}})", ""), "not a string");
+  expect_format_error(with_header(R"({"a":{"dtype":"F32","data_offsets":[0,8]}})", data8), "has no 'shape'");
+  expect_format_error(with_header(R"({"__metadata__":{"k":3}})", ""), "must be a string");
   try {
     load_safetensors(temp_path("missing.safetensors"));
     ADD_FAILURE() << "expected FormatError for a missing file";
   } catch (const FormatError& e) {
     EXPECT_NE(std::string(e.what()).find("cannot open"), std::string::npos);
   }
+}
+
+// ---- hostile files found accepted or mishandled before the hardening, each with its guard ----
+
+TEST(SafetensorsHostile, DirectoryIsAClearError) {
+  const std::string dir = ::testing::TempDir();
+  try {
+    load_safetensors(dir);
+    ADD_FAILURE() << "a directory loaded";
+  } catch (const FormatError& e) {
+    EXPECT_NE(std::string(e.what()).find("is a directory"), std::string::npos) << e.what();
+  }
+}
+
+TEST(SafetensorsHostile, ManyEntriesOnTheSameBytesAreRefusedBeforeAnyAllocation) {
+  // 1000 entries claim the same 1 MB: the overlap is found from the header alone.
+  const std::string data(1 << 20, '\0');
+  std::string header = "{";
+  for (int i = 0; i < 1000; ++i) {
+    header += (i ? "," : "") + std::string("\"t") + std::to_string(i) +
+              R"(":{"dtype":"U8","shape":[1048576],"data_offsets":[0,1048576]})";
+  }
+  header += "}";
+  expect_format_error(with_header(header, data), "overlaps the tensor before it");
+}
+
+TEST(SafetensorsHostile, ShapesThatOverflowInt64AreNamed) {
+  expect_format_error(with_header(R"({"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,8]}})",
+                                  std::string(8, 'x')),
+                      "tensor 'a' shape [4294967296,4294967296,16] needs more bytes");
+  expect_format_error(
+      with_header(R"({"a":{"dtype":"F32","shape":[18446744073709551615],"data_offsets":[0,8]}})", std::string(8, 'x')),
+      "exceeds int64");
+  expect_format_error(with_header(R"({"a":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", std::string(8, 'x')),
+                      "shape[0] is negative");
+}
+
+TEST(SafetensorsHostile, FieldsOfTheWrongJsonTypeAreNamed) {
+  const std::string d8(8, 'x');
+  expect_format_error(with_header(R"({"a":{"dtype":7,"shape":[2],"data_offsets":[0,8]}})", d8),
+                      "dtype must be a string");
+  expect_format_error(with_header(R"({"a":{"dtype":"F32","shape":"2","data_offsets":[0,8]}})", d8),
+                      "shape must be an array");
+  expect_format_error(with_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,"8"]}})", d8),
+                      "data_offsets[1] must be a non-negative integer");
+  expect_format_error(with_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8,9]}})", d8),
+                      "data_offsets must be an array of 2 integers");
+  expect_format_error(with_header(R"({"a":[1]})", d8), "tensor 'a' must be an object");
+  expect_format_error(with_header(R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8],"x":1}})", d8),
+                      "unknown field 'x'");
+}
+
+TEST(SafetensorsHostile, DuplicateKeysAndDeepNestingAreRefused) {
+  const std::string d8(8, 'x');
+  expect_format_error(
+      with_header(
+          R"({"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})",
+          d8),
+      "duplicate JSON key 'a'");
+  expect_format_error(with_header(std::string(100000, '[') + std::string(100000, ']'), ""), "nested deeper than 64");
+}
+
+TEST(SafetensorsHostile, HeaderLengthAboveTheCapIsRefusedBeforeReading) {
+  std::string bytes(8, '\0');
+  const uint64_t huge = 200ull * 1000 * 1000;
+  for (int i = 0; i < 8; ++i) bytes[i] = static_cast<char>((huge >> (8 * i)) & 0xff);
+  expect_format_error(bytes + "{}", "above the limit of 100000000 bytes");
+  bytes[7] = '\x7f';  // about 9e18: far beyond the file
+  expect_format_error(bytes + "{}", "above the limit");
+}
+
+TEST(SafetensorsHostile, AFailedWriteLeavesThePreviousFileAndNoTemporary) {
+  const std::string path = temp_path("atomic");
+  save_safetensors(path, {{"a", at::ones({2})}});
+  const std::string before = read_bytes(path);
+  // An undefined tensor makes the writer fail after the temporary file would have been made.
+  EXPECT_THROW(save_safetensors(path, {{"a", at::ones({3})}, {"b", at::Tensor()}}), FormatError);
+  EXPECT_EQ(read_bytes(path), before);
+  const std::string stem = std::filesystem::path(path).filename().string() + ".tmp.";
+  for (const auto& entry : std::filesystem::directory_iterator(std::filesystem::path(path).parent_path())) {
+    EXPECT_NE(entry.path().filename().string().rfind(stem, 0), 0u) << "temporary left behind: " << entry.path();
+  }
+  std::remove(path.c_str());
+  // Writing over a directory is a clear error.
+  EXPECT_THROW(save_safetensors(::testing::TempDir(), {{"a", at::ones({2})}}), FormatError);
 }
 
 }  // namespace

@@ -3,8 +3,8 @@
 // with splits equal to Muon on the separate matrices.
 #include <gtest/gtest.h>
 
+#include "base/errors.h"
 #include "optim/muon_with_adamw.h"
-#include "parallel/errors.h"
 
 namespace orthotron {
 namespace {

@@ -29,9 +29,8 @@ class YamlSection {
   std::string key_path(const std::string& key) const;
   YamlSection child(const std::string& key) const;
 
-  /// Typed getters: absent key -> `fallback`; wrong type or out of range -> ConfigError.
-  double get_double(const std::string& key, double fallback, double min, double max, bool min_open = false,
-                    bool max_open = false) const;
+  /// Typed getters: absent key -> `fallback`; wrong type or out of range -> ConfigError. (Option
+  /// structs read their fields through base/field_table.h instead.)
   int get_int(const std::string& key, int fallback, int min, int max) const;
   bool get_bool(const std::string& key, bool fallback) const;
   /// A string that must be one of `choices` (empty: any string).
@@ -39,8 +38,6 @@ class YamlSection {
                          const std::vector<std::string>& choices = {}) const;
   /// A scalar or a list of scalars, as strings.
   std::vector<std::string> get_string_list(const std::string& key) const;
-  /// A list of exactly `size` numbers (size 0: any length).
-  std::vector<double> get_double_list(const std::string& key, size_t size) const;
 
  private:
   [[noreturn]] void fail(const std::string& key, const std::string& what) const;

@@ -1,5 +1,5 @@
-// errors.h: the typed exceptions every orthotron component throws. It lives in parallel/, the
-// lowest library, so that every layer above (optim, engine) can include it.
+// errors.h: the typed exceptions every orthotron component throws. It lives in base/, the
+// lowest layer, so that every layer above (parallel, optim, engine) can include it.
 // Depends on nothing but the standard library; every other header may include it.
 #pragma once
 

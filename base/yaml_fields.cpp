@@ -1,11 +1,11 @@
 // yaml_fields.cpp: strict typed YAML field access with file:line error messages.
-#include "optim/yaml_fields.h"
+#include "base/yaml_fields.h"
 
 #include <algorithm>
 #include <cmath>
 #include <sstream>
 
-#include "parallel/errors.h"
+#include "base/errors.h"
 
 namespace orthotron {
 
@@ -92,25 +92,6 @@ std::string describe(const YAML::Node& n) {
 }
 }  // namespace
 
-double YamlSection::get_double(const std::string& key, double fallback, double min, double max, bool min_open,
-                               bool max_open) const {
-  if (!has(key)) return fallback;
-  const YAML::Node n = node_[key];
-  double v = 0;
-  if (!n.IsScalar() || !YAML::convert<double>::decode(n, v) || std::isnan(v)) {
-    fail(key, "must be a number, got " + describe(n));
-  }
-  const bool low_ok = min_open ? v > min : v >= min;
-  const bool high_ok = max_open ? v < max : v <= max;
-  if (!low_ok || !high_ok) {
-    std::ostringstream range;
-    range << "must be in " << (min_open ? "(" : "[") << min << ", " << max << (max_open ? ")" : "]") << ", got "
-          << n.Scalar();
-    fail(key, range.str());
-  }
-  return v;
-}
-
 int YamlSection::get_int(const std::string& key, int fallback, int min, int max) const {
   if (!has(key)) return fallback;
   const YAML::Node n = node_[key];
@@ -179,11 +160,6 @@ std::vector<double> yaml_number_list(const YAML::Node& n, const std::string& fil
     fail("must hold exactly " + std::to_string(size) + " numbers, got " + std::to_string(out.size()));
   }
   return out;
-}
-
-std::vector<double> YamlSection::get_double_list(const std::string& key, size_t size) const {
-  if (!has(key)) fail(key, "is required");
-  return yaml_number_list(node_[key], file_, key_path(key), size);
 }
 
 }  // namespace orthotron
