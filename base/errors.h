@@ -58,4 +58,11 @@ class CommError : public Error {
   using Error::Error;
 };
 
+/// A broken internal invariant found by a debug check (debug_checks.h): a bug in orthotron or in
+/// how it is driven, never bad user input. The message names what was planned and what happened.
+class InvariantError : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace orthotron

@@ -9,8 +9,10 @@
 #include <set>
 #include <sstream>
 
+#include "base/debug_checks.h"
 #include "base/errors.h"
 #include "optim/muon_batch.h"
+#include "optim/ns_audit.h"
 #include "optim/optimizer_state.h"
 
 namespace orthotron {
@@ -30,8 +32,8 @@ DistributedMuonWithAdamW::DistributedMuonWithAdamW(NamedParameters params, Commu
                                                    SplitRegistry splits)
     : dp_(dp), params_(std::move(params)), groups_(std::move(groups)), splits_(std::move(splits)) {
   validate_groups(groups_);
-  assignment_ = route_parameters(params_, groups_, rules);
-  check_split_routing(params_, assignment_, groups_, splits_);
+  assignment_ = route_parameters(logical_shapes(params_), groups_, rules);
+  check_split_routing(assignment_, groups_, splits_);
   if (params_.empty()) throw InvalidArgument("DistributedMuonWithAdamW needs at least one parameter");
   const at::ScalarType dtype = params_[0].tensor.scalar_type();
   for (const auto& p : params_) {
@@ -128,6 +130,7 @@ void DistributedMuonWithAdamW::step() {
   at::Tensor flags = at::zeros({static_cast<int64_t>(n)}, at::kLong);
   std::vector<char> has_local(n, 0);
   for (size_t i = 0; i < n; ++i) {
+    check_logical_shape(assignment_[i], params_[i].tensor);
     const at::Tensor g = params_[i].tensor.grad();
     if (!g.defined()) continue;
     if (!g.sizes().equals(params_[i].tensor.sizes())) {
@@ -157,6 +160,7 @@ void DistributedMuonWithAdamW::step() {
   load_shard_from_params();
   const int64_t base = static_cast<int64_t>(dp_.rank()) * plan_.shard_len;
   std::vector<MuonTask> tasks;
+  std::vector<size_t> stepped_muon;
   for (const auto& s : my_segments_) {
     if (!any[s.param]) continue;
     const size_t i = s.param;
@@ -169,13 +173,19 @@ void DistributedMuonWithAdamW::step() {
       adamw_step(p, grad, st, g.adamw);
       continue;
     }
-    const auto shape = params_[i].tensor.sizes();
+    // The shard slice is flat: the matrix view takes the parameter's logical shape from the plan.
+    const c10::IntArrayRef shape(plan_.params[i].shape);
     at::Tensor& m = momentum_[i];
     if (!m.defined()) m = at::zeros(shape, p.options());
     tasks.push_back({p.view(shape), muon_momentum_direction(grad.view(shape), m, g.muon), splits_.find(params_[i].name),
                      assignment_[i].group_index, &g.muon, params_[i].name});
+    stepped_muon.push_back(i);
   }
-  apply_muon_tasks(tasks);
+  last_ns_counts_ = apply_muon_tasks(tasks);
+  if (debug_checks_enabled()) {
+    check_ns_counts(expected_ns_counts(plan_.params, stepped_muon), last_ns_counts_, groups_,
+                    "DistributedMuonWithAdamW::step on rank " + std::to_string(dp_.rank()));
+  }
 
   // 4. Every rank receives every updated parameter.
   gather_shards_into_params();

@@ -18,6 +18,7 @@
 #include <string>
 #include <vector>
 
+#include "optim/muon_batch.h"
 #include "optim/optimizer.h"
 #include "optim/owner_plan.h"
 #include "optim/split_registry.h"
@@ -37,8 +38,13 @@ class DistributedMuonWithAdamW : public Optimizer {
 
   /// Collective. A parameter whose gradient is undefined on some ranks contributes zeros there; a
   /// parameter with no gradient on any rank is skipped (its state does not advance), as in the
-  /// single-process container.
+  /// single-process container. ShapeError when a parameter's tensor no longer has its planned
+  /// logical shape. With debug checks on, this rank's NS work is audited against the plan's
+  /// prediction for the matrices it owns (ns_audit.h); the audit is local, no extra collective.
   void step() override;
+
+  /// This rank's Newton-Schulz work in the last step, per group index.
+  const NsCounts& last_ns_counts() const { return last_ns_counts_; }
   void zero_grad() override;
 
   /// This rank's state only: the momenta of the Muon matrices it owns and the AdamW moments of its
@@ -79,6 +85,7 @@ class DistributedMuonWithAdamW : public Optimizer {
   std::vector<Assignment> assignment_;
   SplitRegistry splits_;
   OwnerPlan plan_;
+  NsCounts last_ns_counts_;
   std::map<std::string, size_t> index_;
   std::vector<int64_t> steps_;             // per parameter
   std::map<size_t, at::Tensor> momentum_;  // owned Muon parameters

@@ -1,27 +1,36 @@
 // muon_batch.cpp: batched Newton-Schulz over many parameters' matrices, then per-part updates.
 #include "optim/muon_batch.h"
 
+#include <algorithm>
 #include <map>
 #include <tuple>
 
 namespace orthotron {
 
-double muon_ns_cost(const std::vector<int64_t>& shape, const ParamSplit* split) {
-  auto cost = [](double m, double n) { return std::max(m, n) * std::min(m, n) * std::min(m, n); };
+std::vector<MuonMatrixShape> muon_matrices(const std::vector<int64_t>& shape, const ParamSplit* split) {
+  if (shape.size() < 2) return {};
   if (split != nullptr) {
-    double c = 0;
-    for (const auto& p : split->parts) c += cost(static_cast<double>(p.rows.numel()), static_cast<double>(shape[1]));
-    return c;
+    std::vector<MuonMatrixShape> out;
+    for (const auto& p : split->parts) out.push_back({p.rows.numel(), shape[1], 1});
+    return out;
   }
-  if (shape.size() == 2) return cost(static_cast<double>(shape[0]), static_cast<double>(shape[1]));
-  if (shape.size() == 3)
-    return static_cast<double>(shape[0]) * cost(static_cast<double>(shape[1]), static_cast<double>(shape[2]));
+  if (shape.size() == 2) return {{shape[0], shape[1], 1}};
+  if (shape.size() == 3) return {{shape[1], shape[2], shape[0]}};
   int64_t rest = 1;
   for (size_t i = 1; i < shape.size(); ++i) rest *= shape[i];
-  return cost(static_cast<double>(shape[0]), static_cast<double>(rest));
+  return {{shape[0], rest, 1}};
 }
 
-void apply_muon_tasks(const std::vector<MuonTask>& tasks) {
+double muon_ns_cost(const std::vector<int64_t>& shape, const ParamSplit* split) {
+  double c = 0;
+  for (const auto& mat : muon_matrices(shape, split)) {
+    const double m = static_cast<double>(mat.m), n = static_cast<double>(mat.n);
+    c += static_cast<double>(mat.count) * std::max(m, n) * std::min(m, n) * std::min(m, n);
+  }
+  return c;
+}
+
+NsCounts apply_muon_tasks(const std::vector<MuonTask>& tasks) {
   // One entry per matrix block: which task, which split part (-1: the whole [k, m, n] view).
   struct Block {
     size_t task;
@@ -54,11 +63,16 @@ void apply_muon_tasks(const std::vector<MuonTask>& tasks) {
     }
     buckets[it->second].blocks.push_back(b);
   }
+  NsCounts counts;
   for (const auto& bucket : buckets) {
     std::vector<at::Tensor> inputs;
     for (size_t b : bucket.blocks) inputs.push_back(blocks[b].matrices);
-    const MuonOptions& opts = *tasks[blocks[bucket.blocks[0]].task].options;
-    const at::Tensor ortho = newton_schulz(inputs.size() == 1 ? inputs[0] : at::cat(inputs, 0), opts.ns);
+    const MuonTask& first = tasks[blocks[bucket.blocks[0]].task];
+    const at::Tensor batch = inputs.size() == 1 ? inputs[0] : at::cat(inputs, 0);
+    NsGroupCount& count = counts[first.group];
+    count.matrices += batch.size(0);
+    count.calls += 1;
+    const at::Tensor ortho = newton_schulz(batch, first.options->ns);
     int64_t row = 0;
     for (size_t b : bucket.blocks) {
       const MuonTask& task = tasks[blocks[b].task];
@@ -78,6 +92,7 @@ void apply_muon_tasks(const std::vector<MuonTask>& tasks) {
       split_scatter(param, part, sub);
     }
   }
+  return counts;
 }
 
 }  // namespace orthotron

@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include <map>
 #include <string>
 #include <vector>
 
@@ -24,12 +25,30 @@ struct MuonTask {
   std::string name;
 };
 
+/// What one group's Newton-Schulz work was in one step: the matrices orthogonalized and the batched
+/// calls they went through (one per distinct matrix shape).
+struct NsGroupCount {
+  int64_t matrices = 0;
+  int64_t calls = 0;
+  bool operator==(const NsGroupCount& o) const { return matrices == o.matrices && calls == o.calls; }
+};
+using NsCounts = std::map<size_t, NsGroupCount>;  ///< keyed by group index; groups with no work absent
+
 /// Orthogonalizes every task's matrices and applies W <- W (1 - lr wd) - lr scale O part by part.
 /// Tasks are processed in order; matrices are batched by (group, m, n) in first-appearance order.
-/// Blocking, no communication.
-void apply_muon_tasks(const std::vector<MuonTask>& tasks);
+/// Returns what it ran, per group, for the plan check (ns_audit.h). Blocking, no communication.
+NsCounts apply_muon_tasks(const std::vector<MuonTask>& tasks);
 
-/// The NS cost max(m,n) * min(m,n)^2 summed over the parameter's matrices (split parts or stack).
+/// `count` matrices of shape [m, n].
+struct MuonMatrixShape {
+  int64_t m = 0, n = 0, count = 0;
+};
+/// The matrices Newton-Schulz sees for a Muon parameter of logical shape `shape`: one per split
+/// part ([part rows, n]); k of [m, n] for a [k, m, n] stack; one [d0, d1 * ...] for higher ranks;
+/// the matrix itself for 2-D. The same cut apply_muon_tasks makes (muon_matrix_view).
+std::vector<MuonMatrixShape> muon_matrices(const std::vector<int64_t>& shape, const ParamSplit* split);
+
+/// The NS cost max(m,n) * min(m,n)^2 summed over the parameter's matrices (muon_matrices).
 double muon_ns_cost(const std::vector<int64_t>& shape, const ParamSplit* split);
 
 }  // namespace orthotron

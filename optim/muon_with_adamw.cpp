@@ -5,8 +5,9 @@
 
 #include <tuple>
 
+#include "base/debug_checks.h"
 #include "base/errors.h"
-#include "optim/muon_batch.h"
+#include "optim/ns_audit.h"
 
 namespace orthotron {
 
@@ -14,8 +15,9 @@ MuonWithAdamW::MuonWithAdamW(NamedParameters params, std::vector<ParamGroup> gro
                              SplitRegistry splits)
     : groups_(std::move(groups)), splits_(std::move(splits)) {
   validate_groups(groups_);
-  assignment_ = route_parameters(params, groups_, rules);
-  check_split_routing(params, assignment_, groups_, splits_);
+  assignment_ = route_parameters(logical_shapes(params), groups_, rules);
+  check_split_routing(assignment_, groups_, splits_);
+  plan_ = plan_params(assignment_, groups_, splits_);
   for (size_t i = 0; i < params.size(); ++i) {
     Slot s;
     s.param = params[i];
@@ -59,7 +61,10 @@ void MuonWithAdamW::step() {
   c10::NoGradGuard no_grad;
   std::vector<MuonTask> tasks;
   std::vector<Slot*> stepped;
-  for (Slot& s : slots_) {
+  std::vector<size_t> stepped_index;
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    Slot& s = slots_[i];
+    check_logical_shape(assignment_[i], s.param.tensor);
     const at::Tensor grad = s.param.tensor.grad();
     if (!grad.defined()) continue;
     if (!grad.sizes().equals(s.param.tensor.sizes())) {
@@ -75,8 +80,12 @@ void MuonWithAdamW::step() {
     tasks.push_back({s.param.tensor, muon_momentum_direction(grad, s.momentum, g.muon), splits_.find(s.param.name),
                      s.group, &g.muon, s.param.name});
     stepped.push_back(&s);
+    stepped_index.push_back(i);
   }
-  apply_muon_tasks(tasks);
+  last_ns_counts_ = apply_muon_tasks(tasks);
+  if (debug_checks_enabled()) {
+    check_ns_counts(expected_ns_counts(plan_, stepped_index), last_ns_counts_, groups_, "MuonWithAdamW::step");
+  }
   for (Slot* s : stepped) ++s->muon_steps;
 }
 

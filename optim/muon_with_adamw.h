@@ -9,7 +9,9 @@
 #include <string>
 #include <vector>
 
+#include "optim/muon_batch.h"
 #include "optim/optimizer.h"
+#include "optim/owner_plan.h"
 #include "optim/param_routing.h"
 #include "optim/split_registry.h"
 #include "optim/state_dict.h"
@@ -20,15 +22,23 @@ class MuonWithAdamW : public Optimizer {
  public:
   /// Routes `params` with `rules` (first match wins) into `groups` and validates every group's
   /// hyperparameters. Fused Muon parameters listed in `splits` are orthogonalized part by part.
-  /// Throws RoutingError, InvalidArgument or ShapeError. Parameters are held by reference (tensor
-  /// handles): step() updates the caller's tensors in place.
+  /// Routing and splits see each parameter's logical shape (its tensor's shape now), through the
+  /// same plan_params a shape-only caller uses. Throws RoutingError, InvalidArgument or ShapeError. Parameters are held
+  /// by reference (tensor handles): step() updates the caller's tensors in place.
   explicit MuonWithAdamW(NamedParameters params, std::vector<ParamGroup> groups = default_groups(),
                          std::vector<RoutingRule> rules = default_routing_rules(), SplitRegistry splits = {});
 
   /// One optimizer step over every parameter whose .grad() is defined; parameters without a
   /// gradient are skipped (their state does not advance). Same-shape Muon matrices of a group are
   /// orthogonalized in one batched Newton-Schulz call. Runs under a NoGradGuard. Blocking.
+  /// ShapeError when a parameter's tensor no longer has the shape it was routed with. With debug
+  /// checks on (debug_checks.h), the NS work is audited against the plan (ns_audit.h).
   void step() override;
+
+  /// The Newton-Schulz work of the last step, per group index.
+  const NsCounts& last_ns_counts() const { return last_ns_counts_; }
+  /// Routing, matrices and NS cost of every parameter, in parameter order.
+  const std::vector<PlanParam>& plan() const { return plan_; }
 
   /// Resets every parameter's gradient to undefined.
   void zero_grad() override;
@@ -69,6 +79,8 @@ class MuonWithAdamW : public Optimizer {
   std::vector<ParamGroup> groups_;
   SplitRegistry splits_;
   std::vector<Assignment> assignment_;
+  std::vector<PlanParam> plan_;
+  NsCounts last_ns_counts_;
   std::map<std::string, size_t> index_;
 };
 

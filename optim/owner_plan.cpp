@@ -152,6 +152,12 @@ OwnerPlan make_owner_plan(const std::vector<PlanParam>& params, int world) {
     h = fnv1a(h, params[i].name.data(), params[i].name.size());
     for (int64_t d : params[i].shape) h = fnv1a_value(h, d);
     h = fnv1a_value(h, static_cast<int>(params[i].algorithm));
+    h = fnv1a_value(h, params[i].group);
+    for (const auto& m : params[i].matrices) {
+      h = fnv1a_value(h, m.m);
+      h = fnv1a_value(h, m.n);
+      h = fnv1a_value(h, m.count);
+    }
     h = fnv1a_value(h, params[i].ns_cost);
     h = fnv1a_value(h, plan.owner[i]);
   }
@@ -173,10 +179,21 @@ std::vector<PlanParam> plan_params(const std::vector<Assignment>& assignment, co
     p.name = a.param;
     p.shape = a.shape;
     p.algorithm = groups[a.group_index].algorithm;
-    if (p.algorithm == Algorithm::kMuon) p.ns_cost = muon_ns_cost(p.shape, splits.find(p.name));
+    p.group = a.group_index;
+    if (p.algorithm == Algorithm::kMuon) {
+      p.matrices = muon_matrices(p.shape, splits.find(p.name));
+      p.ns_cost = muon_ns_cost(p.shape, splits.find(p.name));
+    }
     out.push_back(std::move(p));
   }
   return out;
+}
+
+std::vector<PlanParam> plan_params(const std::vector<ParamShape>& shapes, const std::vector<ParamGroup>& groups,
+                                   const std::vector<RoutingRule>& rules, const SplitRegistry& splits) {
+  const std::vector<Assignment> assignment = route_parameters(shapes, groups, rules);
+  check_split_routing(assignment, groups, splits);
+  return plan_params(assignment, groups, splits);
 }
 
 }  // namespace orthotron

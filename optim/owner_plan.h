@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "optim/muon_batch.h"
 #include "optim/param_routing.h"
 #include "optim/split_registry.h"
 
@@ -18,7 +19,9 @@ struct PlanParam {
   std::string name;
   std::vector<int64_t> shape;
   Algorithm algorithm = Algorithm::kMuon;
-  double ns_cost = 0;  ///< muon_ns_cost over its matrices (split parts or stack); 0 for AdamW
+  size_t group = 0;                       ///< index into the groups it was routed by
+  std::vector<MuonMatrixShape> matrices;  ///< what NS orthogonalizes each step (muon_matrices); empty for AdamW
+  double ns_cost = 0;                     ///< muon_ns_cost over its matrices (split parts or stack); 0 for AdamW
   int64_t numel() const;
 };
 
@@ -68,8 +71,15 @@ struct OwnerPlan {
 /// never on addresses, ranks or timing. InvalidArgument for world < 1 or duplicate names.
 OwnerPlan make_owner_plan(const std::vector<PlanParam>& params, int world);
 
-/// PlanParams for named shapes routed by `groups`/`assignment`, with NS costs from `splits`.
+/// PlanParams for named shapes routed by `groups`/`assignment`, with matrices and NS costs from `splits`.
 std::vector<PlanParam> plan_params(const std::vector<Assignment>& assignment, const std::vector<ParamGroup>& groups,
                                    const SplitRegistry& splits);
+
+/// The same from names and logical shapes alone: routes them (route_parameters), checks the splits
+/// against the routing and the shapes (check_split_routing), then plan_params. This is what both
+/// containers compute at construction, so a plan for any world size (a resume, a benchmark, a test)
+/// needs no tensor and cannot drift from theirs. Throws what those throw.
+std::vector<PlanParam> plan_params(const std::vector<ParamShape>& shapes, const std::vector<ParamGroup>& groups,
+                                   const std::vector<RoutingRule>& rules, const SplitRegistry& splits);
 
 }  // namespace orthotron

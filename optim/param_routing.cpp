@@ -55,7 +55,14 @@ std::vector<RoutingRule> default_routing_rules() {
   };
 }
 
-std::vector<Assignment> route_parameters(const NamedParameters& params, const std::vector<ParamGroup>& groups,
+std::vector<ParamShape> logical_shapes(const NamedParameters& params) {
+  std::vector<ParamShape> out;
+  out.reserve(params.size());
+  for (const auto& p : params) out.push_back({p.name, p.tensor.sizes().vec()});
+  return out;
+}
+
+std::vector<Assignment> route_parameters(const std::vector<ParamShape>& params, const std::vector<ParamGroup>& groups,
                                          const std::vector<RoutingRule>& rules) {
   std::vector<size_t> rule_group(rules.size());
   for (size_t r = 0; r < rules.size(); ++r) {
@@ -74,19 +81,20 @@ std::vector<Assignment> route_parameters(const NamedParameters& params, const st
   for (const auto& p : params) {
     if (!seen.insert(p.name).second) throw RoutingError("parameter name '" + p.name + "' appears twice");
     size_t r = 0;
-    while (r < rules.size() && !rules[r].matches(p.name, p.tensor.dim())) ++r;
+    const int64_t dim = static_cast<int64_t>(p.shape.size());
+    while (r < rules.size() && !rules[r].matches(p.name, dim)) ++r;
     if (r == rules.size()) {
-      throw RoutingError("no routing rule claims parameter '" + p.name + "' (shape " + c10::str(p.tensor.sizes()) +
-                         "); add a rule for it or a catch-all rule at the end");
+      throw RoutingError("no routing rule claims parameter '" + p.name + "' (shape " +
+                         c10::str(c10::IntArrayRef(p.shape)) + "); add a rule for it or a catch-all rule at the end");
     }
     const ParamGroup& g = groups[rule_group[r]];
-    if (g.algorithm == Algorithm::kMuon && p.tensor.dim() < 2) {
-      throw RoutingError("routing rule '" + rules[r].name + "' sends " + std::to_string(p.tensor.dim()) +
-                         "-D parameter '" + p.name + "' to Muon group '" + g.name +
+    if (g.algorithm == Algorithm::kMuon && dim < 2) {
+      throw RoutingError("routing rule '" + rules[r].name + "' sends " + std::to_string(dim) + "-D parameter '" +
+                         p.name + "' to Muon group '" + g.name +
                          "'; Muon needs >= 2-D weights (add max_dim or route it to an AdamW group)");
     }
     ++claimed[r];
-    out.push_back({p.name, p.tensor.sizes().vec(), rule_group[r], rules[r].name});
+    out.push_back({p.name, p.shape, rule_group[r], rules[r].name});
   }
   for (size_t r = 0; r < rules.size(); ++r) {
     if (rules[r].must_match && claimed[r] == 0) {
@@ -107,6 +115,13 @@ std::vector<Assignment> route_parameters(const NamedParameters& params, const st
     }
   }
   return out;
+}
+
+void check_logical_shape(const Assignment& a, const at::Tensor& tensor) {
+  if (tensor.sizes().equals(a.shape)) return;
+  throw ShapeError("parameter '" + a.param + "' has shape " + c10::str(tensor.sizes()) +
+                   ", but the optimizer was built for its logical shape " + c10::str(c10::IntArrayRef(a.shape)) +
+                   "; a parameter may not be replaced by a shard, a flattened or a reshaped view after construction");
 }
 
 void validate_groups(const std::vector<ParamGroup>& groups) {

@@ -20,6 +20,16 @@ struct NamedParameter {
 };
 using NamedParameters = std::vector<NamedParameter>;
 
+/// A parameter as routing, splitting and owner plans see it: its name and its logical shape, the
+/// shape of the whole parameter (never a shard's or a flattened view's). Plans built from these
+/// alone can be computed for any world size without allocating a tensor.
+struct ParamShape {
+  std::string name;
+  std::vector<int64_t> shape;
+};
+/// The names and current shapes of `params`, which must be whole parameters.
+std::vector<ParamShape> logical_shapes(const NamedParameters& params);
+
 enum class Algorithm { kMuon, kAdamW };
 std::string to_string(Algorithm a);
 /// "muon" or "adamw"; InvalidArgument otherwise.
@@ -62,12 +72,17 @@ struct Assignment {
   std::string rule;
 };
 
-/// Routes every parameter through `rules` (first match wins). Throws RoutingError when a
-/// parameter name repeats, a rule names an unknown group, a must_match rule claims nothing, no
-/// rule claims a parameter, a <2-D parameter lands in a Muon group, or a Muon group ends up with
-/// no parameter at all (fail closed: Muon must never silently become AdamW-only).
-std::vector<Assignment> route_parameters(const NamedParameters& params, const std::vector<ParamGroup>& groups,
+/// Routes every parameter through `rules` (first match wins) by its name and logical shape. Throws
+/// RoutingError when a parameter name repeats, a rule names an unknown group, a must_match rule
+/// claims nothing, no rule claims a parameter, a <2-D parameter lands in a Muon group, or a Muon
+/// group ends up with no parameter at all (fail closed: Muon must never silently become AdamW-only).
+std::vector<Assignment> route_parameters(const std::vector<ParamShape>& params, const std::vector<ParamGroup>& groups,
                                          const std::vector<RoutingRule>& rules);
+
+/// ShapeError unless `tensor` still has the logical shape `a` was routed with. Containers call it
+/// every step: a parameter replaced by a shard, a flattened or a reshaped view after construction
+/// would otherwise be split and orthogonalized by the wrong shape.
+void check_logical_shape(const Assignment& a, const at::Tensor& tensor);
 
 /// Validates every group's hyperparameters; InvalidArgument naming the group and the field.
 void validate_groups(const std::vector<ParamGroup>& groups);

@@ -136,27 +136,30 @@ const ParamSplit* SplitRegistry::find(const std::string& param_name) const {
   return it == splits_.end() ? nullptr : &it->second;
 }
 
-void SplitRegistry::check_fits(const std::string& param_name, const at::Tensor& param) const {
+void SplitRegistry::check_fits(const std::string& param_name, const std::vector<int64_t>& shape) const {
   const ParamSplit* s = find(param_name);
   if (s == nullptr) return;
-  if (param.dim() != 2 || param.size(0) != s->rows) {
+  if (shape.size() != 2 || shape[0] != s->rows) {
     throw ShapeError("split registered for parameter '" + param_name + "' covers " + std::to_string(s->rows) +
-                     " rows of a 2-D matrix, but the parameter has shape " + c10::str(param.sizes()));
+                     " rows of a 2-D matrix, but the parameter has shape " + c10::str(c10::IntArrayRef(shape)) +
+                     " (splits apply to the whole parameter's logical shape, never to a shard's)");
   }
 }
 
-void check_split_routing(const NamedParameters& params, const std::vector<Assignment>& assignment,
-                         const std::vector<ParamGroup>& groups, const SplitRegistry& splits) {
+void check_split_routing(const std::vector<Assignment>& assignment, const std::vector<ParamGroup>& groups,
+                         const SplitRegistry& splits) {
   for (const auto& [name, split] : splits.all()) {
     size_t i = 0;
-    while (i < params.size() && params[i].name != name) ++i;
-    if (i == params.size()) throw RoutingError("a split is registered for '" + name + "', which is not a parameter");
+    while (i < assignment.size() && assignment[i].param != name) ++i;
+    if (i == assignment.size()) {
+      throw RoutingError("a split is registered for '" + name + "', which is not a parameter");
+    }
     const ParamGroup& g = groups[assignment[i].group_index];
     if (g.algorithm != Algorithm::kMuon) {
       throw RoutingError("parameter '" + name + "' has a split registered but is routed to AdamW group '" + g.name +
                          "'");
     }
-    splits.check_fits(name, params[i].tensor);
+    splits.check_fits(name, assignment[i].shape);
   }
 }
 

@@ -54,8 +54,9 @@ class SplitRegistry {
   void add(const std::string& param_name, ParamSplit split);
   /// The split of `param_name`, or nullptr.
   const ParamSplit* find(const std::string& param_name) const;
-  /// ShapeError naming the parameter when a registered split does not fit its 2-D tensor.
-  void check_fits(const std::string& param_name, const at::Tensor& param) const;
+  /// ShapeError naming the parameter when a registered split does not fit its logical 2-D shape
+  /// (a shard's rows, a flattened view or a transposed shape are refused).
+  void check_fits(const std::string& param_name, const std::vector<int64_t>& shape) const;
   bool empty() const { return splits_.empty(); }
   const std::map<std::string, ParamSplit>& all() const { return splits_; }
 
@@ -63,10 +64,10 @@ class SplitRegistry {
   std::map<std::string, ParamSplit> splits_;
 };
 
-/// Checks that every registered split names a parameter routed to a Muon group and fits its shape:
-/// RoutingError or ShapeError naming the parameter.
-void check_split_routing(const NamedParameters& params, const std::vector<Assignment>& assignment,
-                         const std::vector<ParamGroup>& groups, const SplitRegistry& splits);
+/// Checks that every registered split names a parameter routed to a Muon group and fits its
+/// logical shape (the assignment's): RoutingError or ShapeError naming the parameter.
+void check_split_routing(const std::vector<Assignment>& assignment, const std::vector<ParamGroup>& groups,
+                         const SplitRegistry& splits);
 
 /// The part's matrix gathered from `fused` ([rows, n]).
 at::Tensor split_gather(const at::Tensor& fused, const SplitPart& part);

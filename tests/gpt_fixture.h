@@ -59,20 +59,17 @@ inline NamedParameters gpt_params(const GptShape& s, uint64_t seed) {
   return out;
 }
 
-/// The model as PlanParams under the default routing (matrices to Muon, the rest to AdamW).
-inline std::vector<PlanParam> gpt_plan_params(const GptShape& s, const SplitRegistry& splits) {
-  std::vector<PlanParam> out;
-  for (const auto& [name, shape] : gpt_shapes(s)) {
-    PlanParam p;
-    p.name = name;
-    p.shape = shape;
-    const bool muon = shape.size() >= 2 && name.find("embedding") == std::string::npos &&
-                      name.find("output_layer") == std::string::npos;
-    p.algorithm = muon ? Algorithm::kMuon : Algorithm::kAdamW;
-    if (muon) p.ns_cost = muon_ns_cost(shape, splits.find(name));
-    out.push_back(std::move(p));
-  }
+/// The model's names and logical shapes, for plans that need no tensor.
+inline std::vector<ParamShape> gpt_param_shapes(const GptShape& s) {
+  std::vector<ParamShape> out;
+  for (const auto& [name, shape] : gpt_shapes(s)) out.push_back({name, shape});
   return out;
+}
+
+/// The model as PlanParams under the default groups and routing rules: the same plan_params the
+/// containers compute, from shapes alone.
+inline std::vector<PlanParam> gpt_plan_params(const GptShape& s, const SplitRegistry& splits) {
+  return plan_params(gpt_param_shapes(s), default_groups(), default_routing_rules(), splits);
 }
 
 }  // namespace orthotron::testing

@@ -7,6 +7,7 @@
 
 #include <cstdio>
 
+#include "base/debug_checks.h"
 #include "parallel/mpi_runtime.h"
 
 namespace {
@@ -35,6 +36,7 @@ class RankFailurePrinter : public ::testing::EmptyTestEventListener {
 int main(int argc, char** argv) {
   ::testing::InitGoogleTest(&argc, argv);
   orthotron::mpi_init(&argc, &argv);
+  orthotron::set_debug_checks(true);  // every step of every test is audited against its plan
   int rank = 0;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   if (rank != 0) {

@@ -3,6 +3,7 @@
 // fused QKV (GQA) and gate/up splits; edge shapes and ranks that own nothing; parameters without a
 // gradient; the plan-hash check; the byte bound against ZeRO-1 AdamW; per-rank state size; and the
 // three-models save/load test with its error paths.
+#include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
 
@@ -14,7 +15,9 @@
 #include "gpt_fixture.h"
 #include "optim/distributed_muon_with_adamw.h"
 #include "optim/muon_with_adamw.h"
+#include "optim/owner_plan.h"
 #include "parallel/mpi_runtime.h"
+#include "test_util.h"
 
 namespace orthotron {
 namespace {
@@ -112,6 +115,102 @@ TEST(DistributedMuon, EqualsSingleProcessBitwiseOver20Steps) {
   EXPECT_EQ(dopt.step_count(dist[2].name), 19) << "a parameter with no gradient anywhere is skipped";
   EXPECT_EQ(dopt.step_count(dist[4].name), 20) << "a gradient on one rank is a step for everyone";
   if (world().rank() == 0) std::printf("W=%d %s\n", world().size(), dopt.plan().summary().c_str());
+}
+
+// Each Muon matrix is orthogonalized on exactly one rank: this rank's audited NS work (debug checks
+// are on in the test main) summed over ranks is the whole model's, 14 matrices (see
+// test_fail_closed.cpp for the count). The plan from shapes alone is the container's at this W.
+TEST(DistributedMuon, EveryMatrixIsOrthogonalizedOnceAcrossRanks) {
+  const GptShape s;
+  const auto splits = orthotron::testing::gpt_splits(s);
+  NamedParameters params = clone(orthotron::testing::gpt_params(s, 12));
+  NamedParameters unused = clone(params);
+  DistributedMuonWithAdamW opt(params, world(), test_groups(), default_routing_rules(), splits);
+  EXPECT_EQ(opt.plan().hash, make_owner_plan(orthotron::testing::gpt_plan_params(s, splits), world().size()).hash);
+  set_grads(params, unused, 0);
+  opt.step();
+  const auto counts = opt.last_ns_counts();
+  at::Tensor matrices = at::zeros({1}, at::kLong);
+  if (counts.count(0)) matrices[0] = counts.at(0).matrices;
+  world().all_reduce(matrices, ReduceOp::kSum);
+  EXPECT_EQ(matrices.item<int64_t>(), 14) << "rank " << world().rank();
+}
+
+// A parameter reshaped after construction is refused on every rank before any collective (no hang).
+TEST(DistributedMuon, AReshapedParameterIsRefusedOnEveryRank) {
+  const GptShape s;
+  NamedParameters params = clone(orthotron::testing::gpt_params(s, 13));
+  NamedParameters unused = clone(params);
+  DistributedMuonWithAdamW opt(params, world(), test_groups(), default_routing_rules(),
+                               orthotron::testing::gpt_splits(s));
+  set_grads(params, unused, 0);
+  at::Tensor fc2 = params[7].tensor;  // decoder.layers.0.mlp.linear_fc2.weight [32, 48]
+  ASSERT_EQ(params[7].name, "decoder.layers.0.mlp.linear_fc2.weight");
+  {
+    c10::NoGradGuard no_grad;
+    fc2.set_(fc2.storage(), 0, {48, 32});
+  }
+  fc2.mutable_grad() = at::zeros({48, 32});
+  try {
+    opt.step();
+    ADD_FAILURE() << "a reshaped parameter stepped on rank " << world().rank();
+  } catch (const ShapeError& e) {
+    EXPECT_NE(std::string(e.what()).find("logical shape [32, 48]"), std::string::npos) << e.what();
+  }
+}
+
+// What "bitwise" needs (README): the same intra-op thread count on both sides. At 2 threads on every
+// rank and in the reference the result is still bitwise equal; with the reference at another count
+// it must agree to roundoff. Whether the bits then differ depends on the BLAS and the CPU (this
+// machine's MKL gives equal bits at 1, 2 and 4 threads; other BLAS builds split the inner dimension
+// and round differently), so that is printed, not asserted.
+TEST(DistributedMuon, BitwiseNeedsTheSameThreadCountOnBothSides) {
+  GptShape s;
+  s.hidden = 128;
+  s.heads = 8;
+  s.kv_heads = 4;
+  s.ffn = 384;
+  s.vocab = 256;
+  const int saved = at::get_num_threads();
+  const NamedParameters init = orthotron::testing::gpt_params(s, 14);
+  auto run = [&](int threads, bool distributed) {
+    at::set_num_threads(threads);
+    NamedParameters params = clone(init), other = clone(init);
+    const auto splits = orthotron::testing::gpt_splits(s);
+    std::unique_ptr<Optimizer> opt;
+    if (distributed) {
+      opt = std::make_unique<DistributedMuonWithAdamW>(params, world(), test_groups(), default_routing_rules(), splits);
+    } else {
+      opt = std::make_unique<MuonWithAdamW>(params, test_groups(), default_routing_rules(), splits);
+    }
+    for (int step = 0; step < 5; ++step) {
+      // set_grads fills `params` with this rank's share in the distributed run, the average otherwise.
+      if (distributed) {
+        set_grads(params, other, step);
+      } else {
+        set_grads(other, params, step);
+      }
+      opt->step();
+    }
+    return params;
+  };
+  const NamedParameters dist2 = run(2, true);
+  const NamedParameters ref2 = run(2, false);
+  const NamedParameters ref1 = run(1, false);
+  at::set_num_threads(saved);
+  expect_bitwise(dist2, ref2, "2 threads on both sides");
+  double worst = 0;
+  bool differs = false;
+  for (size_t i = 0; i < dist2.size(); ++i) {
+    differs = differs || !at::equal(dist2[i].tensor, ref1[i].tensor);
+    const double scale = ref1[i].tensor.abs().max().item<double>();
+    worst = std::max(worst, orthotron::testing::max_abs_diff(dist2[i].tensor, ref1[i].tensor) / scale);
+  }
+  EXPECT_LE(worst, 1e-5) << "2 threads against 1 thread must agree to roundoff";
+  if (world().rank() == 0) {
+    std::printf("W=%d: 2 threads vs a 1-thread reference: %s, max relative difference %.3g\n", world().size(),
+                differs ? "bits differ" : "bitwise equal on this BLAS", worst);
+  }
 }
 
 TEST(DistributedMuon, EdgeShapesAndRanksThatOwnNothing) {

@@ -21,7 +21,13 @@ namespace {
 using orthotron::testing::contains;
 using orthotron::testing::thrown_message;
 
-NamedParameter param(const std::string& name, std::vector<int64_t> shape) {
+// Routing needs names and logical shapes only: no tensor is allocated.
+ParamShape param(const std::string& name, std::vector<int64_t> shape) {
+  return {name, std::move(shape)};
+}
+
+// The containers take tensors.
+NamedParameter tensor_param(const std::string& name, const std::vector<int64_t>& shape) {
   return {name, at::zeros(shape)};
 }
 
@@ -56,7 +62,7 @@ std::map<std::string, std::string> routed(const std::vector<Assignment>& assignm
 // Default rules
 
 TEST(DefaultRouting, GptLikeModel) {
-  const NamedParameters params = {
+  const std::vector<ParamShape> params = {
       param("transformer.wte.weight", {50, 16}),
       param("transformer.wpe.weight", {32, 16}),
       param("model.embed_tokens.weight", {50, 16}),
@@ -102,7 +108,7 @@ TEST(DefaultRouting, GptLikeModel) {
   EXPECT_EQ(routed(assignment, groups), expected);
   for (size_t i = 0; i < params.size(); ++i) {
     EXPECT_EQ(assignment[i].param, params[i].name);
-    EXPECT_EQ(assignment[i].shape, params[i].tensor.sizes().vec());
+    EXPECT_EQ(assignment[i].shape, params[i].shape);
   }
 }
 
@@ -140,7 +146,7 @@ TEST(DefaultRouting, AlgorithmNames) {
 
 TEST(Routing, FirstMatchWins) {
   const std::vector<ParamGroup> groups = {group("first", Algorithm::kAdamW), group("second", Algorithm::kAdamW)};
-  const NamedParameters params = {param("layers.0.weight", {4, 4}), param("layers.0.extra", {4})};
+  const std::vector<ParamShape> params = {param("layers.0.weight", {4, 4}), param("layers.0.extra", {4})};
   // Both rules match layers.0.weight; the earlier one takes it. The second still claims layers.0.extra.
   const std::vector<RoutingRule> rules = {rule("weights", {"*.weight"}, "first"),
                                           rule("layers", {"layers.*"}, "second")};
@@ -274,8 +280,8 @@ TEST(RuleMatching, RankFiltersRouteByDimension) {
                                           group("vecs", Algorithm::kAdamW)};
   const std::vector<RoutingRule> rules = {rule("stacks", {}, "stacks", 3), rule("mats", {}, "mats", 2, 2),
                                           rule("vecs", {}, "vecs", 0, 1)};
-  const NamedParameters params = {param("a", {2, 3, 4}), param("b", {3, 4}), param("c", {4}), param("d", {}),
-                                  param("e", {2, 2, 2, 2})};
+  const std::vector<ParamShape> params = {param("a", {2, 3, 4}), param("b", {3, 4}), param("c", {4}), param("d", {}),
+                                          param("e", {2, 2, 2, 2})};
   const auto assignment = route_parameters(params, groups, rules);
   EXPECT_EQ(
       routed(assignment, groups),
@@ -289,12 +295,12 @@ TEST(RuleMatching, GlobListsRouteByName) {
   const std::vector<RoutingRule> rules = {rule("embed_head", {"embed.weight", "head.weight"}, "embed"),
                                           rule("norms_biases", {"*norm*", "*bias"}, "adamw"),
                                           rule("matrices", {}, "muon", 2)};
-  const NamedParameters params = {param("embed.weight", {10, 8}),
-                                  param("layers.0.attn.qkv.weight", {24, 8}),
-                                  param("layers.0.mlp.fc.weight", {16, 8}),
-                                  param("layers.0.norm.weight", {8}),
-                                  param("head.weight", {10, 8}),
-                                  param("layers.0.mlp.fc.bias", {16})};
+  const std::vector<ParamShape> params = {param("embed.weight", {10, 8}),
+                                          param("layers.0.attn.qkv.weight", {24, 8}),
+                                          param("layers.0.mlp.fc.weight", {16, 8}),
+                                          param("layers.0.norm.weight", {8}),
+                                          param("head.weight", {10, 8}),
+                                          param("layers.0.mlp.fc.bias", {16})};
   const auto assignment = route_parameters(params, groups, rules);
   EXPECT_EQ(routed(assignment, groups),
             (std::map<std::string, std::string>{{"embed.weight", "embed/embed_head"},
@@ -311,8 +317,8 @@ TEST(RuleMatching, GlobListsRouteByName) {
 TEST(FormatAssignment, ListsEveryParameterWithItsGroup) {
   const std::vector<ParamGroup> groups = {group("hidden", Algorithm::kMuon), group("adam_vectors", Algorithm::kAdamW)};
   const std::vector<RoutingRule> rules = {rule("matrices", {}, "hidden", 2), rule("vectors", {}, "adam_vectors", 0, 1)};
-  const NamedParameters params = {param("layers.0.attn.qkv.weight", {24, 8}), param("layers.0.norm.weight", {8}),
-                                  param("layers.0.mlp.fc.weight", {16, 8})};
+  const std::vector<ParamShape> params = {param("layers.0.attn.qkv.weight", {24, 8}),
+                                          param("layers.0.norm.weight", {8}), param("layers.0.mlp.fc.weight", {16, 8})};
   const auto assignment = route_parameters(params, groups, rules);
   const std::string table = format_assignment(assignment, groups);
   EXPECT_TRUE(contains(table, "parameter")) << table;
@@ -332,8 +338,8 @@ TEST(FormatAssignment, ListsEveryParameterWithItsGroup) {
 }
 
 TEST(FormatAssignment, ContainerTableMatches) {
-  NamedParameters params = {param("embed.weight", {10, 8}), param("layers.0.mlp.fc.weight", {16, 8}),
-                            param("layers.0.mlp.fc.bias", {16})};
+  NamedParameters params = {tensor_param("embed.weight", {10, 8}), tensor_param("layers.0.mlp.fc.weight", {16, 8}),
+                            tensor_param("layers.0.mlp.fc.bias", {16})};
   MuonWithAdamW opt(params);
   const std::string table = opt.assignment_table();
   EXPECT_EQ(table, format_assignment(opt.assignment(), opt.groups()));
@@ -353,7 +359,7 @@ TEST(MuonWithAdamWGroups, RejectsInvalidMuonHyperparameters) {
   auto rules = default_routing_rules();
   rules.back().group = "hidden";
   const std::string msg = thrown_message<InvalidArgument>([&] {
-    MuonWithAdamW opt({param("fc.weight", {4, 4})}, groups, rules);
+    MuonWithAdamW opt({tensor_param("fc.weight", {4, 4})}, groups, rules);
   });
   EXPECT_TRUE(contains(msg, "group 'hidden'")) << msg;
   EXPECT_TRUE(contains(msg, "'momentum'")) << msg;
@@ -369,7 +375,7 @@ TEST(MuonWithAdamWGroups, RejectsInvalidAdamWHyperparameters) {
     if (r.group == "adamw") r.group = "vectors";
   }
   const std::string msg = thrown_message<InvalidArgument>([&] {
-    MuonWithAdamW opt({param("fc.weight", {4, 4}), param("fc.bias", {4})}, groups, rules);
+    MuonWithAdamW opt({tensor_param("fc.weight", {4, 4}), tensor_param("fc.bias", {4})}, groups, rules);
   });
   EXPECT_TRUE(contains(msg, "group 'vectors'")) << msg;
   EXPECT_TRUE(contains(msg, "'eps'")) << msg;
@@ -380,7 +386,7 @@ TEST(MuonWithAdamWGroups, RejectsAnInvalidGroupEvenWhenNothingIsRoutedToIt) {
   groups.push_back(group("unused", Algorithm::kMuon));
   groups.back().muon.ns.steps = 0;
   const std::string msg = thrown_message<InvalidArgument>([&] {
-    MuonWithAdamW opt({param("fc.weight", {4, 4})}, groups, default_routing_rules());
+    MuonWithAdamW opt({tensor_param("fc.weight", {4, 4})}, groups, default_routing_rules());
   });
   EXPECT_TRUE(contains(msg, "group 'unused'")) << msg;
   EXPECT_TRUE(contains(msg, "ns_steps")) << msg;
@@ -388,7 +394,7 @@ TEST(MuonWithAdamWGroups, RejectsAnInvalidGroupEvenWhenNothingIsRoutedToIt) {
 
 TEST(MuonWithAdamWGroups, ConstructorSurfacesRoutingErrors) {
   const std::string msg = thrown_message<RoutingError>([] {
-    MuonWithAdamW opt({param("fc.weight", {4, 4}), param("fc.weight", {4, 4})});
+    MuonWithAdamW opt({tensor_param("fc.weight", {4, 4}), tensor_param("fc.weight", {4, 4})});
   });
   EXPECT_TRUE(contains(msg, "'fc.weight' appears twice")) << msg;
 }

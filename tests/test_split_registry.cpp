@@ -68,7 +68,7 @@ TEST(SplitRegistry, Errors) {
   SplitRegistry reg;
   reg.add("qkv", qkv_split_interleaved(4, 2, 2, SplitGranularity::kQkv));
   try {
-    reg.check_fits("qkv", at::zeros({15, 4}));
+    reg.check_fits("qkv", {15, 4});
     ADD_FAILURE() << "expected ShapeError";
   } catch (const ShapeError& e) {
     EXPECT_NE(std::string(e.what()).find("'qkv'"), std::string::npos) << e.what();

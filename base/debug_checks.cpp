@@ -1,0 +1,36 @@
+// debug_checks.cpp: one process-wide flag, initialized from ORTHOTRON_DEBUG_CHECKS.
+#include "base/debug_checks.h"
+
+#include <atomic>
+#include <cstdlib>
+#include <cstring>
+
+namespace orthotron {
+
+namespace {
+
+std::atomic<int>& flag() {
+  // -1: not read yet.
+  static std::atomic<int> value{-1};
+  return value;
+}
+
+}  // namespace
+
+bool debug_checks_enabled() {
+  int v = flag().load();
+  if (v < 0) {
+    const char* env = std::getenv("ORTHOTRON_DEBUG_CHECKS");
+    v = (env != nullptr && std::strcmp(env, "0") != 0 && env[0] != '\0') ? 1 : 0;
+    int expected = -1;
+    flag().compare_exchange_strong(expected, v);
+    v = flag().load();
+  }
+  return v == 1;
+}
+
+void set_debug_checks(bool on) {
+  flag().store(on ? 1 : 0);
+}
+
+}  // namespace orthotron
