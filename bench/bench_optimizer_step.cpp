@@ -13,7 +13,7 @@
 #include <thread>
 #include <vector>
 
-#include "../tests/gpt_fixture.h"
+#include "../tests/support/gpt_fixture.h"
 #include "optim/distributed_muon_with_adamw.h"
 #include "optim/muon_with_adamw.h"
 #include "parallel/mpi_runtime.h"

@@ -39,7 +39,7 @@ std::string python() {
 
 std::string script(const std::string& name) {
   const char* root = std::getenv("ORTHOTRON_SOURCE_DIR");
-  return std::string(root ? root : ORTHOTRON_SOURCE_DIR_DEFAULT) + "/tests/python/" + name;
+  return std::string(root ? root : ORTHOTRON_SOURCE_DIR_DEFAULT) + "/tests/support/python/" + name;
 }
 
 // Skips the test (with its reason) unless the configured Python has torch >= 2.9 and safetensors.

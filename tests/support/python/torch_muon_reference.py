@@ -1,5 +1,5 @@
 """torch_muon_reference.py: runs torch.optim.Muon on seeded inputs and writes inputs and results
-to a safetensors file, for tests/test_python_interop.cpp to compare orthotron's Muon against.
+to a safetensors file, for tests/unit/test_python_interop.cpp to compare orthotron's Muon against.
 
 usage: torch_muon_reference.py OUT.safetensors [--steps N] [--adjust original|match_rms_adamw]
 Exit code 3 (and a line on stderr) when torch is older than 2.9 (no torch.optim.Muon).

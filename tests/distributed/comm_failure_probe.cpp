@@ -1,4 +1,4 @@
-// comm_failure_probe.cpp: a program that fails on purpose, for tests/expect_job_failure.sh.
+// comm_failure_probe.cpp: a program that fails on purpose, for tests/distributed/expect_job_failure.sh.
 //   throw: rank 1 throws while the other ranks wait in an all_reduce; the exception must abort the job.
 //   hang:  rank 1 never joins the all_reduce; the others' watchdog (2 s timeout) must abort the job.
 #include <ATen/ATen.h>

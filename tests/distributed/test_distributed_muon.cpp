@@ -29,11 +29,7 @@ Communicator& world() {
   return *w;
 }
 
-NamedParameters clone(const NamedParameters& src) {
-  NamedParameters out;
-  for (const auto& p : src) out.push_back({p.name, p.tensor.detach().clone().requires_grad_(true)});
-  return out;
-}
+using orthotron::testing::clone_params;
 
 // Gradients whose sums are exact in fp32 in any order (multiples of 2^-10 in [-4, 4)), so the
 // reduce-scatter's summation order cannot change a bit: the distributed average then equals the
@@ -101,7 +97,7 @@ void expect_ranks_agree(const NamedParameters& params) {
 TEST(DistributedMuon, EqualsSingleProcessBitwiseOver20Steps) {
   const GptShape s;
   const NamedParameters init = orthotron::testing::gpt_params(s, 11);
-  NamedParameters dist = clone(init), ref = clone(init);
+  NamedParameters dist = clone_params(init), ref = clone_params(init);
   DistributedMuonWithAdamW dopt(dist, world(), test_groups(), default_routing_rules(),
                                 orthotron::testing::gpt_splits(s));
   MuonWithAdamW sopt(ref, test_groups(), default_routing_rules(), orthotron::testing::gpt_splits(s));
@@ -123,8 +119,8 @@ TEST(DistributedMuon, EqualsSingleProcessBitwiseOver20Steps) {
 TEST(DistributedMuon, EveryMatrixIsOrthogonalizedOnceAcrossRanks) {
   const GptShape s;
   const auto splits = orthotron::testing::gpt_splits(s);
-  NamedParameters params = clone(orthotron::testing::gpt_params(s, 12));
-  NamedParameters unused = clone(params);
+  NamedParameters params = clone_params(orthotron::testing::gpt_params(s, 12));
+  NamedParameters unused = clone_params(params);
   DistributedMuonWithAdamW opt(params, world(), test_groups(), default_routing_rules(), splits);
   EXPECT_EQ(opt.plan().hash, make_owner_plan(orthotron::testing::gpt_plan_params(s, splits), world().size()).hash);
   set_grads(params, unused, 0);
@@ -139,8 +135,8 @@ TEST(DistributedMuon, EveryMatrixIsOrthogonalizedOnceAcrossRanks) {
 // A parameter reshaped after construction is refused on every rank before any collective (no hang).
 TEST(DistributedMuon, AReshapedParameterIsRefusedOnEveryRank) {
   const GptShape s;
-  NamedParameters params = clone(orthotron::testing::gpt_params(s, 13));
-  NamedParameters unused = clone(params);
+  NamedParameters params = clone_params(orthotron::testing::gpt_params(s, 13));
+  NamedParameters unused = clone_params(params);
   DistributedMuonWithAdamW opt(params, world(), test_groups(), default_routing_rules(),
                                orthotron::testing::gpt_splits(s));
   set_grads(params, unused, 0);
@@ -175,7 +171,7 @@ TEST(DistributedMuon, BitwiseNeedsTheSameThreadCountOnBothSides) {
   const NamedParameters init = orthotron::testing::gpt_params(s, 14);
   auto run = [&](int threads, bool distributed) {
     at::set_num_threads(threads);
-    NamedParameters params = clone(init), other = clone(init);
+    NamedParameters params = clone_params(init), other = clone_params(init);
     const auto splits = orthotron::testing::gpt_splits(s);
     std::unique_ptr<Optimizer> opt;
     if (distributed) {
@@ -220,7 +216,7 @@ TEST(DistributedMuon, EdgeShapesAndRanksThatOwnNothing) {
                                 {"c.weight", at::randn({13, 17}).requires_grad_(true)},
                                 {"d.bias", at::randn({3}).requires_grad_(true)},
                                 {"e.weight", at::randn({2, 3, 5}).requires_grad_(true)}};
-  NamedParameters dist = clone(init), ref = clone(init);
+  NamedParameters dist = clone_params(init), ref = clone_params(init);
   DistributedMuonWithAdamW dopt(dist, world(), test_groups());
   MuonWithAdamW sopt(ref, test_groups());
   for (int step = 0; step < 6; ++step) {
@@ -260,7 +256,7 @@ TEST(DistributedMuon, CommunicationWithinBoundOfZero1AdamW) {
   const NamedParameters init = orthotron::testing::gpt_params(s, 3);
   auto bytes_per_step = [&](std::vector<ParamGroup> groups, std::vector<RoutingRule> rules, SplitRegistry splits) {
     auto comm = world().split(0, world().rank(), "dp");
-    NamedParameters p = clone(init), unused = clone(init);
+    NamedParameters p = clone_params(init), unused = clone_params(init);
     DistributedMuonWithAdamW opt(p, *comm, std::move(groups), std::move(rules), std::move(splits));
     set_grads(p, unused, 0);
     opt.step();
@@ -320,7 +316,7 @@ std::string state_path() {
 TEST(DistributedMuon, ThreeModelsSaveLoadContinue) {
   const GptShape s;
   const NamedParameters init = orthotron::testing::gpt_params(s, 21);
-  NamedParameters a = clone(init), b = clone(init), c = clone(init), unused = clone(init);
+  NamedParameters a = clone_params(init), b = clone_params(init), c = clone_params(init), unused = clone_params(init);
   const auto splits = orthotron::testing::gpt_splits(s);
   DistributedMuonWithAdamW oa(a, world(), test_groups(), default_routing_rules(), splits);
   auto ob = std::make_unique<DistributedMuonWithAdamW>(b, world(), test_groups(), default_routing_rules(), splits);
@@ -352,7 +348,7 @@ TEST(DistributedMuon, ThreeModelsSaveLoadContinue) {
 TEST(DistributedMuon, LoadErrorsAreClearOnEveryRankAndParametersResync) {
   const GptShape s;
   const auto splits = orthotron::testing::gpt_splits(s);
-  NamedParameters p = orthotron::testing::gpt_params(s, 31), unused = clone(p);
+  NamedParameters p = orthotron::testing::gpt_params(s, 31), unused = clone_params(p);
   DistributedMuonWithAdamW opt(p, world(), test_groups(), default_routing_rules(), splits);
   set_grads(p, unused, 0);
   opt.step();
@@ -365,7 +361,7 @@ TEST(DistributedMuon, LoadErrorsAreClearOnEveryRankAndParametersResync) {
   proj_to_adamw.group = "adamw";
   auto rules = default_routing_rules();
   rules.insert(rules.begin(), proj_to_adamw);
-  NamedParameters q = clone(p);
+  NamedParameters q = clone_params(p);
   DistributedMuonWithAdamW other(q, world(), test_groups(), rules, splits);
   try {
     other.load_state_dict(sd);
@@ -384,7 +380,7 @@ TEST(DistributedMuon, LoadErrorsAreClearOnEveryRankAndParametersResync) {
     EXPECT_THROW(opt.load_state_dict(wrong), StateDictError) << "on rank " << world().rank();
   }
   // A single-process state dict has no layout record.
-  MuonWithAdamW single(clone(p), test_groups(), default_routing_rules(), splits);
+  MuonWithAdamW single(clone_params(p), test_groups(), default_routing_rules(), splits);
   EXPECT_THROW(opt.load_state_dict(single.state_dict()), StateDictError);
 
   // After a load, every rank's parameters are bitwise equal even if they drifted apart before it.

@@ -8,6 +8,7 @@
 
 #include "base/errors.h"
 #include "engine/optimizer_state_files.h"
+#include "gpt_fixture.h"
 #include "optim/muon_with_adamw.h"
 #include "test_util.h"
 
@@ -30,11 +31,7 @@ NamedParameters make_params(uint64_t seed) {
           {"head.weight", p({32, 16})}};
 }
 
-NamedParameters clone_params(const NamedParameters& src) {
-  NamedParameters out;
-  for (const auto& p : src) out.push_back({p.name, p.tensor.detach().clone().requires_grad_(true)});
-  return out;
-}
+using orthotron::testing::clone_params;
 
 // Deterministic gradients for step `step`; `skip` leaves one parameter without a gradient.
 void set_grads(NamedParameters& params, int step, const std::string& skip = "") {

@@ -51,6 +51,13 @@ inline SplitRegistry gpt_splits(const GptShape& s, SplitGranularity g = SplitGra
   return reg;
 }
 
+/// Independent copies of `src` (same names and values, fresh leaves requiring grad).
+inline NamedParameters clone_params(const NamedParameters& src) {
+  NamedParameters out;
+  for (const auto& p : src) out.push_back({p.name, p.tensor.detach().clone().requires_grad_(true)});
+  return out;
+}
+
 /// Random parameters (seeded), scaled to keep steps well-conditioned.
 inline NamedParameters gpt_params(const GptShape& s, uint64_t seed) {
   at::manual_seed(seed);

@@ -1,5 +1,5 @@
 // test_process_grid.cpp: the grid's index arithmetic (Megatron rank order) for several shapes,
-// without running ranks; tests/test_comm_mpi.cpp checks the real communicators.
+// without running ranks; tests/distributed/test_comm_mpi.cpp checks the real communicators.
 #include <gtest/gtest.h>
 
 #include <set>
