@@ -1,10 +1,12 @@
-// adamw.cpp: the AdamW update, written in torch::optim::AdamW's operation order.
+// adamw.cpp: AdamW's checks and kernel dispatch, and the reference kernel written in
+// torch::optim::AdamW's operation order.
 #include "optim/adamw.h"
 
 #include <cmath>
 #include <sstream>
 
 #include "base/errors.h"
+#include "optim/adamw_fused.h"
 
 namespace orthotron {
 
@@ -22,6 +24,14 @@ void adamw_step(at::Tensor& param, const at::Tensor& grad, AdamWState& state, co
     state.exp_avg = at::zeros_like(param, at::MemoryFormat::Preserve);
     state.exp_avg_sq = at::zeros_like(param, at::MemoryFormat::Preserve);
   }
+  if (options.kernel == AdamWKernel::kFused && adamw_fused_supported(param, grad, state)) {
+    adamw_step_fused(param, grad, state, options);
+    return;
+  }
+  adamw_step_reference(param, grad, state, options);
+}
+
+void adamw_step_reference(at::Tensor& param, const at::Tensor& grad, AdamWState& state, const AdamWOptions& options) {
   param.mul_(1 - options.lr * options.weight_decay);
   state.step += 1;
   const double bias_correction1 = 1 - std::pow(options.beta1, static_cast<double>(state.step));

@@ -72,6 +72,16 @@ const EnumNames<Algorithm>& algorithm_names() {
   return names;
 }
 
+const EnumNames<AdamWKernel>& adamw_kernel_names() {
+  static const EnumNames<AdamWKernel> names("AdamW kernel",
+                                            {{AdamWKernel::kFused, "fused"}, {AdamWKernel::kReference, "reference"}});
+  return names;
+}
+
+std::string to_string(AdamWKernel k) {
+  return adamw_kernel_names().name(k);
+}
+
 const EnumNames<at::ScalarType>& ns_dtype_names() {
   static const EnumNames<at::ScalarType> names(
       "Newton-Schulz dtype",
@@ -166,6 +176,9 @@ const FieldTable<AdamWOptions>& adamw_option_fields() {
                                   [](A& a) -> double& { return a.eps; }),
           number_field<A, double>("weight_decay", "decoupled weight decay", {0, 100},
                                   [](A& a) -> double& { return a.weight_decay; }),
+          enum_field<A, AdamWKernel>(
+              "kernel", "fused: one multithreaded pass per element; reference: bitwise torch::optim::AdamW",
+              adamw_kernel_names(), [](A& a) -> AdamWKernel& { return a.kernel; }),
       },
       [](const A& a) { check_decay(a.lr, a.weight_decay); });
   return table;

@@ -2,9 +2,11 @@
 // torch::optim::AdamW over 20 steps for several hyperparameter sets and shapes, flat-buffer views,
 // the step counter and state, and options validation.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 #include <torch/optim/adamw.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
@@ -72,6 +74,8 @@ class AdamWEqualsTorch : public ::testing::TestWithParam<std::tuple<HyperCase, S
 TEST_P(AdamWEqualsTorch, TwentyStepsBitwise) {
   const auto& [hc, shape, dtype] = GetParam();
   ASSERT_NO_THROW(hc.options.validate());
+  AdamWOptions options = hc.options;
+  options.kernel = AdamWKernel::kReference;
   at::manual_seed(99);
   const at::Tensor p0 = at::randn(shape, dtype);
   std::vector<at::Tensor> grads;
@@ -85,7 +89,7 @@ TEST_P(AdamWEqualsTorch, TwentyStepsBitwise) {
   for (int t = 0; t < 20; ++t) {
     torch_param.mutable_grad() = grads[static_cast<size_t>(t)].clone();
     torch_opt.step();
-    adamw_step(param, grads[static_cast<size_t>(t)], state, hc.options);
+    adamw_step(param, grads[static_cast<size_t>(t)], state, options);
     ASSERT_EQ(state.step, t + 1);
     const auto& ts = torch_state(torch_opt, torch_param);
     ASSERT_EQ(ts.step(), state.step);
@@ -114,6 +118,89 @@ INSTANTIATE_TEST_SUITE_P(Cases, AdamWEqualsTorch,
                            return name;
                          });
 
+// The fused kernel against the reference, step by step: the same formula, but the reference's ATen
+// kernels fuse some multiply-adds, so the bits may differ. The bound: 1e-6 of the largest magnitude
+// in each tensor (a few float32 ulp), checked every step for 20 steps.
+class AdamWFusedNearReference : public ::testing::TestWithParam<std::tuple<HyperCase, Shape>> {};
+
+TEST_P(AdamWFusedNearReference, TwentySteps) {
+  const auto& [hc, shape] = GetParam();
+  AdamWOptions fused = hc.options, reference = hc.options;
+  fused.kernel = AdamWKernel::kFused;
+  reference.kernel = AdamWKernel::kReference;
+  at::manual_seed(98);
+  at::Tensor pf = at::randn(shape), pr = pf.clone();
+  AdamWState sf, sr;
+  double worst = 0;
+  for (int t = 0; t < 20; ++t) {
+    const at::Tensor g = at::randn(shape) * (t % 3 == 0 ? 10.0 : 0.1);
+    adamw_step(pf, g, sf, fused);
+    adamw_step(pr, g, sr, reference);
+    ASSERT_EQ(sf.step, sr.step);
+    for (const auto& [a, b] : {std::pair{pf, pr}, {sf.exp_avg, sr.exp_avg}, {sf.exp_avg_sq, sr.exp_avg_sq}}) {
+      const double scale = std::max(b.abs().max().item<double>(), 1e-30);
+      const double rel = orthotron::testing::max_abs_diff(a, b) / scale;
+      worst = std::max(worst, rel);
+      ASSERT_LE(rel, 1e-6) << "step " << t + 1;
+    }
+  }
+  ::testing::Test::RecordProperty("max_relative_difference", std::to_string(worst));
+}
+
+INSTANTIATE_TEST_SUITE_P(Cases, AdamWFusedNearReference,
+                         ::testing::Combine(::testing::ValuesIn(hyper_cases()),
+                                            ::testing::Values(Shape{1}, Shape{37}, Shape{3, 5, 7}, Shape{257, 129},
+                                                              Shape{300001})),
+                         [](const ::testing::TestParamInfo<std::tuple<HyperCase, Shape>>& param_info) {
+                           std::string name = std::get<0>(param_info.param).name + "_";
+                           for (const int64_t d : std::get<1>(param_info.param)) name += std::to_string(d) + "x";
+                           name.pop_back();
+                           for (char& ch : name) {
+                             if (ch == '-' || ch == '.') ch = '_';
+                           }
+                           return name;
+                         });
+
+// The fused kernel is element-wise and contraction-free: a slice of a flat buffer gets the same bits
+// as the whole, at any thread count (what keeps the distributed ZeRO-1 AdamW bitwise equal to the
+// single-process one), and it falls back to the reference for what it cannot take.
+TEST(AdamWFused, SlicesAndThreadCountsGiveTheSameBits) {
+  at::manual_seed(5);
+  const int64_t n = 200003;  // several parallel chunks, odd tail
+  const at::Tensor p0 = at::randn({n});
+  const at::Tensor g = at::randn({n});
+  const AdamWOptions opt;
+  ASSERT_EQ(opt.kernel, AdamWKernel::kFused) << "fused is the default";
+  auto run_whole = [&](int threads) {
+    const int saved = at::get_num_threads();
+    at::set_num_threads(threads);
+    at::Tensor p = p0.clone();
+    AdamWState st;
+    for (int t = 0; t < 3; ++t) adamw_step(p, g, st, opt);
+    at::set_num_threads(saved);
+    return p;
+  };
+  const at::Tensor whole1 = run_whole(1), whole2 = run_whole(2);
+  EXPECT_TRUE(at::equal(whole1, whole2)) << "1 vs 2 threads";
+  at::Tensor sliced = p0.clone();
+  const int64_t cuts[] = {0, 7, 100000, 150001, n};
+  for (int c = 0; c + 1 < 5; ++c) {
+    at::Tensor view = sliced.narrow(0, cuts[c], cuts[c + 1] - cuts[c]);
+    const at::Tensor gv = g.narrow(0, cuts[c], cuts[c + 1] - cuts[c]);
+    AdamWState st;
+    for (int t = 0; t < 3; ++t) adamw_step(view, gv, st, opt);
+  }
+  EXPECT_TRUE(at::equal(sliced, whole1)) << "slices vs the whole";
+  // Float64 and non-contiguous tensors take the reference path: bitwise equal to it.
+  at::Tensor pd = p0.to(at::kDouble), pd_ref = pd.clone();
+  AdamWState sd, sd_ref;
+  AdamWOptions ref = opt;
+  ref.kernel = AdamWKernel::kReference;
+  adamw_step(pd, g.to(at::kDouble), sd, opt);
+  adamw_step(pd_ref, g.to(at::kDouble), sd_ref, ref);
+  EXPECT_TRUE(at::equal(pd, pd_ref));
+}
+
 TEST(AdamW, DefaultsMatchTorch) {
   const AdamWOptions o;
   const torch::optim::AdamWOptions t;
@@ -126,7 +213,8 @@ TEST(AdamW, DefaultsMatchTorch) {
 
 TEST(AdamW, ViewIntoFlatBufferUpdatesOnlyItsSlice) {
   at::manual_seed(7);
-  const AdamWOptions opt;
+  AdamWOptions opt;
+  opt.kernel = AdamWKernel::kReference;  // compared with torch bit for bit
   const at::Tensor flat0 = at::randn({100});
   at::Tensor flat = flat0.clone();
   at::Tensor view = flat.narrow(0, 10, 45).view({5, 9});
