@@ -109,13 +109,7 @@ double run_python(const std::string& python, const std::string& script, const st
 }  // namespace
 
 int main(int argc, char** argv) {
-  orthotron::testing::GptShape s;
-  s.layers = 8;
-  s.hidden = 512;
-  s.heads = 8;
-  s.kv_heads = 4;
-  s.ffn = 1536;
-  s.vocab = 8192;
+  const orthotron::testing::GptShape s = orthotron::testing::benchmark_gpt_shape();
   int threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
   int steps = 10, rounds = 3;
   std::string python = ORTHOTRON_PYTHON_DEFAULT;

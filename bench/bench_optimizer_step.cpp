@@ -53,13 +53,7 @@ double time_steps(orthotron::Communicator& world, orthotron::NamedParameters& pa
 
 int main(int argc, char** argv) {
   return orthotron::run_distributed_main(argc, argv, [](int ac, char** av) {
-    GptShape s;
-    s.layers = 8;
-    s.hidden = 512;
-    s.heads = 8;
-    s.kv_heads = 4;
-    s.ffn = 1536;
-    s.vocab = 8192;
+    GptShape s = orthotron::testing::benchmark_gpt_shape();
     int steps = 3;
     std::string ns_dtype = "float32";
     for (int i = 1; i < ac; ++i) {

@@ -19,6 +19,19 @@ struct GptShape {
   int64_t head_dim() const { return hidden / heads; }
 };
 
+/// The benchmark GPT of bench/: 8 layers, hidden 512, GQA 8/4 heads, SwiGLU 1536, vocab 8192
+/// (33.6M parameters).
+inline GptShape benchmark_gpt_shape() {
+  GptShape s;
+  s.layers = 8;
+  s.hidden = 512;
+  s.heads = 8;
+  s.kv_heads = 4;
+  s.ffn = 1536;
+  s.vocab = 8192;
+  return s;
+}
+
 /// (name, shape) of every parameter, in model order.
 inline std::vector<std::pair<std::string, std::vector<int64_t>>> gpt_shapes(const GptShape& s) {
   std::vector<std::pair<std::string, std::vector<int64_t>>> out;
