@@ -21,10 +21,10 @@ bool debug_checks_enabled() {
   int v = flag().load();
   if (v < 0) {
     const char* env = std::getenv("ORTHOTRON_DEBUG_CHECKS");
-    v = (env != nullptr && std::strcmp(env, "0") != 0 && env[0] != '\0') ? 1 : 0;
-    int expected = -1;
-    flag().compare_exchange_strong(expected, v);
-    v = flag().load();
+    const int from_env = (env != nullptr && env[0] != '\0' && std::strcmp(env, "0") != 0) ? 1 : 0;
+    // Keep a value set_debug_checks stored meanwhile: on failure, v receives it.
+    v = -1;
+    if (flag().compare_exchange_strong(v, from_env)) v = from_env;
   }
   return v == 1;
 }

@@ -22,8 +22,12 @@ std::vector<MuonMatrixShape> muon_matrices(const std::vector<int64_t>& shape, co
 }
 
 double muon_ns_cost(const std::vector<int64_t>& shape, const ParamSplit* split) {
+  return muon_ns_cost(muon_matrices(shape, split));
+}
+
+double muon_ns_cost(const std::vector<MuonMatrixShape>& matrices) {
   double c = 0;
-  for (const auto& mat : muon_matrices(shape, split)) {
+  for (const auto& mat : matrices) {
     const double m = static_cast<double>(mat.m), n = static_cast<double>(mat.n);
     c += static_cast<double>(mat.count) * std::max(m, n) * std::min(m, n) * std::min(m, n);
   }

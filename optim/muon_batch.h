@@ -48,7 +48,9 @@ struct MuonMatrixShape {
 /// the matrix itself for 2-D. The same cut apply_muon_tasks makes (muon_matrix_view).
 std::vector<MuonMatrixShape> muon_matrices(const std::vector<int64_t>& shape, const ParamSplit* split);
 
-/// The NS cost max(m,n) * min(m,n)^2 summed over the parameter's matrices (muon_matrices).
+/// The NS cost max(m,n) * min(m,n)^2 summed over `matrices`.
+double muon_ns_cost(const std::vector<MuonMatrixShape>& matrices);
+/// The same over the parameter's matrices: muon_ns_cost(muon_matrices(shape, split)).
 double muon_ns_cost(const std::vector<int64_t>& shape, const ParamSplit* split);
 
 }  // namespace orthotron

@@ -60,8 +60,7 @@ void MuonWithAdamW::zero_grad() {
 void MuonWithAdamW::step() {
   c10::NoGradGuard no_grad;
   std::vector<MuonTask> tasks;
-  std::vector<Slot*> stepped;
-  std::vector<size_t> stepped_index;
+  std::vector<size_t> stepped;  // slot indices of the Muon parameters this step updates
   for (size_t i = 0; i < slots_.size(); ++i) {
     Slot& s = slots_[i];
     check_logical_shape(assignment_[i], s.param.tensor);
@@ -79,14 +78,13 @@ void MuonWithAdamW::step() {
     if (!s.momentum.defined()) s.momentum = at::zeros_like(s.param.tensor, at::MemoryFormat::Contiguous);
     tasks.push_back({s.param.tensor, muon_momentum_direction(grad, s.momentum, g.muon), splits_.find(s.param.name),
                      s.group, &g.muon, s.param.name});
-    stepped.push_back(&s);
-    stepped_index.push_back(i);
+    stepped.push_back(i);
   }
   last_ns_counts_ = apply_muon_tasks(tasks);
   if (debug_checks_enabled()) {
-    check_ns_counts(expected_ns_counts(plan_, stepped_index), last_ns_counts_, groups_, "MuonWithAdamW::step");
+    check_ns_counts(expected_ns_counts(plan_, stepped), last_ns_counts_, groups_, "MuonWithAdamW::step");
   }
-  for (Slot* s : stepped) ++s->muon_steps;
+  for (size_t i : stepped) ++slots_[i].muon_steps;
 }
 
 }  // namespace orthotron

@@ -182,7 +182,7 @@ std::vector<PlanParam> plan_params(const std::vector<Assignment>& assignment, co
     p.group = a.group_index;
     if (p.algorithm == Algorithm::kMuon) {
       p.matrices = muon_matrices(p.shape, splits.find(p.name));
-      p.ns_cost = muon_ns_cost(p.shape, splits.find(p.name));
+      p.ns_cost = muon_ns_cost(p.matrices);
     }
     out.push_back(std::move(p));
   }

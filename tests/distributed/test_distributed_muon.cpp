@@ -157,9 +157,9 @@ TEST(DistributedMuon, AReshapedParameterIsRefusedOnEveryRank) {
 
 // What "bitwise" needs (README): the same intra-op thread count on both sides. At 2 threads on every
 // rank and in the reference the result is still bitwise equal; with the reference at another count
-// it must agree to roundoff. Whether the bits then differ depends on the BLAS and the CPU (this
-// machine's MKL gives equal bits at 1, 2 and 4 threads; other BLAS builds split the inner dimension
-// and round differently), so that is printed, not asserted.
+// it must agree to roundoff. Whether the bits then differ depends on the BLAS and the CPU (on the
+// development machine, torch's MKL gave equal bits at 1, 2 and 4 threads; a BLAS that splits a
+// product's inner dimension by thread rounds differently), so that is printed, not asserted.
 TEST(DistributedMuon, BitwiseNeedsTheSameThreadCountOnBothSides) {
   GptShape s;
   s.hidden = 128;
