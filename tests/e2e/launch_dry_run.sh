@@ -135,5 +135,46 @@ refuses empty-hostfile "names no host" --hostfile "$work/empty" 2 prog
 bash "$launch" --help >"$work/help" || { echo "FAIL [help]: exit $?"; failures=$((failures + 1)); }
 grep -q "usage: launch/launch.sh \[OPTIONS\] N PROGRAM" "$work/help" || { echo "FAIL [help]: no usage line"; failures=$((failures + 1)); }
 
+# The Slurm example: valid bash, and under a simulated 2-node allocation (mpirun and srun replaced by
+# stubs that print their arguments) the launch it makes.
+src=$1
+bash -n "$src/launch/slurm_example.sbatch" || { echo "FAIL [sbatch]: bash -n"; failures=$((failures + 1)); }
+mkdir -p "$work/bin"
+# shellcheck disable=SC2016  # the stub expands them when it runs
+printf '#!/bin/sh\necho "$(basename "$0") $*"\n' >"$work/bin/mpirun"
+cp "$work/bin/mpirun" "$work/bin/srun"
+chmod +x "$work/bin/mpirun" "$work/bin/srun"
+slurm_env=(PATH="$work/bin:$PATH" HOME="$HOME" SLURM_SUBMIT_DIR="$src" SLURM_JOB_NUM_NODES=2 SLURM_NNODES=2
+  "SLURM_NTASKS_PER_NODE=8(x2)" SLURM_CPUS_PER_TASK=12)
+out=$(env -i "${slurm_env[@]}" bash "$src/launch/slurm_example.sbatch" 2>&1 | grep '^mpirun' || true)
+echo "sbatch: $out"
+has sbatch "$out" "--map-by ppr:8:node"
+has sbatch "$out" "-x OMP_NUM_THREADS=12"
+has sbatch "$out" "-np 16 build/bin/orthotron_pretrain --config configs/gpt_small.yaml"
+out=$(env -i "${slurm_env[@]}" ORTHOTRON_LAUNCHER=srun bash "$src/launch/slurm_example.sbatch" 2>&1 | grep -A3 '^srun' || true)
+has sbatch-srun "$out" "srun --mpi=pmix"
+has sbatch-srun "$out" "build/bin/orthotron_pretrain --config configs/gpt_small.yaml"
+
+# The namespace agent: ssh options before the host are skipped; an unknown host or namespace is
+# ssh's exit code 255 with a message naming it. (Runs nothing in a namespace; needs no root.)
+agent="$src/launch/netns_agent.sh"
+agent_refuses() {
+  local name=$1 message=$2
+  shift 2
+  local rc=0
+  env -i PATH="$PATH" ORTHOTRON_NETNS_HOSTS="10.9.9.1=ot-no-such-ns,node-b=ot-no-such-ns-b" bash "$agent" "$@" >"$work/out" 2>&1 || rc=$?
+  if [ "$rc" -ne 255 ] || ! grep -qF -- "$message" "$work/out"; then
+    echo "FAIL [$name]: expected exit 255 and '$message', got exit $rc: $(cat "$work/out")"
+    failures=$((failures + 1))
+  fi
+}
+if command -v ip >/dev/null; then
+  agent_refuses agent-ssh-options "namespace 'ot-no-such-ns' for host '10.9.9.1' does not exist" \
+    -x -o BatchMode=yes -p22 -l root 10.9.9.1 orted -mca x y
+  agent_refuses agent-user-at-host "namespace 'ot-no-such-ns-b' for host 'node-b' does not exist" root@node-b true
+  agent_refuses agent-unknown-host "host '10.9.9.2' is not in ORTHOTRON_NETNS_HOSTS" -T 10.9.9.2 true
+  agent_refuses agent-no-command "usage: netns_agent.sh" 10.9.9.1
+fi
+
 [ "$failures" -eq 0 ] || { echo "launch_dry_run: $failures check(s) failed"; exit 1; }
 echo "launch_dry_run: OK"
