@@ -53,7 +53,14 @@ for ns in $(ip netns list 2>/dev/null | awk '$1 ~ /^ot2n-[0-9]+-[ab]$/ { print $
 done
 
 work=$(mktemp -d)
+job_pid=""
 cleanup() {
+  # An interrupted job: stop mpirun (through timeout, which passes the signal on) before the
+  # namespaces go, so no daemon or rank outlives the test.
+  if [ -n "$job_pid" ] && kill -0 "$job_pid" 2>/dev/null; then
+    kill -TERM "$job_pid" 2>/dev/null || true
+    wait "$job_pid" 2>/dev/null || true
+  fi
   ip netns del "$ns_a" 2>/dev/null || true  # deleting a namespace deletes its end of the veth
   ip netns del "$ns_b" 2>/dev/null || true
   rm -rf "$work"
@@ -89,7 +96,13 @@ run_job() {
   timeout --kill-after=5 "$job_timeout" \
     ip netns exec "$ns_a" unshare --uts bash -c 'hostname "$0" && exec "$@"' "$ns_a" \
     bash "$launch_dir/launch.sh" --hostfile "$work/hostfile" --ranks-per-node "$rpn" --net "$subnet" \
-    --mca btl tcp,self --mca pml ob1 --mca plm_rsh_agent "$launch_dir/netns_agent.sh" "$np" "$@"
+    --mca btl tcp,self --mca pml ob1 --mca plm_rsh_agent "$launch_dir/netns_agent.sh" "$np" "$@" &
+  job_pid=$!
+  # Waiting in the background lets an INT/TERM reach the trap at once. Returns the job's status.
+  local rc=0
+  wait "$job_pid" || rc=$?
+  job_pid=""
+  return "$rc"
 }
 counter() { ip netns exec "$ns_a" cat "/sys/class/net/$if_a/statistics/$1"; }
 
