@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # launch/launch.sh: starts an orthotron program on N ranks through Open MPI's mpirun, on this
-# machine or on the nodes of a hostfile, with the flags such a run needs: oversubscription when the
+# machine or on the nodes of a hostfile or a Slurm allocation, with the flags such a run needs: oversubscription when the
 # ranks of one host exceed its cores, running as root where that is who you are, the intra-op
 # thread count per rank, the environment every rank must see, and the network to use.
 # It only builds the mpirun command line; it does not depend on anything else in the checkout.
@@ -106,18 +106,18 @@ fi
 
 # The environment of every rank, as NAME (the value here) or NAME=VALUE; the first for a name wins.
 forward=()
-if [ -n "$net" ]; then
-  flags+=(--mca btl_tcp_if_include "$net" --mca oob_tcp_if_include "$net")
-  # NCCL's bootstrap takes interface names (a prefix list), not subnets.
-  if [[ ! "$net" =~ / ]] && [ -z "${NCCL_SOCKET_IFNAME:-}" ]; then forward+=("NCCL_SOCKET_IFNAME=$net"); fi
-fi
-flags+=("${mcas[@]}")
 for e in "${envs[@]}"; do
   name=${e%%=*}
   [[ "$name" =~ ^[A-Za-z_][A-Za-z0-9_]*$ ]] || fail "--env needs NAME or NAME=VALUE, got '$e'"
   [[ "$e" == *=* ]] || [ -n "${!name+set}" ] || fail "--env $name: $name is not set here (give --env $name=VALUE)"
   forward+=("$e")
 done
+if [ -n "$net" ]; then
+  flags+=(--mca btl_tcp_if_include "$net" --mca oob_tcp_if_include "$net")
+  # NCCL's bootstrap takes interface names (a prefix list), not subnets; a value of the caller's wins.
+  if [[ ! "$net" =~ / ]] && [ -z "${NCCL_SOCKET_IFNAME:-}" ]; then forward+=("NCCL_SOCKET_IFNAME=$net"); fi
+fi
+flags+=("${mcas[@]}")
 # Ranks share the cores of their node: one share of intra-op threads each unless chosen otherwise.
 forward+=("OMP_NUM_THREADS=${OMP_NUM_THREADS:-$((cores / per_node > 0 ? cores / per_node : 1))}")
 while IFS= read -r name; do

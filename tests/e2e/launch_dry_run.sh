@@ -100,6 +100,9 @@ echo "net: $out"
 has net "$out" "--mca btl_tcp_if_include eth9 --mca oob_tcp_if_include eth9"
 has net "$out" "--mca btl tcp,self"
 has net "$out" "-x NCCL_SOCKET_IFNAME=eth9"
+out=$(dry --net eth9 --env NCCL_SOCKET_IFNAME=ib0 2 prog)
+has net-own-nccl "$out" "-x NCCL_SOCKET_IFNAME=ib0"
+lacks net-own-nccl "$out" "-x NCCL_SOCKET_IFNAME=eth9"
 out=$(dry --net 10.77.0.0/24 2 prog)
 has net-subnet "$out" "--mca btl_tcp_if_include 10.77.0.0/24 --mca oob_tcp_if_include 10.77.0.0/24"
 lacks net-subnet "$out" "-x NCCL_SOCKET_IFNAME=10.77.0.0/24"
