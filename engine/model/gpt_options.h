@@ -18,12 +18,17 @@ struct GptOptions {
   int64_t max_seq_length = 128;     ///< rotary tables are built for this many positions
   double rotary_base = 10000.0;
   double norm_epsilon = 1e-5;
-  double init_std = 0.02;  ///< normal(0, std); output projections use std / sqrt(2 * num_layers)
+  double init_std = 0.02;       ///< normal(0, std); output projections use std / sqrt(2 * num_layers)
   bool tie_embeddings = false;  ///< output_layer shares embedding.word_embeddings.weight
   bool add_qkv_bias = false;    ///< linear_qkv.bias (Qwen-style); Megatron's other linears have none here
   SplitGranularity qkv_split = SplitGranularity::kQkv;  ///< how Muon splits linear_qkv.weight
 
   int64_t head_dim() const { return hidden_size / num_attention_heads; }
 };
+
+/// Checks every field: sizes positive, heads divisible by query groups, hidden divisible by heads,
+/// an even head_dim (rotary pairs), rotary_base, norm_epsilon and init_std positive and finite.
+/// ConfigError naming the field ("model.hidden_size") and its value. Blocking, no tensors.
+void validate_gpt_options(const GptOptions& options);
 
 }  // namespace orthotron

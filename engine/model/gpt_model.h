@@ -1,0 +1,92 @@
+// gpt_model.h: the Megatron-style GPT decoder (pre-norm RMSNorm, rotary attention with a fused QKV
+// in Megatron's interleaved grouped-query layout, fused SwiGLU MLP): its parameters under Megatron's
+// names, their seeded initialization, the forward pass, the loss, the Muon splits and the FLOP count.
+// Plain tensors requiring grad and functional ATen ops (autograd through ATen); no optimizer, no I/O.
+#pragma once
+
+#include <ATen/ATen.h>
+
+#include <cstdint>
+
+#include "engine/model/gpt_options.h"
+#include "engine/model/rotary.h"
+#include "optim/param_routing.h"
+#include "optim/split_registry.h"
+
+namespace orthotron {
+
+/// The parameters of one decoder layer (handles onto the tensors of GptModel::parameters()).
+struct GptLayerParams {
+  at::Tensor input_layernorm;    ///< [H]
+  at::Tensor linear_qkv;         ///< [(heads + 2 * groups) * head_dim, H], Megatron's interleaved layout
+  at::Tensor linear_qkv_bias;    ///< [(heads + 2 * groups) * head_dim] or undefined (add_qkv_bias false)
+  at::Tensor linear_proj;        ///< [H, H]
+  at::Tensor pre_mlp_layernorm;  ///< [H]
+  at::Tensor linear_fc1;         ///< [2 * ffn, H]: gate rows [0, ffn), up rows [ffn, 2 * ffn)
+  at::Tensor linear_fc2;         ///< [H, ffn]
+};
+
+class GptModel {
+ public:
+  /// Validates `options` (ConfigError, see validate_gpt_options) and creates the parameters in
+  /// float32 on the CPU from an explicit generator seeded with `seed` (the global RNG is neither
+  /// read nor advanced), in model order: normal(0, init_std) for every matrix including the
+  /// embedding and the output layer, normal(0, init_std / sqrt(2 * num_layers)) for linear_proj and
+  /// linear_fc2, norms 1, the QKV bias 0. Then moves them to `device`. Same seed, same bits.
+  GptModel(const GptOptions& options, uint64_t seed, at::Device device = at::kCPU);
+
+  const GptOptions& options() const { return options_; }
+  at::Device device() const { return device_; }
+
+  /// Parameters in model order with Megatron's names (leaves requiring grad). The same tensors every
+  /// call: an optimizer updating them in place updates the model.
+  const NamedParameters& parameters() const { return params_; }
+
+  /// Handles onto the parameters, by role.
+  const at::Tensor& word_embeddings() const { return word_embeddings_; }
+  const GptLayerParams& layer(int64_t l) const { return layers_.at(static_cast<size_t>(l)); }
+  const at::Tensor& final_layernorm() const { return final_layernorm_; }
+  /// output_layer.weight, or the word embeddings when tie_embeddings.
+  const at::Tensor& output_weight() const { return options_.tie_embeddings ? word_embeddings_ : output_layer_; }
+
+  /// The splits of the fused weights for Muon: every linear_qkv.weight by options().qkv_split (with
+  /// kNone it is not registered: one matrix), every linear_fc1.weight into gate and up.
+  SplitRegistry splits() const;
+
+  /// tokens [B, S] int64 on device() (1 <= S <= max_seq_length) -> logits [B, S, V] float32.
+  /// Attention through at::scaled_dot_product_attention (causal, grouped-query). Differentiable.
+  /// ShapeError for a wrong rank, dtype, device or length; InvalidArgument for a token id outside
+  /// [0, vocab_size) (checked for CPU tokens; on a GPU an out-of-range id is a device-side error).
+  at::Tensor forward(const at::Tensor& tokens) const;
+
+  /// Mean next-token cross-entropy of forward(tokens) against labels [B, S] int64 (labels[b, t] is
+  /// the token that follows tokens[b, t]; every position counts). A 0-D float32 tensor to call
+  /// backward() on. ShapeError / InvalidArgument as forward, and for labels.
+  at::Tensor loss(const at::Tensor& tokens, const at::Tensor& labels) const;
+
+  /// Elements of all parameters (the tied embedding counted once).
+  int64_t num_parameters() const;
+
+  /// Training FLOPs per token at sequence length `seq_length`, the figure MFU divides by:
+  ///   6 * M + 12 * L * S * H
+  /// where M is the number of matmul weights a token passes through (per layer linear_qkv,
+  /// linear_proj, linear_fc1, linear_fc2, plus the V * H output layer, tied or not; the embedding
+  /// lookup, norms and biases excluded), 6 = 2 (multiply-add) * 3 (forward + two backward matmuls),
+  /// and 12 * L * S * H is QK^T and attention * V (2 * 2 * S * H per layer forward, times 3),
+  /// counted over the full S x S square as PaLM and Megatron count it (no causal halving).
+  double flops_per_token(int64_t seq_length) const;
+
+ private:
+  at::Tensor check_tokens(const at::Tensor& tokens, const char* what) const;
+
+  GptOptions options_;
+  at::Device device_;
+  NamedParameters params_;
+  at::Tensor word_embeddings_;
+  std::vector<GptLayerParams> layers_;
+  at::Tensor final_layernorm_;
+  at::Tensor output_layer_;  // undefined when tie_embeddings
+  RotaryTables rotary_;
+};
+
+}  // namespace orthotron
