@@ -5,6 +5,7 @@
 #   bash launch/setup.sh            # install + configure + build (build/ in the checkout)
 #   ORTHOTRON_CACHE=/path ...       # where the torch virtual environment is cached (outside the checkout)
 #   ORTHOTRON_SKIP_BUILD=1 ...      # install only
+#   ORTHOTRON_SKIP_DATA=1 ...       # do not build the bundled corpus and tokenized dataset
 set -euo pipefail
 
 TORCH_VERSION="${ORTHOTRON_TORCH_VERSION:-2.11.0}"
@@ -15,9 +16,12 @@ BUILD="${ORTHOTRON_BUILD_DIR:-$ROOT/build}"
 
 log() { printf '[setup] %s\n' "$*"; }
 
-# 1. Debian packages: Open MPI, yaml-cpp, GoogleTest, build tools.
+# 1. Debian packages: Open MPI, yaml-cpp, GoogleTest, build tools, SentencePiece (library and its
+#    spm_* commands), matplotlib (plots), and the documentation packages whose reStructuredText
+#    sources are the bundled corpus (launch/build_corpus.py; their versions key its cache).
 need_pkgs=()
-for p in openmpi-bin libopenmpi-dev libyaml-cpp-dev libgtest-dev libgmock-dev nlohmann-json3-dev cmake g++ ccache clang-format clang libclang-rt-14-dev; do
+for p in openmpi-bin libopenmpi-dev libyaml-cpp-dev libgtest-dev libgmock-dev nlohmann-json3-dev cmake g++ ccache clang-format clang libclang-rt-14-dev \
+  libsentencepiece-dev sentencepiece python3-matplotlib python3.11-doc linux-doc-6.1; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if ((${#need_pkgs[@]})); then
@@ -53,3 +57,9 @@ cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE="${ORTHOTRON_BUILD_TYPE:-Release
 log "building with $JOBS jobs"
 cmake --build "$BUILD" -j "$JOBS"
 log "done: binaries in $BUILD"
+
+# 4. The bundled corpus and its tokenized dataset (SentencePiece BPE, vocab 4096), built once and
+#    cached in $CACHE (launch/prepare_data.sh; reused on later runs).
+if [ "${ORTHOTRON_SKIP_DATA:-0}" != "1" ]; then
+  ORTHOTRON_CACHE="$CACHE" ORTHOTRON_BUILD_DIR="$BUILD" bash "$ROOT/launch/prepare_data.sh" >/dev/null
+fi

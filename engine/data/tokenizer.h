@@ -50,7 +50,7 @@ struct SentencePieceBpeOptions {
   /// training time and memory.
   int64_t input_sentence_size = 1000000;
   /// Lines longer than this many bytes are skipped by the trainer.
-  int64_t max_sentence_length = 16384;
+  int64_t max_sentence_length = 65536;
   /// Print libsentencepiece's training log to stderr (otherwise warnings and errors only).
   bool verbose = false;
 };
