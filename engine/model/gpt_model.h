@@ -7,6 +7,7 @@
 #include <ATen/ATen.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "engine/model/gpt_options.h"
 #include "engine/model/rotary.h"
