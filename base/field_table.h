@@ -65,6 +65,7 @@ enum class FieldKind {
   kChoice,      ///< one of `choices`
   kNumberList,  ///< `list_size` finite numbers, each within `bounds`
   kTripleList,  ///< a non-empty list of [a, b, c] finite numbers
+  kString,      ///< any scalar, kept as text (paths, names)
 };
 
 /// An interval [min, max], either end open.
@@ -119,6 +120,17 @@ Field<T> bool_field(std::string key, std::string doc, bool& (*access)(T&)) {
   f.kind = FieldKind::kBool;
   f.get = [access](const T& t) { return nlohmann::json(access(const_cast<T&>(t))); };
   f.set = [access](T& t, const nlohmann::json& j) { access(t) = j.get<bool>(); };
+  return f;
+}
+
+template <typename T>
+Field<T> string_field(std::string key, std::string doc, std::string& (*access)(T&)) {
+  Field<T> f;
+  f.key = std::move(key);
+  f.doc = std::move(doc);
+  f.kind = FieldKind::kString;
+  f.get = [access](const T& t) { return nlohmann::json(access(const_cast<T&>(t))); };
+  f.set = [access](T& t, const nlohmann::json& j) { access(t) = j.get<std::string>(); };
   return f;
 }
 
@@ -247,6 +259,7 @@ class FieldTable {
           out << j.get<bool>();
           break;
         case FieldKind::kChoice:
+        case FieldKind::kString:
           out << j.get<std::string>();
           break;
         case FieldKind::kNumberList:
@@ -293,6 +306,9 @@ class FieldTable {
       case FieldKind::kChoice:
         if (!n.IsScalar()) bad("one of its names");
         return n.Scalar();
+      case FieldKind::kString:
+        if (!n.IsScalar()) bad("a string");
+        return n.Scalar();
       case FieldKind::kNumberList:
         return yaml_number_list(n, s.file(), s.key_path(f.key), f.list_size);
       case FieldKind::kTripleList: {
@@ -329,6 +345,7 @@ class FieldTable {
         expected = "a boolean";
         break;
       case FieldKind::kChoice:
+      case FieldKind::kString:
         ok = j.is_string();
         expected = "a string";
         break;

@@ -31,14 +31,19 @@ std::string closest_match(const std::string& word, const std::vector<std::string
   return best_d <= std::max<size_t>(2, word.size() / 3) ? best : "";
 }
 
-YamlSection::YamlSection(YAML::Node node, std::string file, std::string path)
-    : node_(std::move(node)), file_(std::move(file)), path_(std::move(path)) {}
+YamlSection::YamlSection(YAML::Node node, std::string file, std::string path,
+                         std::shared_ptr<const YamlOrigins> origins)
+    : node_(std::move(node)), file_(std::move(file)), path_(std::move(path)), origins_(std::move(origins)) {}
 
 std::string YamlSection::key_path(const std::string& key) const {
   return path_.empty() ? key : path_ + "." + key;
 }
 
 std::string YamlSection::where(const std::string& key) const {
+  if (origins_) {
+    const auto it = origins_->find(key.empty() ? path_ : key_path(key));
+    if (it != origins_->end()) return it->second;
+  }
   YAML::Mark mark = node_.Mark();
   if (!key.empty() && node_.IsMap()) {
     for (auto it = node_.begin(); it != node_.end(); ++it) {
@@ -64,8 +69,7 @@ void YamlSection::check_keys(const std::vector<std::string>& allowed) const {
     const std::string key = it->first.Scalar();
     if (std::find(allowed.begin(), allowed.end(), key) != allowed.end()) continue;
     std::ostringstream msg;
-    msg << file_ << ":" << it->first.Mark().line + 1 << ": unknown key '" << key << "' in "
-        << (path_.empty() ? std::string("the top level") : path_);
+    msg << where(key) << ": unknown key '" << key << "' in " << (path_.empty() ? std::string("the top level") : path_);
     const std::string guess = closest_match(key, allowed);
     if (!guess.empty()) msg << "; did you mean '" << guess << "'?";
     msg << " (valid keys:";
@@ -80,7 +84,7 @@ bool YamlSection::has(const std::string& key) const {
 }
 
 YamlSection YamlSection::child(const std::string& key) const {
-  return YamlSection(has(key) ? node_[key] : YAML::Node(YAML::NodeType::Map), file_, key_path(key));
+  return YamlSection(has(key) ? node_[key] : YAML::Node(YAML::NodeType::Map), file_, key_path(key), origins_);
 }
 
 namespace {

@@ -5,16 +5,24 @@
 
 #include <yaml-cpp/yaml.h>
 
+#include <map>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 namespace orthotron {
 
+/// Where values that did not come from the file came from: dotted key path -> a label such as
+/// "--set training.train_iters=10" (see base/yaml_overrides.h). Messages about those keys name the
+/// label instead of a file line.
+using YamlOrigins = std::map<std::string, std::string>;
+
 /// A mapping node plus where it sits: the file it came from and its dotted key path ("optimizer.groups.muon").
 class YamlSection {
  public:
-  YamlSection(YAML::Node node, std::string file, std::string path);
+  YamlSection(YAML::Node node, std::string file, std::string path,
+              std::shared_ptr<const YamlOrigins> origins = nullptr);
 
   /// Throws ConfigError unless the node is a mapping whose keys are all in `allowed`; the message
   /// names the file:line, the key, the closest allowed key, and the full list.
@@ -24,7 +32,8 @@ class YamlSection {
   const YAML::Node& node() const { return node_; }
   const std::string& file() const { return file_; }
   const std::string& path() const { return path_; }
-  /// "file:line" of the key (or of this section when the key is absent).
+  /// "file:line" of the key (or of this section when the key is absent); the override's label
+  /// when the key was set on the command line.
   std::string where(const std::string& key = "") const;
   std::string key_path(const std::string& key) const;
   YamlSection child(const std::string& key) const;
@@ -44,6 +53,7 @@ class YamlSection {
   YAML::Node node_;
   std::string file_;
   std::string path_;
+  std::shared_ptr<const YamlOrigins> origins_;
 };
 
 /// A YAML list of exactly `size` finite numbers (size 0: any length) at `path`, with `node`'s own

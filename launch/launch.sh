@@ -26,7 +26,7 @@ Always passed to every rank: OMP_NUM_THREADS (default: cores / ranks per node, a
 every ORTHOTRON_*, NCCL_*, MASTER_ADDR, MASTER_PORT and LD_LIBRARY_PATH variable that is set.
 
 examples:
-  launch/launch.sh 2 build/bin/orthotron_demo --config configs/demo.yaml --steps 200
+  launch/launch.sh 2 build/bin/orthotron_pretrain --config configs/gpt_tiny.yaml
   launch/launch.sh --hostfile hosts --ranks-per-node 8 --net ib0 16 \
       build/bin/orthotron_pretrain --config configs/gpt_small.yaml
 EOF

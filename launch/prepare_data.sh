@@ -69,6 +69,10 @@ else
   mv "$TMP" "$DATA"
 fi
 
+# The stable name the shipped configs read (${ORTHOTRON_DATA}, default <cache>/data): a link to this
+# dataset, replaced atomically so a concurrent reader sees the old or the new one.
+ln -sfn "$(basename "$DATA")" "$CACHE/data.link.tmp" && mv -T "$CACHE/data.link.tmp" "$CACHE/data"
+log "linked:    $CACHE/data -> $(basename "$DATA")"
 log "corpus:    $CORPUS/{train,valid}.jsonl (built or checked in $(secs "$t0" "$t1") s)"
 log "tokenizer: $DATA/tokenizer.model"
 log "datasets:  $DATA/train (.bin/.idx), $DATA/valid (.bin/.idx)"

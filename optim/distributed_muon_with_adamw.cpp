@@ -4,6 +4,7 @@
 
 #include <c10/core/GradMode.h>
 
+#include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
 #include <set>
@@ -155,6 +156,14 @@ void DistributedMuonWithAdamW::step() {
   }
   at::Tensor shard_grad = at::empty({plan_.shard_len}, grad_buffer_.options());
   dp_.reduce_scatter(shard_grad, grad_buffer_, ReduceOp::kAvg);
+
+  // Global gradient norm: each averaged element sits in exactly one shard (padding is zero).
+  const double local = at::linalg_vector_norm(shard_grad, 2).item<double>();
+  at::Tensor sumsq = at::full({1}, local * local, at::TensorOptions().dtype(at::kDouble)).to(dp_.device());
+  dp_.all_reduce(sumsq, ReduceOp::kSum);
+  const double clip = begin_clipped_step(std::sqrt(sumsq.cpu().item<double>()));
+  if (last_step_skipped()) return;  // the same decision on every rank: the norm is global
+  if (clip < 1.0) shard_grad.mul_(clip);
 
   // 3. Update this rank's shard: Muon on owned matrices, AdamW on the element run.
   load_shard_from_params();

@@ -59,17 +59,25 @@ void MuonWithAdamW::zero_grad() {
 
 void MuonWithAdamW::step() {
   c10::NoGradGuard no_grad;
+  std::vector<at::Tensor> grads(slots_.size());
+  for (size_t i = 0; i < slots_.size(); ++i) {
+    Slot& s = slots_[i];
+    check_logical_shape(assignment_[i], s.param.tensor);
+    grads[i] = s.param.tensor.grad();
+    if (grads[i].defined() && !grads[i].sizes().equals(s.param.tensor.sizes())) {
+      throw ShapeError("parameter '" + s.param.name + "': gradient shape " + c10::str(grads[i].sizes()) +
+                       " differs from parameter shape " + c10::str(s.param.tensor.sizes()));
+    }
+  }
+  const double clip = begin_clipped_step(global_l2_norm(grads));
+  if (last_step_skipped()) return;
   std::vector<MuonTask> tasks;
   std::vector<size_t> stepped;  // slot indices of the Muon parameters this step updates
   for (size_t i = 0; i < slots_.size(); ++i) {
     Slot& s = slots_[i];
-    check_logical_shape(assignment_[i], s.param.tensor);
-    const at::Tensor grad = s.param.tensor.grad();
+    const at::Tensor& grad = grads[i];
     if (!grad.defined()) continue;
-    if (!grad.sizes().equals(s.param.tensor.sizes())) {
-      throw ShapeError("parameter '" + s.param.name + "': gradient shape " + c10::str(grad.sizes()) +
-                       " differs from parameter shape " + c10::str(s.param.tensor.sizes()));
-    }
+    if (clip < 1.0) grad.mul_(clip);
     const ParamGroup& g = groups_[s.group];
     if (g.algorithm == Algorithm::kAdamW) {
       adamw_step(s.param.tensor, grad, s.adamw, g.adamw);

@@ -2,7 +2,10 @@
 // drives either one through the same calls.
 #pragma once
 
+#include <ATen/ATen.h>
+
 #include <string>
+#include <vector>
 
 #include "optim/param_routing.h"
 #include "optim/state_dict.h"
@@ -25,6 +28,33 @@ class Optimizer {
   virtual std::string assignment_table() const = 0;
   /// Mutable group access for learning-rate schedules; InvalidArgument for an unknown name.
   virtual ParamGroup& group(const std::string& name) = 0;
+
+  /// Global gradient-norm clipping inside step(). Every step computes the L2 norm over all
+  /// gradients (the data-parallel average, each element counted once, in distributed mode); when it
+  /// exceeds `max_norm`, every gradient is scaled by max_norm / (norm + 1e-6) before any update, as
+  /// torch.nn.utils.clip_grad_norm_ does (the single-process container scales .grad in place).
+  /// 0 (the default) never scales. InvalidArgument for a negative or non-finite value.
+  void set_max_grad_norm(double max_norm);
+  double max_grad_norm() const { return max_grad_norm_; }
+  /// The global gradient norm of the last step, before clipping (NaN or Inf when a gradient was not finite).
+  double last_grad_norm() const { return last_grad_norm_; }
+  /// True when the last step changed nothing because the gradient norm was not finite: no
+  /// parameter, optimizer state or step count moved (the same on every rank in distributed mode).
+  bool last_step_skipped() const { return last_step_skipped_; }
+
+ protected:
+  /// Records `norm` and returns the factor to scale gradients by (1 when no clipping applies).
+  /// Sets last_step_skipped() when the norm is not finite; the caller then returns without updating.
+  double begin_clipped_step(double norm);
+
+ private:
+  double max_grad_norm_ = 0;
+  double last_grad_norm_ = 0;
+  bool last_step_skipped_ = false;
 };
+
+/// sqrt(sum of squared L2 norms) of `tensors` (undefined ones skipped), accumulated in double
+/// over per-tensor float norms.
+double global_l2_norm(const std::vector<at::Tensor>& tensors);
 
 }  // namespace orthotron

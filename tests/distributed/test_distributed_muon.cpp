@@ -113,6 +113,56 @@ TEST(DistributedMuon, EqualsSingleProcessBitwiseOver20Steps) {
   if (world().rank() == 0) std::printf("W=%d %s\n", world().size(), dopt.plan().summary().c_str());
 }
 
+// Global gradient-norm clipping: the distributed norm is the norm of the averaged gradients (every
+// element counted once across the shards), the same on every rank, and the clipped trajectory
+// follows the single-process container's within fp32 summation-order differences (the norms are
+// summed per tensor there and per shard here, so bitwise equality is not expected).
+TEST(DistributedMuon, ClippingUsesTheGlobalNormOfTheAveragedGradients) {
+  const GptShape s;
+  const NamedParameters init = orthotron::testing::gpt_params(s, 12);
+  NamedParameters dist = clone_params(init), ref = clone_params(init);
+  DistributedMuonWithAdamW dopt(dist, world(), test_groups(), default_routing_rules(),
+                                orthotron::testing::gpt_splits(s));
+  MuonWithAdamW sopt(ref, test_groups(), default_routing_rules(), orthotron::testing::gpt_splits(s));
+  dopt.set_max_grad_norm(5.0);
+  sopt.set_max_grad_norm(5.0);
+  for (int step = 0; step < 6; ++step) {
+    set_grads(dist, ref, step);
+    dopt.step();
+    sopt.step();
+    ASSERT_GT(sopt.last_grad_norm(), 5.0) << "the test needs clipping to act";
+    EXPECT_NEAR(dopt.last_grad_norm(), sopt.last_grad_norm(), 1e-5 * sopt.last_grad_norm()) << "step " << step;
+    at::Tensor mine = at::full({1}, dopt.last_grad_norm(), at::kDouble), root = mine.clone();
+    world().broadcast(root, 0);
+    EXPECT_TRUE(at::equal(mine, root)) << "ranks disagree on the gradient norm";
+  }
+  for (size_t i = 0; i < dist.size(); ++i) {
+    EXPECT_LE(orthotron::testing::max_abs_diff(dist[i].tensor, ref[i].tensor), 1e-5) << dist[i].name;
+  }
+  expect_ranks_agree(dist);
+}
+
+// A NaN gradient on one rank makes every rank skip the step: nothing moves anywhere.
+TEST(DistributedMuon, ANonFiniteGradientOnOneRankSkipsTheStepEverywhere) {
+  const GptShape s;
+  NamedParameters dist = orthotron::testing::gpt_params(s, 13), unused = clone_params(dist);
+  DistributedMuonWithAdamW dopt(dist, world(), test_groups(), default_routing_rules(),
+                                orthotron::testing::gpt_splits(s));
+  set_grads(dist, unused, 0);
+  dopt.step();
+  const NamedParameters before = clone_params(dist);
+  set_grads(dist, unused, 1);
+  if (world().rank() == world().size() - 1) dist[4].tensor.mutable_grad()[0][0] = NAN;
+  dopt.step();
+  EXPECT_TRUE(dopt.last_step_skipped()) << "rank " << world().rank();
+  expect_bitwise(dist, before, "parameters after a skipped step");
+  EXPECT_EQ(dopt.step_count(dist[4].name), 1);
+  set_grads(dist, unused, 2);
+  dopt.step();
+  EXPECT_FALSE(dopt.last_step_skipped());
+  EXPECT_EQ(dopt.step_count(dist[4].name), 2);
+}
+
 // Each Muon matrix is orthogonalized on exactly one rank: this rank's audited NS work (debug checks
 // are on in the test main) summed over ranks is the whole model's, 14 matrices (see
 // test_fail_closed.cpp for the count). The plan from shapes alone is the container's at this W.

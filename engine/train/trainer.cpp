@@ -1,0 +1,286 @@
+// trainer.cpp: the pretraining loop.
+#include "engine/train/trainer.h"
+
+#include <ATen/Parallel.h>
+#include <c10/core/GradMode.h>
+
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <limits>
+
+#include "base/errors.h"
+#include "engine/data/tokenizer.h"
+#include "engine/train/lr_schedule.h"
+
+namespace orthotron {
+
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+double seconds_since(Clock::time_point t) {
+  return std::chrono::duration<double>(Clock::now() - t).count();
+}
+
+/// The splits the config asks for: the model's fused QKV split at splits.qkv, gate/up unless turned off.
+SplitRegistry configured_splits(const GptModel& model, const SplitOptions& options) {
+  SplitRegistry all = model.splits();
+  if (options.gate_up) return all;
+  SplitRegistry out;
+  for (const auto& [name, split] : all.all()) {
+    if (name.find("linear_fc1") == std::string::npos) out.add(name, split);
+  }
+  return out;
+}
+
+std::unique_ptr<IndexedDataset> open_dataset(const std::string& prefix, const std::string& key) {
+  const std::string path = expand_path(prefix, key);
+  try {
+    return std::make_unique<IndexedDataset>(path);
+  } catch (const Error& e) {
+    throw FormatError(key + " '" + path + "': " + e.what() +
+                      " (run launch/prepare_data.sh to build the bundled dataset, or point " + key +
+                      " at a Megatron .bin/.idx prefix)");
+  }
+}
+
+}  // namespace
+
+Trainer::Trainer(EngineConfig config, Communicator& world)
+    : config_(std::move(config)), world_(world), lead_(world.rank() == 0) {
+  if (config_.training.threads > 0) at::set_num_threads(static_cast<int>(config_.training.threads));
+  // Fault injection for tests: the last rank reports a NaN loss at this iteration.
+  if (const char* at_iter = std::getenv("ORTHOTRON_FAULT_NAN_LOSS_AT"); at_iter && *at_iter) {
+    fault_nan_iteration_ = std::atoll(at_iter);
+  }
+  if (config_.parallel.device != "cpu") {
+    throw ConfigError(config_.source + ": parallel.device '" + config_.parallel.device +
+                      "' is not wired into the engine yet; use cpu");
+  }
+  // Vocabulary: the tokenizer's unless the model names one; it must cover the tokenizer's ids.
+  const std::string tokenizer_model =
+      config_.data.tokenizer == "byte" ? "" : expand_path(config_.data.tokenizer_model, "data.tokenizer_model");
+  const int64_t vocab = make_tokenizer(config_.data.tokenizer, tokenizer_model)->vocab_size();
+  if (config_.model.vocab_size == 0) config_.model.vocab_size = vocab;
+  if (config_.model.vocab_size < vocab) {
+    throw ConfigError(config_.source + ": model.vocab_size (" + std::to_string(config_.model.vocab_size) +
+                      ") is smaller than the tokenizer's vocabulary (" + std::to_string(vocab) + ")");
+  }
+  train_data_ = open_dataset(config_.data.train_prefix, "data.train_prefix");
+  valid_data_ = open_dataset(config_.data.valid_prefix, "data.valid_prefix");
+  const auto seed = static_cast<uint64_t>(config_.data.seed);
+  train_samples_ = std::make_unique<GptSamples>(*train_data_, config_.data.seq_length, seed, config_.data.shuffle);
+  valid_samples_ = std::make_unique<GptSamples>(*valid_data_, config_.data.seq_length, seed, config_.data.shuffle);
+
+  model_ = std::make_unique<GptModel>(config_.model, static_cast<uint64_t>(config_.training.seed));
+  optimizer_ =
+      std::make_unique<DistributedMuonWithAdamW>(model_->parameters(), world_, config_.optimizer.groups,
+                                                 config_.optimizer.rules, configured_splits(*model_, config_.splits));
+  optimizer_->set_max_grad_norm(config_.training.max_grad_norm);
+  for (const auto& g : config_.optimizer.groups) {
+    base_lr_[g.name] = g.algorithm == Algorithm::kMuon ? g.muon.lr : g.adamw.lr;
+  }
+  if (lead_) {
+    log_ = std::make_unique<MetricsLog>(config_.logging.output_dir, config_.logging.progress);
+    const std::string resolved = engine_config_to_yaml(config_);
+    log_->write_file("config.yaml", resolved);
+    log_->line("orthotron_pretrain: " + std::to_string(world_.size()) + " data-parallel rank(s), " +
+               std::to_string(at::get_num_threads()) + " thread(s) each; config " + config_.source);
+    log_->line("resolved configuration:\n" + resolved);
+    log_->line("model: " + std::to_string(model_->num_parameters()) + " parameters, vocabulary " +
+               std::to_string(config_.model.vocab_size) + "; train " + std::to_string(train_data_->num_documents()) +
+               " documents, " + std::to_string(train_data_->total_tokens()) + " tokens (" +
+               std::to_string(train_samples_->samples_per_epoch()) + " samples per epoch); validation " +
+               std::to_string(valid_data_->total_tokens()) + " tokens");
+    log_->line("parameter assignment:\n" + optimizer_->assignment_table() + "\n" + optimizer_->plan().summary());
+  }
+}
+
+Trainer::~Trainer() = default;
+
+int64_t Trainer::global_batch() const {
+  return config_.training.micro_batch_size * config_.training.gradient_accumulation * world_.size();
+}
+
+void Trainer::log(const std::string& text) {
+  if (log_) log_->line(text);
+}
+
+at::Tensor Trainer::micro_batch(const GptSamples& samples, int64_t consumed, int64_t k) const {
+  const auto& t = config_.training;
+  const std::vector<int64_t> indices =
+      micro_batch_indices(consumed, t.micro_batch_size, t.gradient_accumulation, world_.size(), world_.rank(), k);
+  const int64_t width = config_.data.seq_length + 1;
+  at::Tensor tokens = at::empty({static_cast<int64_t>(indices.size()), width}, at::kLong);
+  int64_t* out = tokens.data_ptr<int64_t>();
+  for (size_t i = 0; i < indices.size(); ++i) samples.sample(indices[i], out + static_cast<int64_t>(i) * width);
+  return tokens;
+}
+
+double Trainer::forward_backward(int64_t consumed) {
+  const int64_t accumulation = config_.training.gradient_accumulation;
+  const int64_t s = config_.data.seq_length;
+  double loss_sum = 0;
+  for (int64_t k = 0; k < accumulation; ++k) {
+    const at::Tensor tokens = micro_batch(*train_samples_, consumed, k);
+    const at::Tensor loss = model_->loss(tokens.narrow(1, 0, s), tokens.narrow(1, 1, s));
+    (loss / static_cast<double>(accumulation)).backward();
+    loss_sum += loss.item<double>();
+  }
+  return loss_sum / static_cast<double>(accumulation);
+}
+
+void Trainer::set_learning_rates(int64_t iteration) {
+  const double factor = lr_factor(config_.training.lr_schedule, iteration, config_.training.train_iters);
+  for (const auto& [name, base] : base_lr_) {
+    ParamGroup& g = optimizer_->group(name);
+    (g.algorithm == Algorithm::kMuon ? g.muon.lr : g.adamw.lr) = base * factor;
+    current_lr_[name] = base * factor;
+  }
+}
+
+double Trainer::evaluate() {
+  c10::NoGradGuard no_grad;
+  const int64_t s = config_.data.seq_length;
+  double sum = 0;
+  int64_t count = 0;
+  for (int64_t j = 0; j < config_.training.eval_iters; ++j) {
+    for (int64_t k = 0; k < config_.training.gradient_accumulation; ++k) {
+      const at::Tensor tokens = micro_batch(*valid_samples_, j * global_batch(), k);
+      sum += model_->loss(tokens.narrow(1, 0, s), tokens.narrow(1, 1, s)).item<double>();
+      ++count;
+    }
+  }
+  at::Tensor mean = at::full({1}, sum / static_cast<double>(count), at::kDouble);
+  world_.all_reduce(mean, ReduceOp::kAvg);
+  return mean.item<double>();
+}
+
+TrainSummary Trainer::train() {
+  const TrainingOptions& t = config_.training;
+  const int64_t gb = global_batch();
+  const int64_t seq = config_.data.seq_length;
+  TrainSummary sum;
+  auto validate = [&](int64_t iteration) {
+    const double v = evaluate();
+    char buf[256];
+    std::snprintf(buf, sizeof buf, " validation loss at iteration %lld | lm loss value: %.6E | lm loss PPL: %.6E |",
+                  static_cast<long long>(iteration), v, std::exp(std::min(v, 700.0)));
+    log(buf);
+    if (log_)
+      log_->record(
+          {{"kind", "validation"}, {"iteration", iteration}, {"tokens", iteration * gb * seq}, {"val_loss", v}});
+    return v;
+  };
+  sum.first_val_loss = validate(0);
+  sum.final_val_loss = sum.first_val_loss;
+
+  const auto start = Clock::now();
+  auto window_start = start;
+  double window_optimizer = 0;
+  int64_t window_iters = 0;
+  double window_loss = 0;
+  int64_t window_loss_count = 0;
+  double eval_seconds = 0;
+  int64_t consumed = 0;
+  for (int64_t it = 1; it <= t.train_iters; ++it) {
+    set_learning_rates(it);
+    optimizer_->zero_grad();
+    double local_loss = forward_backward(consumed);
+    if (it == fault_nan_iteration_ && world_.rank() == world_.size() - 1) {
+      local_loss = std::numeric_limits<double>::quiet_NaN();
+    }
+    at::Tensor loss_t = at::full({1}, local_loss, at::kDouble);
+    world_.all_reduce(loss_t, ReduceOp::kAvg);  // a NaN on any rank makes it NaN on every rank
+    const double loss = loss_t.item<double>();
+    const auto opt_start = Clock::now();
+    bool nonfinite = !std::isfinite(loss);
+    if (!nonfinite) {
+      optimizer_->step();
+      nonfinite = optimizer_->last_step_skipped();
+    }
+    const double opt_seconds = seconds_since(opt_start);
+    if (nonfinite) {
+      ++sum.skipped;
+      ++sum.nan;
+      if (t.on_nonfinite == NonfinitePolicy::kStop) {
+        throw Error("iteration " + std::to_string(it) + ": the loss (" + std::to_string(loss) +
+                    ") or the gradient norm (" + std::to_string(optimizer_->last_grad_norm()) +
+                    ") is not finite; stopping (training.on_nonfinite: stop; 'skip' would skip the step)");
+      }
+    } else {
+      window_loss += loss;
+      ++window_loss_count;
+      sum.final_train_loss = loss;
+    }
+    consumed += gb;
+    sum.optimizer_seconds += opt_seconds;
+    window_optimizer += opt_seconds;
+    ++window_iters;
+    const double elapsed = seconds_since(start) - eval_seconds;
+    const double eta = elapsed / static_cast<double>(it) * static_cast<double>(t.train_iters - it);
+    if (it % config_.logging.log_interval == 0 || it == t.train_iters) {
+      const double window = seconds_since(window_start);
+      IterationRecord r;
+      r.iteration = it;
+      r.train_iters = t.train_iters;
+      r.consumed_samples = consumed;
+      r.tokens = consumed * seq;
+      r.global_batch = gb;
+      r.ms_per_iteration = 1000.0 * window / static_cast<double>(window_iters);
+      r.optimizer_ms = 1000.0 * window_optimizer / static_cast<double>(window_iters);
+      r.tokens_per_second = static_cast<double>(window_iters * gb * seq) / window;
+      r.lr = current_lr_;
+      r.loss = window_loss_count ? window_loss / static_cast<double>(window_loss_count)
+                                 : std::numeric_limits<double>::quiet_NaN();
+      r.grad_norm = optimizer_->last_grad_norm();
+      r.skipped = sum.skipped;
+      r.nan = sum.nan;
+      r.eta_seconds = eta;
+      if (log_) log_->iteration(r);
+      window_start = Clock::now();
+      window_optimizer = 0;
+      window_iters = 0;
+      window_loss = 0;
+      window_loss_count = 0;
+    } else if (log_) {
+      log_->progress(it, t.train_iters, eta);
+    }
+    if ((t.eval_interval > 0 && it % t.eval_interval == 0) || it == t.train_iters) {
+      const auto eval_start = Clock::now();
+      sum.final_val_loss = validate(it);
+      eval_seconds += seconds_since(eval_start);
+      window_start = Clock::now();
+    }
+  }
+  sum.iterations = t.train_iters;
+  sum.consumed_samples = consumed;
+  sum.tokens = consumed * seq;
+  sum.seconds = seconds_since(start) - eval_seconds;
+  if (log_) {
+    char buf[512];
+    std::snprintf(buf, sizeof buf,
+                  "[orthotron] done: %lld iterations, %lld tokens in %.1f s (%.0f tokens/s; optimizer %.1f%% of the "
+                  "step time); validation loss %.4f -> %.4f; skipped %lld iteration(s)",
+                  static_cast<long long>(sum.iterations), static_cast<long long>(sum.tokens), sum.seconds,
+                  sum.seconds > 0 ? static_cast<double>(sum.tokens) / sum.seconds : 0.0,
+                  sum.seconds > 0 ? 100.0 * sum.optimizer_seconds / sum.seconds : 0.0, sum.first_val_loss,
+                  sum.final_val_loss, static_cast<long long>(sum.skipped));
+    log(buf);
+    log("[orthotron] outputs: " + log_->output_dir() + "/log.txt, " + log_->output_dir() + "/metrics.jsonl, " +
+        log_->output_dir() + "/config.yaml");
+    log_->record({{"kind", "summary"},
+                  {"iterations", sum.iterations},
+                  {"tokens", sum.tokens},
+                  {"seconds", sum.seconds},
+                  {"optimizer_seconds", sum.optimizer_seconds},
+                  {"first_val_loss", sum.first_val_loss},
+                  {"final_val_loss", sum.final_val_loss},
+                  {"skipped", sum.skipped},
+                  {"ranks", world_.size()}});
+  }
+  return sum;
+}
+
+}  // namespace orthotron

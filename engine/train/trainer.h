@@ -1,0 +1,79 @@
+// trainer.h: GPT pretraining, data parallel over every rank: the model, the distributed
+// MuonWithAdamW, the datasets and the loop (micro batches with gradient accumulation, the
+// learning-rate schedule over every group, global gradient-norm clipping, NaN/Inf handling,
+// validation, logging). Global batch = micro_batch_size x gradient_accumulation x data-parallel size.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <string>
+
+#include "engine/config/engine_config.h"
+#include "engine/data/gpt_samples.h"
+#include "engine/data/indexed_dataset.h"
+#include "engine/model/gpt_model.h"
+#include "engine/train/metrics_log.h"
+#include "optim/distributed_muon_with_adamw.h"
+#include "parallel/communicator.h"
+
+namespace orthotron {
+
+struct TrainSummary {
+  int64_t iterations = 0;
+  int64_t consumed_samples = 0;
+  int64_t tokens = 0;
+  double first_val_loss = 0;  ///< the validation loss before the first step
+  double final_val_loss = 0;
+  double final_train_loss = 0;
+  int64_t skipped = 0;
+  int64_t nan = 0;
+  double seconds = 0;  ///< the training loop's wall time (validation excluded)
+  double optimizer_seconds = 0;
+};
+
+class Trainer {
+ public:
+  /// Collective over `world` (every rank, the same config). Opens the datasets (FormatError naming
+  /// a missing or corrupt file), builds the model (seeded: every rank the same) and the optimizer,
+  /// and on rank 0 the outputs (the resolved config to <output_dir>/config.yaml). `world` must
+  /// outlive the trainer.
+  Trainer(EngineConfig config, Communicator& world);
+  ~Trainer();
+
+  /// Runs training.train_iters iterations with validation before the first, every eval_interval
+  /// and after the last. Collective. Error (every rank) for a non-finite loss or gradient norm
+  /// under on_nonfinite: stop. For tests, ORTHOTRON_FAULT_NAN_LOSS_AT=N makes the last rank report
+  /// a NaN loss at iteration N.
+  TrainSummary train();
+
+  /// Mean validation loss over eval_iters global batches of the held-out split (the same samples
+  /// every call). Collective.
+  double evaluate();
+
+  const GptModel& model() const { return *model_; }
+  DistributedMuonWithAdamW& optimizer() { return *optimizer_; }
+  int64_t global_batch() const;
+
+ private:
+  /// The loss of one iteration's micro batches on this rank (mean), gradients accumulated.
+  double forward_backward(int64_t consumed);
+  /// tokens [micro_batch, seq_length + 1] of micro-step k of the iteration starting at `consumed`.
+  at::Tensor micro_batch(const GptSamples& samples, int64_t consumed, int64_t k) const;
+  void set_learning_rates(int64_t iteration);
+  void log(const std::string& text);
+
+  EngineConfig config_;
+  Communicator& world_;
+  bool lead_;
+  std::unique_ptr<IndexedDataset> train_data_, valid_data_;
+  std::unique_ptr<GptSamples> train_samples_, valid_samples_;
+  std::unique_ptr<GptModel> model_;
+  std::unique_ptr<DistributedMuonWithAdamW> optimizer_;
+  std::unique_ptr<MetricsLog> log_;
+  std::map<std::string, double> base_lr_;
+  std::map<std::string, double> current_lr_;
+  int64_t fault_nan_iteration_ = -1;  ///< ORTHOTRON_FAULT_NAN_LOSS_AT (tests): a NaN loss at this iteration
+};
+
+}  // namespace orthotron
