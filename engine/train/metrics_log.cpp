@@ -57,8 +57,9 @@ MetricsLog::MetricsLog(const std::string& output_dir, bool progress)
   std::error_code ec;
   std::filesystem::create_directories(dir_, ec);
   if (ec) throw FormatError("logging.output_dir '" + dir_ + "': cannot create it: " + ec.message());
-  log_ = std::fopen((dir_ + "/log.txt").c_str(), "a");
-  jsonl_ = std::fopen((dir_ + "/metrics.jsonl").c_str(), "a");
+  // A new run replaces the previous run's files in the same directory.
+  log_ = std::fopen((dir_ + "/log.txt").c_str(), "w");
+  jsonl_ = std::fopen((dir_ + "/metrics.jsonl").c_str(), "w");
   if (!log_ || !jsonl_) {
     const std::string why = std::strerror(errno);
     if (log_) std::fclose(log_);

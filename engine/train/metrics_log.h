@@ -40,7 +40,8 @@ std::string format_iteration_line(const IterationRecord& r, const std::string& t
 /// touch the files. Not thread-safe.
 class MetricsLog {
  public:
-  /// Creates `output_dir` (and parents) and opens log.txt and metrics.jsonl for appending.
+  /// Creates `output_dir` (and parents) and opens log.txt and metrics.jsonl, replacing a previous
+  /// run's.
   /// FormatError naming the path when they cannot be created.
   MetricsLog(const std::string& output_dir, bool progress);
   ~MetricsLog();
