@@ -4,6 +4,7 @@
 
 #include <c10/core/GradMode.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -121,6 +122,57 @@ void DistributedMuonWithAdamW::gather_shards_into_params() {
 void DistributedMuonWithAdamW::sync_parameters() {
   c10::NoGradGuard no_grad;
   load_shard_from_params();
+  gather_shards_into_params();
+}
+
+std::map<std::string, at::Tensor> DistributedMuonWithAdamW::parameter_shard() const {
+  std::map<std::string, at::Tensor> out;
+  for (const auto& s : my_segments_) {
+    const at::Tensor& p = params_[s.param].tensor;
+    out[params_[s.param].name] = plan_.owner[s.param] >= 0
+                                     ? p.detach().clone()
+                                     : p.detach().reshape(-1).narrow(0, s.param_begin, s.count).clone();
+  }
+  return out;
+}
+
+void DistributedMuonWithAdamW::load_parameter_shard(const std::map<std::string, at::Tensor>& shard) {
+  std::string error;
+  for (const auto& s : my_segments_) {
+    const std::string& name = params_[s.param].name;
+    const at::Tensor& p = params_[s.param].tensor;
+    auto it = shard.find(name);
+    const std::vector<int64_t> expected = plan_.owner[s.param] >= 0 ? p.sizes().vec() : std::vector<int64_t>{s.count};
+    if (it == shard.end()) {
+      error = "load_parameter_shard: parameter '" + name + "' is missing from this rank's shard";
+    } else if (it->second.sizes().vec() != expected || it->second.scalar_type() != p.scalar_type()) {
+      error = "load_parameter_shard: parameter '" + name + "' has shape " + c10::str(it->second.sizes()) + " " +
+              c10::toString(it->second.scalar_type()) + ", expected " + c10::str(at::IntArrayRef(expected)) + " " +
+              c10::toString(p.scalar_type());
+    }
+    if (!error.empty()) break;
+  }
+  if (error.empty() && shard.size() != my_segments_.size()) {
+    for (const auto& [name, t] : shard) {
+      if (!index_.count(name) || std::none_of(my_segments_.begin(), my_segments_.end(),
+                                              [&](const PlanSegment& s) { return s.param == index_.at(name); })) {
+        error = "load_parameter_shard: parameter '" + name + "' is not held by this rank (or not a parameter)";
+        break;
+      }
+    }
+  }
+  at::Tensor failed = at::full({1}, error.empty() ? 0 : 1, at::TensorOptions().dtype(at::kLong).device(dp_.device()));
+  dp_.all_reduce(failed, ReduceOp::kMax);
+  if (failed.cpu().item<int64_t>() != 0) {
+    throw StateDictError(error.empty() ? "load_parameter_shard failed on another data-parallel rank (see its message)"
+                                       : error + " [rank " + std::to_string(dp_.rank()) + "]");
+  }
+  c10::NoGradGuard no_grad;
+  const int64_t base = static_cast<int64_t>(dp_.rank()) * plan_.shard_len;
+  for (const auto& s : my_segments_) {
+    param_shard_.narrow(0, s.buffer_offset - base, s.count)
+        .copy_(shard.at(params_[s.param].name).reshape(-1).to(param_shard_.device()));
+  }
   gather_shards_into_params();
 }
 

@@ -62,9 +62,25 @@ class DistributedMuonWithAdamW : public Optimizer {
   const std::vector<ParamGroup>& groups() const { return groups_; }
 
   const OwnerPlan& plan() const { return plan_; }
+  /// The parameters it updates (the live tensors, in construction order).
+  const NamedParameters& parameters() const { return params_; }
+  const SplitRegistry& splits() const { return splits_; }
   Communicator& comm() const { return dp_; }
   /// Collective: every rank's parameters become the values held in the shards (an all-gather).
   void sync_parameters();
+  /// This rank's segments of the owner plan (buffer order): the Muon matrices it owns whole and
+  /// its AdamW element run (at most one segment per parameter).
+  const std::vector<PlanSegment>& shard_segments() const { return my_segments_; }
+  /// The parameter values this rank holds, keyed by parameter name: an owned Muon matrix whole in
+  /// its shape, an AdamW run as a 1-D slice of the flat parameter (elements [param_begin,
+  /// param_begin + count) of its segment). Copies; local, no communication.
+  std::map<std::string, at::Tensor> parameter_shard() const;
+  /// Collective. Each rank writes `shard` (as parameter_shard() returned it, at the same world size
+  /// and plan) into the values it holds, then every rank's parameters are re-synchronized from the
+  /// shards, so all ranks end bitwise equal. A missing, extra or mis-shaped entry on any rank makes
+  /// every rank throw StateDictError (naming the parameter on the rank that found it); nothing is
+  /// changed then.
+  void load_parameter_shard(const std::map<std::string, at::Tensor>& shard);
   /// Optimizer state elements this rank holds (Muon momenta + AdamW moments), allocated or not.
   int64_t state_elements() const { return plan_.state_elements(dp_.rank()); }
   /// The momentum of an owned Muon parameter (undefined when not owned or not yet stepped).

@@ -215,9 +215,34 @@ const FieldTable<LoggingOptions>& logging_option_fields() {
   return table;
 }
 
+const FieldTable<CheckpointOptions>& checkpoint_option_fields() {
+  using O = CheckpointOptions;
+  static const FieldTable<O> table(
+      "checkpoint",
+      {
+          string_field<O>("dir", "where iter_NNNNNNN/ checkpoint directories go; empty: no checkpoints",
+                          [](O& o) -> std::string& { return o.dir; }),
+          number_field<O, int64_t>("save_interval", "a checkpoint every N iterations; 0: no periodic saves",
+                                   {0, kMaxInt}, [](O& o) -> int64_t& { return o.save_interval; }),
+          bool_field<O>("save_at_end", "a checkpoint after the last iteration (when dir is set)",
+                        [](O& o) -> bool& { return o.save_at_end; }),
+          number_field<O, int64_t>("keep_last", "committed checkpoints kept, oldest removed first; 0: keep all",
+                                   {0, kMaxInt}, [](O& o) -> int64_t& { return o.keep_last; }),
+          string_field<O>("resume", "none | auto (newest valid checkpoint under dir) | a checkpoint directory",
+                          [](O& o) -> std::string& { return o.resume; }),
+      },
+      [](const O& o) {
+        if (o.resume.empty()) throw InvalidArgument("resume must be none, auto or a checkpoint directory, got ''");
+        if (o.resume == "auto" && o.dir.empty()) {
+          throw InvalidArgument("resume: auto needs checkpoint.dir (the directory to search)");
+        }
+      });
+  return table;
+}
+
 const std::vector<std::string>& engine_config_sections() {
   static const std::vector<std::string> sections = {"model",  "data",     "training", "optimizer",
-                                                    "splits", "parallel", "logging"};
+                                                    "splits", "parallel", "logging",  "checkpoint"};
   return sections;
 }
 
@@ -243,6 +268,7 @@ EngineConfig load_engine_config(const std::string& path, const std::vector<std::
   c.splits = split_option_fields().parse_yaml(top.child("splits"), SplitOptions{});
   c.parallel = parallel_option_fields().parse_yaml(top.child("parallel"), ParallelOptions{});
   c.logging = logging_option_fields().parse_yaml(top.child("logging"), LoggingOptions{});
+  c.checkpoint = checkpoint_option_fields().parse_yaml(top.child("checkpoint"), CheckpointOptions{});
   c.model.qkv_split = c.splits.qkv;
   c.model.max_seq_length = c.data.seq_length;
   return c;
@@ -260,6 +286,7 @@ std::string engine_config_to_yaml(const EngineConfig& c) {
   emit_section(out, "splits", split_option_fields(), c.splits);
   emit_section(out, "parallel", parallel_option_fields(), c.parallel);
   emit_section(out, "logging", logging_option_fields(), c.logging);
+  emit_section(out, "checkpoint", checkpoint_option_fields(), c.checkpoint);
   out << YAML::EndMap;
   // The optimizer section has its own emitter; append it as the document's last section.
   return std::string(out.c_str()) + "\n" + optimizer_config_to_yaml(c.optimizer) + "\n";

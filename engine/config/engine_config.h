@@ -1,5 +1,5 @@
 // engine_config.h: the one YAML document that configures a pretraining run (model, data, training,
-// optimizer, splits, parallel, logging), read strictly through field tables (an unknown or
+// optimizer, splits, parallel, logging, checkpoint), read strictly through field tables (an unknown or
 // misspelled key names the file, line and closest valid key; a wrong type or out-of-range value is
 // named with expected versus actual), with `--set a.b.c=v` command-line overrides validated the
 // same way, and written back resolved (every default spelled out) for the run's outputs.
@@ -71,6 +71,15 @@ struct LoggingOptions {
   bool progress = true;                 ///< a progress line with ETA on a terminal
 };
 
+/// Sharded checkpoints (engine/checkpoint/checkpoint.h). Nothing is saved while dir is empty.
+struct CheckpointOptions {
+  std::string dir;              ///< where iter_NNNNNNN/ directories go (${VAR} and ~ expand); empty: no checkpoints
+  int64_t save_interval = 0;    ///< a checkpoint every N iterations; 0: no periodic saves
+  bool save_at_end = true;      ///< a checkpoint after the last iteration (when dir is set)
+  int64_t keep_last = 2;        ///< committed checkpoints kept (oldest removed first); 0: keep all
+  std::string resume = "none";  ///< none | auto (the newest valid one under dir, if any) | a checkpoint directory
+};
+
 struct EngineConfig {
   std::string source;  ///< the file it was read from
   std::vector<std::string> overrides;
@@ -81,6 +90,7 @@ struct EngineConfig {
   SplitOptions splits;
   ParallelOptions parallel;
   LoggingOptions logging;
+  CheckpointOptions checkpoint;
 };
 
 /// The top-level sections of a config file.
@@ -105,5 +115,6 @@ const FieldTable<LrScheduleOptions>& lr_schedule_option_fields();
 const FieldTable<SplitOptions>& split_option_fields();
 const FieldTable<ParallelOptions>& parallel_option_fields();
 const FieldTable<LoggingOptions>& logging_option_fields();
+const FieldTable<CheckpointOptions>& checkpoint_option_fields();
 
 }  // namespace orthotron

@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <limits>
+#include <nlohmann/json.hpp>
 
 #include "base/errors.h"
 #include "engine/data/tokenizer.h"
@@ -95,6 +96,63 @@ Trainer::Trainer(EngineConfig config, Communicator& world)
                std::to_string(valid_data_->total_tokens()) + " tokens");
     log_->line("parameter assignment:\n" + optimizer_->assignment_table() + "\n" + optimizer_->plan().summary());
   }
+  resume();
+}
+
+void Trainer::resume() {
+  const CheckpointOptions& c = config_.checkpoint;
+  if (c.resume == "none") return;
+  const auto start = Clock::now();
+  std::string path;
+  if (c.resume == "auto") {
+    const std::string root = expand_path(c.dir, "checkpoint.dir");
+    std::vector<std::string> warnings;
+    const bool found = load_latest_checkpoint(root, *optimizer_, resumed_, path, warnings);
+    for (const auto& w : warnings) log("[orthotron] warning: " + w);
+    if (!found) {
+      log("[orthotron] checkpoint.resume: auto found no usable checkpoint under '" + root + "'; starting fresh");
+      return;
+    }
+  } else {
+    path = expand_path(c.resume, "checkpoint.resume");
+    resumed_ = load_checkpoint(path, *optimizer_);
+  }
+  char buf[160];
+  std::snprintf(buf, sizeof buf, " at iteration %lld, %lld consumed samples, in %.3f s",
+                static_cast<long long>(resumed_.iteration), static_cast<long long>(resumed_.consumed_samples),
+                seconds_since(start));
+  log("[orthotron] resumed from checkpoint '" + path + "'" + buf + "; parameters bitwise equal on every rank");
+}
+
+double Trainer::save(int64_t it, int64_t consumed, const TrainSummary& sum) {
+  const auto& lr = config_.training.lr_schedule;
+  nlohmann::json schedule = {{"kind", lr_schedule_kind_names().name(lr.kind)},
+                             {"warmup", lr.warmup},
+                             {"min_ratio", lr.min_ratio},
+                             {"decay_fraction", lr.decay_fraction},
+                             {"train_iters", config_.training.train_iters},
+                             {"factor", lr_factor(lr, it, config_.training.train_iters)},
+                             {"lr", current_lr_}};
+  CheckpointProgress p;
+  p.iteration = it;
+  p.consumed_samples = consumed;
+  p.skipped = sum.skipped;
+  p.nan = sum.nan;
+  p.lr_schedule = schedule.dump();
+  const SaveResult r = save_checkpoint(expand_path(config_.checkpoint.dir, "checkpoint.dir"), p, *optimizer_,
+                                       engine_config_to_yaml(config_), config_.checkpoint.keep_last);
+  char buf[256];
+  std::snprintf(buf, sizeof buf, " in %.1f ms (training blocked %.1f ms); %llu bytes on rank 0; %lld old removed",
+                1000.0 * r.seconds, 1000.0 * r.seconds, static_cast<unsigned long long>(r.bytes),
+                static_cast<long long>(r.removed));
+  log(" saved checkpoint '" + r.path + "' at iteration " + std::to_string(it) + buf);
+  if (log_)
+    log_->record({{"kind", "checkpoint"},
+                  {"iteration", it},
+                  {"path", r.path},
+                  {"blocked_ms", 1000.0 * r.seconds},
+                  {"bytes_rank0", r.bytes}});
+  return r.seconds;
 }
 
 Trainer::~Trainer() = default;
@@ -173,7 +231,10 @@ TrainSummary Trainer::train() {
           {{"kind", "validation"}, {"iteration", iteration}, {"tokens", iteration * gb * seq}, {"val_loss", v}});
     return v;
   };
-  sum.first_val_loss = validate(0);
+  const int64_t first = resumed_.iteration;
+  sum.skipped = resumed_.skipped;
+  sum.nan = resumed_.nan;
+  sum.first_val_loss = validate(first);
   sum.final_val_loss = sum.first_val_loss;
 
   const auto start = Clock::now();
@@ -183,8 +244,9 @@ TrainSummary Trainer::train() {
   double window_loss = 0;
   int64_t window_loss_count = 0;
   double eval_seconds = 0;
-  int64_t consumed = 0;
-  for (int64_t it = 1; it <= t.train_iters; ++it) {
+  int64_t consumed = resumed_.consumed_samples;
+  const bool saving = !config_.checkpoint.dir.empty();
+  for (int64_t it = first + 1; it <= t.train_iters; ++it) {
     set_learning_rates(it);
     optimizer_->zero_grad();
     double local_loss = forward_backward(consumed);
@@ -219,7 +281,7 @@ TrainSummary Trainer::train() {
     window_optimizer += opt_seconds;
     ++window_iters;
     const double elapsed = seconds_since(start) - eval_seconds;
-    const double eta = elapsed / static_cast<double>(it) * static_cast<double>(t.train_iters - it);
+    const double eta = elapsed / static_cast<double>(it - first) * static_cast<double>(t.train_iters - it);
     if (it % config_.logging.log_interval == 0 || it == t.train_iters) {
       const double window = seconds_since(window_start);
       IterationRecord r;
@@ -253,10 +315,15 @@ TrainSummary Trainer::train() {
       eval_seconds += seconds_since(eval_start);
       window_start = Clock::now();
     }
+    const bool periodic = config_.checkpoint.save_interval > 0 && it % config_.checkpoint.save_interval == 0;
+    if (saving && (periodic || (it == t.train_iters && config_.checkpoint.save_at_end))) {
+      eval_seconds += save(it, consumed, sum);  // excluded from the iteration timings like validation
+      window_start = Clock::now();
+    }
   }
-  sum.iterations = t.train_iters;
+  sum.iterations = t.train_iters - first;
   sum.consumed_samples = consumed;
-  sum.tokens = consumed * seq;
+  sum.tokens = (consumed - resumed_.consumed_samples) * seq;  // trained by this run
   sum.seconds = seconds_since(start) - eval_seconds;
   if (log_) {
     char buf[512];

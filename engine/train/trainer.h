@@ -1,7 +1,9 @@
 // trainer.h: GPT pretraining, data parallel over every rank: the model, the distributed
 // MuonWithAdamW, the datasets and the loop (micro batches with gradient accumulation, the
 // learning-rate schedule over every group, global gradient-norm clipping, NaN/Inf handling,
-// validation, logging). Global batch = micro_batch_size x gradient_accumulation x data-parallel size.
+// validation, logging, sharded checkpoints: save every checkpoint.save_interval iterations and at
+// the end, resume from checkpoint.resume). Global batch = micro_batch_size x gradient_accumulation x data-parallel
+// size.
 #pragma once
 
 #include <cstdint>
@@ -9,6 +11,7 @@
 #include <memory>
 #include <string>
 
+#include "engine/checkpoint/checkpoint.h"
 #include "engine/config/engine_config.h"
 #include "engine/data/gpt_samples.h"
 #include "engine/data/indexed_dataset.h"
@@ -36,13 +39,16 @@ class Trainer {
  public:
   /// Collective over `world` (every rank, the same config). Opens the datasets (FormatError naming
   /// a missing or corrupt file), builds the model (seeded: every rank the same) and the optimizer,
-  /// and on rank 0 the outputs (the resolved config to <output_dir>/config.yaml). `world` must
-  /// outlive the trainer.
+  /// and on rank 0 the outputs (the resolved config to <output_dir>/config.yaml). Then resumes per
+  /// checkpoint.resume: `auto` loads the newest checkpoint under checkpoint.dir that verifies
+  /// (skipping, with a logged warning, incomplete or damaged ones; none: a fresh start), a path
+  /// loads that checkpoint (FormatError when it is incomplete or damaged). `world` must outlive the
+  /// trainer.
   Trainer(EngineConfig config, Communicator& world);
   ~Trainer();
 
-  /// Runs training.train_iters iterations with validation before the first, every eval_interval
-  /// and after the last. Collective. Error (every rank) for a non-finite loss or gradient norm
+  /// Runs from the resumed iteration (0 on a fresh start) to training.train_iters with validation before the first,
+  /// every eval_interval and after the last. Collective. Error (every rank) for a non-finite loss or gradient norm
   /// under on_nonfinite: stop. For tests, ORTHOTRON_FAULT_NAN_LOSS_AT=N makes the last rank report
   /// a NaN loss at iteration N.
   TrainSummary train();
@@ -54,6 +60,8 @@ class Trainer {
   const GptModel& model() const { return *model_; }
   DistributedMuonWithAdamW& optimizer() { return *optimizer_; }
   int64_t global_batch() const;
+  /// The iteration training continues from (the resumed checkpoint's; 0 on a fresh start).
+  int64_t start_iteration() const { return resumed_.iteration; }
 
  private:
   /// The loss of one iteration's micro batches on this rank (mean), gradients accumulated.
@@ -62,6 +70,10 @@ class Trainer {
   at::Tensor micro_batch(const GptSamples& samples, int64_t consumed, int64_t k) const;
   void set_learning_rates(int64_t iteration);
   void log(const std::string& text);
+  /// Resumes per checkpoint.resume (collective).
+  void resume();
+  /// Saves the checkpoint of iteration `it` (collective); returns the seconds training was blocked.
+  double save(int64_t it, int64_t consumed, const TrainSummary& sum);
 
   EngineConfig config_;
   Communicator& world_;
@@ -73,6 +85,7 @@ class Trainer {
   std::unique_ptr<MetricsLog> log_;
   std::map<std::string, double> base_lr_;
   std::map<std::string, double> current_lr_;
+  CheckpointProgress resumed_;        ///< what the resumed checkpoint recorded (zeros on a fresh start)
   int64_t fault_nan_iteration_ = -1;  ///< ORTHOTRON_FAULT_NAN_LOSS_AT (tests): a NaN loss at this iteration
 };
 

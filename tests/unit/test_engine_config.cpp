@@ -167,5 +167,31 @@ TEST(LrSchedule, WarmupStableDecay) {
   EXPECT_DOUBLE_EQ(lr_factor(s, 110, 110), 1.0);
 }
 
+TEST(EngineConfig, CheckpointSectionDefaultsOverridesAndRoundTrip) {
+  const EngineConfig d = load_engine_config(source_dir() + "/configs/gpt_tiny.yaml");
+  EXPECT_EQ(d.checkpoint.dir, "") << "the shipped config saves nothing unless asked";
+  EXPECT_EQ(d.checkpoint.resume, "none");
+  EXPECT_EQ(d.checkpoint.keep_last, 2);
+  const EngineConfig c = load_engine_config(
+      source_dir() + "/configs/gpt_tiny.yaml",
+      {"checkpoint.dir=/tmp/ck", "checkpoint.save_interval=5", "checkpoint.keep_last=0", "checkpoint.resume=auto"});
+  EXPECT_EQ(c.checkpoint.dir, "/tmp/ck");
+  EXPECT_EQ(c.checkpoint.save_interval, 5);
+  EXPECT_EQ(c.checkpoint.keep_last, 0);
+  EXPECT_EQ(c.checkpoint.resume, "auto");
+  const std::string text = engine_config_to_yaml(c);
+  EXPECT_TRUE(contains(text, "checkpoint:")) << text;
+  const EngineConfig b = load_engine_config(write_yaml(text, "resolved_ckpt.yaml"));
+  EXPECT_EQ(engine_config_to_yaml(b), text);
+  EXPECT_EQ(b.checkpoint.save_interval, 5);
+}
+
+TEST(EngineConfig, CheckpointSectionRejectsBadValues) {
+  config_error("checkpoint:\n  keep_lst: 3\n", {}, {"FILE", ":2:", "did you mean 'keep_last'?"});
+  config_error("checkpoint:\n  save_interval: -1\n", {}, {"save_interval"});
+  config_error("checkpoint:\n  resume: auto\n", {}, {"resume: auto needs checkpoint.dir"});
+  config_error("{}\n", {"checkpoint.keep_last=x"}, {"--set checkpoint.keep_last=x"});
+}
+
 }  // namespace
 }  // namespace orthotron

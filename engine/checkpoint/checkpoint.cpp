@@ -1,0 +1,518 @@
+// checkpoint.cpp: the sharded save with its commit protocol, discovery, verification and load.
+#include "engine/checkpoint/checkpoint.h"
+
+#include <algorithm>
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <random>
+#include <sstream>
+
+#include <dirent.h>
+#include <ftw.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "base/atomic_file.h"
+#include "base/errors.h"
+#include "base/safetensors.h"
+#include "engine/checkpoint/checksum.h"
+
+namespace orthotron {
+
+using Json = nlohmann::json;
+
+namespace {
+
+constexpr const char* kManifest = "manifest.json";
+constexpr const char* kModelPrefix = "model/";
+constexpr const char* kMetaPrefix = "checkpoint.";
+/// Prefix of an error that is no reason to skip a checkpoint (another world size, model or plan).
+constexpr const char* kFatal = "fatal:";
+
+at::TensorOptions long_options(const Communicator& comm) {
+  return at::TensorOptions().dtype(at::kLong).device(comm.device());
+}
+
+/// Collective: every rank's string, in rank order (lengths, then the bytes packed into int64s).
+std::vector<std::string> all_gather_strings(Communicator& comm, const std::string& mine) {
+  const int world = comm.size();
+  at::Tensor len = at::full({1}, static_cast<int64_t>(mine.size()), long_options(comm));
+  at::Tensor lens = at::empty({world}, long_options(comm));
+  comm.all_gather(lens, len);
+  const at::Tensor lens_cpu = lens.cpu();
+  int64_t longest = 0;
+  for (int r = 0; r < world; ++r) longest = std::max(longest, lens_cpu[r].item<int64_t>());
+  const int64_t words = std::max<int64_t>(1, (longest + 7) / 8);
+  at::Tensor packed = at::zeros({words}, at::kLong);
+  std::memcpy(packed.data_ptr<int64_t>(), mine.data(), mine.size());
+  at::Tensor packed_dev = packed.to(comm.device());
+  at::Tensor all = at::empty({world * words}, long_options(comm));
+  comm.all_gather(all, packed_dev);
+  const at::Tensor all_cpu = all.cpu().contiguous();
+  std::vector<std::string> out;
+  for (int r = 0; r < world; ++r) {
+    const char* p = reinterpret_cast<const char*>(all_cpu.data_ptr<int64_t>() + r * words);
+    out.emplace_back(p, static_cast<size_t>(lens_cpu[r].item<int64_t>()));
+  }
+  return out;
+}
+
+/// "rank R: message; rank Q: message" over the non-empty errors ("" when there are none).
+std::string join_errors(const std::vector<std::string>& errors) {
+  std::string out;
+  for (size_t r = 0; r < errors.size(); ++r) {
+    if (errors[r].empty()) continue;
+    if (!out.empty()) out += "; ";
+    out += "rank " + std::to_string(r) + ": " + errors[r];
+  }
+  return out;
+}
+
+std::string hex64(uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "%016llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+uint32_t tensor_crc32(const at::Tensor& t) {
+  const at::Tensor c = t.cpu().contiguous();
+  return crc32_update(0, c.data_ptr(), c.nbytes());
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw FormatError("'" + path + "' is missing or unreadable (an incomplete save?)");
+  std::ostringstream s;
+  s << in.rdbuf();
+  return s.str();
+}
+
+Json read_manifest(const std::string& dir) {
+  const std::string path = dir + "/" + kManifest;
+  try {
+    return Json::parse(read_text(path));
+  } catch (const Json::exception& e) {
+    throw FormatError("'" + path + "' is not valid JSON: " + e.what());
+  }
+}
+
+/// A manifest field; FormatError naming the manifest and the key when absent.
+const Json& field(const Json& j, const std::string& key, const std::string& dir) {
+  if (!j.is_object() || !j.contains(key)) throw FormatError("'" + dir + "/" + kManifest + "' has no '" + key + "'");
+  return j.at(key);
+}
+
+struct VerifiedShard {
+  CheckpointProgress progress;
+  SafetensorsContent content;
+};
+
+VerifiedShard verify_shard(const std::string& dir, int rank, int world) {
+  const Json m = read_manifest(dir);
+  try {
+    if (field(m, "format_version", dir).get<int>() != kCheckpointFormatVersion) {
+      throw FormatError("'" + dir + "/" + kManifest + "': format_version " + field(m, "format_version", dir).dump() +
+                        ", this build reads " + std::to_string(kCheckpointFormatVersion));
+    }
+    const int saved_world = field(m, "world_size", dir).get<int>();
+    if (saved_world != world) {
+      throw ConfigError(std::string(kFatal) + " checkpoint '" + dir + "' was saved at data-parallel size " +
+                        std::to_string(saved_world) + ", this job runs " + std::to_string(world) +
+                        " (resuming at another world size is not supported yet)");
+    }
+    const Json& shards = field(m, "shards", dir);
+    if (!shards.is_array() || static_cast<int>(shards.size()) != world) {
+      throw FormatError("'" + dir + "/" + kManifest + "': 'shards' must list " + std::to_string(world) + " shards");
+    }
+    const Json& entry = shards.at(static_cast<size_t>(rank));
+    const std::string file = entry.at("file").get<std::string>();
+    if (file != shard_file_name(rank, world)) {
+      throw FormatError("'" + dir + "/" + kManifest + "': shard " + std::to_string(rank) + " is '" + file +
+                        "', expected '" + shard_file_name(rank, world) + "'");
+    }
+    const std::string path = dir + "/" + file;
+    const FileChecksum sum = file_crc32(path);
+    const auto bytes = entry.at("bytes").get<uint64_t>();
+    if (sum.bytes != bytes) {
+      throw FormatError("shard '" + path + "' has " + std::to_string(sum.bytes) + " bytes, the manifest says " +
+                        std::to_string(bytes) + " (truncated or overwritten)");
+    }
+    const std::string want_crc = entry.at("crc32").get<std::string>();
+    const Json& tensor_crcs = entry.at("tensors");
+    VerifiedShard out;
+    if (crc32_hex(sum.crc32) != want_crc) {
+      std::string which;
+      try {
+        const SafetensorsContent c = load_safetensors(path);
+        for (const auto& [name, t] : c.tensors) {
+          if (!tensor_crcs.contains(name) || tensor_crcs.at(name).get<std::string>() != crc32_hex(tensor_crc32(t))) {
+            which = "; tensor '" + name + "' differs from its recorded CRC-32";
+            break;
+          }
+        }
+        if (which.empty()) which = "; every tensor matches, so the header or metadata is damaged";
+      } catch (const Error& e) {
+        which = "; it no longer parses: " + std::string(e.what());
+      }
+      throw FormatError("shard '" + path + "' has CRC-32 " + crc32_hex(sum.crc32) + ", the manifest says " + want_crc +
+                        which);
+    }
+    out.content = load_safetensors(path);
+    const auto& meta = out.content.metadata;
+    auto meta_is = [&](const std::string& key, const std::string& want) {
+      auto it = meta.find(kMetaPrefix + key);
+      const std::string got = it == meta.end() ? "(absent)" : it->second;
+      if (got != want) {
+        throw FormatError("shard '" + path + "' metadata " + kMetaPrefix + key + " is " + got + ", the manifest says " +
+                          want + " (a shard of another save)");
+      }
+    };
+    meta_is("save_id", field(m, "save_id", dir).get<std::string>());
+    meta_is("iteration", std::to_string(field(m, "iteration", dir).get<int64_t>()));
+    meta_is("rank", std::to_string(rank));
+    if (out.content.tensors.size() != tensor_crcs.size()) {
+      throw FormatError("shard '" + path + "' holds " + std::to_string(out.content.tensors.size()) +
+                        " tensors, the manifest lists " + std::to_string(tensor_crcs.size()));
+    }
+    for (const auto& [name, t] : out.content.tensors) {
+      if (!tensor_crcs.contains(name) || tensor_crcs.at(name).get<std::string>() != crc32_hex(tensor_crc32(t))) {
+        throw FormatError("shard '" + path + "': tensor '" + name + "' does not match the manifest's CRC-32");
+      }
+    }
+    out.progress.iteration = field(m, "iteration", dir).get<int64_t>();
+    out.progress.consumed_samples = field(m, "consumed_samples", dir).get<int64_t>();
+    out.progress.skipped = field(m, "skipped_iterations", dir).get<int64_t>();
+    out.progress.nan = field(m, "nan_iterations", dir).get<int64_t>();
+    out.progress.lr_schedule = field(m, "lr_schedule", dir).dump();
+    return out;
+  } catch (const Json::exception& e) {
+    throw FormatError("'" + dir + "/" + kManifest + "' is malformed: " + e.what());
+  }
+}
+
+/// Collective verification: every rank checks its shard; the outcome is agreed. Returns "" when
+/// every rank verified, else the joined reasons; `fatal` when a reason is no ground to skip.
+std::string verify_everywhere(const std::string& dir, Communicator& comm, VerifiedShard& out, bool& fatal) {
+  std::string error;
+  try {
+    out = verify_shard(dir, comm.rank(), comm.size());
+  } catch (const std::exception& e) {
+    error = e.what();  // verify_shard marks the reasons that are no ground to skip with kFatal
+  }
+  const std::vector<std::string> errors = all_gather_strings(comm, error);
+  fatal = false;
+  for (const auto& e : errors) fatal = fatal || e.rfind(kFatal, 0) == 0;
+  return join_errors(errors);
+}
+
+void load_verified(VerifiedShard& v, DistributedMuonWithAdamW& opt) {
+  std::map<std::string, at::Tensor> model;
+  StateDict sd;
+  const std::string prefix = kModelPrefix;
+  for (auto& [name, t] : v.content.tensors) {
+    if (name.rfind(prefix, 0) == 0) {
+      model[name.substr(prefix.size())] = t;
+    } else {
+      sd.tensors[name] = t;
+    }
+  }
+  for (const auto& [key, value] : v.content.metadata) {
+    if (key.rfind(kMetaPrefix, 0) != 0 && key != "format") sd.metadata[key] = value;
+  }
+  opt.load_parameter_shard(model);
+  opt.load_state_dict(sd);
+  if (!parameters_equal_across_ranks(opt)) {
+    throw InvariantError("after the checkpoint load the parameters differ across data-parallel ranks");
+  }
+}
+
+// POSIX file-system helpers: std::filesystem is avoided here because LibTorch's shared library
+// exports its own (ABI-incompatible) copies of some std::filesystem symbols.
+
+int remove_entry(const char* path, const struct stat*, int, struct FTW*) {
+  return ::remove(path);
+}
+
+/// Removes `path` recursively, ignoring errors (a cleanup path).
+void remove_quietly(const std::string& path) {
+  ::nftw(path.c_str(), remove_entry, 16, FTW_DEPTH | FTW_PHYS);
+}
+
+bool exists(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0;
+}
+
+bool is_directory(const std::string& path) {
+  struct stat st {};
+  return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
+}
+
+/// mkdir -p; FormatError naming the directory.
+void make_directories(const std::string& path) {
+  for (size_t i = 1; i <= path.size(); ++i) {
+    if (i < path.size() && path[i] != '/') continue;
+    const std::string prefix = path.substr(0, i);
+    if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
+      throw FormatError("cannot create directory '" + prefix + "': " + std::strerror(errno));
+    }
+  }
+  if (!is_directory(path)) throw FormatError("'" + path + "' is not a directory");
+}
+
+void rename_or_throw(const std::string& from, const std::string& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) {
+    throw FormatError("cannot rename '" + from + "' to '" + to + "': " + std::strerror(errno));
+  }
+}
+
+/// The names in a directory (no . and ..); empty when it cannot be read.
+std::vector<std::string> directory_names(const std::string& dir) {
+  std::vector<std::string> out;
+  DIR* d = ::opendir(dir.c_str());
+  if (!d) return out;
+  while (const dirent* e = ::readdir(d)) {
+    const std::string n = e->d_name;
+    if (n != "." && n != "..") out.push_back(n);
+  }
+  ::closedir(d);
+  return out;
+}
+
+std::string base_name(const std::string& path) {
+  const size_t slash = path.find_last_of('/');
+  return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+}  // namespace
+
+std::string checkpoint_name(int64_t iteration) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "iter_%07lld", static_cast<long long>(iteration));
+  return buf;
+}
+
+std::string shard_file_name(int rank, int world) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "rank%05d-of-%05d.safetensors", rank, world);
+  return buf;
+}
+
+std::vector<std::string> list_checkpoints(const std::string& root) {
+  std::vector<std::pair<int64_t, std::string>> found;
+  for (const auto& name : directory_names(root)) {
+    if (name.size() != 12 || name.rfind("iter_", 0) != 0) continue;
+    if (name.find_first_not_of("0123456789", 5) != std::string::npos) continue;
+    if (!is_directory(root + "/" + name)) continue;
+    found.emplace_back(std::stoll(name.substr(5)), root + "/" + name);
+  }
+  std::sort(found.begin(), found.end(), [](const auto& a, const auto& b) { return a.first > b.first; });
+  std::vector<std::string> out;
+  for (auto& f : found) out.push_back(std::move(f.second));
+  return out;
+}
+
+SaveResult save_checkpoint(const std::string& root, const CheckpointProgress& progress,
+                           const DistributedMuonWithAdamW& opt, const std::string& config_yaml, int64_t keep_last) {
+  const auto start = std::chrono::steady_clock::now();
+  Communicator& comm = opt.comm();
+  const int rank = comm.rank();
+  const int world = comm.size();
+  // One identity per save: a random id from rank 0.
+  at::Tensor id = at::zeros({1}, long_options(comm));
+  if (rank == 0) {
+    std::random_device rd;
+    const uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
+    id.fill_(static_cast<int64_t>(v >> 1));
+  }
+  comm.broadcast(id, 0);
+  const std::string save_id = hex64(static_cast<uint64_t>(id.cpu().item<int64_t>()));
+  const std::string name = checkpoint_name(progress.iteration);
+  const std::string final_dir = root + "/" + name;
+  const std::string tmp_dir = final_dir + ".tmp." + save_id;
+  const std::string file = shard_file_name(rank, world);
+
+  // 1. Every rank writes and fsyncs its shard into the temporary directory.
+  SaveResult result;
+  std::string error;
+  Json info;
+  Json layout;
+  try {
+    make_directories(tmp_dir);
+    std::map<std::string, at::Tensor> tensors;
+    for (auto& [pname, t] : opt.parameter_shard()) tensors[kModelPrefix + pname] = t.cpu().contiguous();
+    StateDict sd = opt.state_dict();
+    for (auto& [key, t] : sd.tensors) tensors[key] = t.cpu().contiguous();
+    std::map<std::string, std::string> meta = sd.metadata;
+    meta[std::string(kMetaPrefix) + "format_version"] = std::to_string(kCheckpointFormatVersion);
+    meta[std::string(kMetaPrefix) + "save_id"] = save_id;
+    meta[std::string(kMetaPrefix) + "iteration"] = std::to_string(progress.iteration);
+    meta[std::string(kMetaPrefix) + "rank"] = std::to_string(rank);
+    meta[std::string(kMetaPrefix) + "world_size"] = std::to_string(world);
+    Json ranges = Json::object();
+    for (const auto& s : opt.shard_segments()) {
+      const auto& p = opt.plan().params[s.param];
+      ranges[p.name] = {
+          {"begin", s.param_begin}, {"end", s.param_begin + s.count}, {"whole", opt.plan().owner[s.param] >= 0}};
+    }
+    meta[std::string(kMetaPrefix) + "model_ranges"] = ranges.dump();
+    Json crcs = Json::object();
+    for (const auto& [key, t] : tensors) crcs[key] = crc32_hex(tensor_crc32(t));
+    const std::string path = tmp_dir + "/" + file;
+    save_safetensors(path, tensors, meta);  // temporary name, fsync, rename, directory fsync
+    const FileChecksum sum = file_crc32(path);
+    result.bytes = sum.bytes;
+    info = {{"rank", rank}, {"file", file}, {"bytes", sum.bytes}, {"crc32", crc32_hex(sum.crc32)}, {"tensors", crcs}};
+    if (sd.metadata.count("orthotron.layout")) layout = Json::parse(sd.metadata.at("orthotron.layout"));
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  // 2. Barrier with the outcome: every rank's shard record (or error) reaches every rank.
+  const std::vector<std::string> errors = all_gather_strings(comm, error);
+  const std::vector<std::string> infos = all_gather_strings(comm, error.empty() ? info.dump() : std::string());
+  std::string failure = join_errors(errors);
+  // 3. Rank 0 commits: manifest, rename, directory fsync, latest tracker, retention.
+  std::string commit_error;
+  if (failure.empty() && rank == 0) {
+    std::string aside;
+    try {
+      Json shards = Json::array();
+      for (const auto& s : infos) shards.push_back(Json::parse(s));
+      layout.erase("rank");  // nothing rank-specific in the shared record
+      Json splits = Json::object();
+      for (const auto& [pname, split] : opt.splits().all()) {
+        Json parts = Json::array();
+        for (const auto& part : split.parts) parts.push_back({{"name", part.name}, {"rows", part.rows.numel()}});
+        splits[pname] = {{"rows", split.rows}, {"parts", parts}};
+      }
+      Json lr = Json::parse(progress.lr_schedule.empty() ? "null" : progress.lr_schedule);
+      const Json manifest = {{"format", "orthotron.checkpoint"},
+                             {"format_version", kCheckpointFormatVersion},
+                             {"save_id", save_id},
+                             {"iteration", progress.iteration},
+                             {"consumed_samples", progress.consumed_samples},
+                             {"skipped_iterations", progress.skipped},
+                             {"nan_iterations", progress.nan},
+                             {"lr_schedule", lr},
+                             {"world_size", world},
+                             {"plan_hash", hex64(opt.plan().hash)},
+                             {"layout", layout},
+                             {"splits", splits},
+                             {"shards", shards},
+                             {"config", config_yaml}};
+      write_file_atomically(tmp_dir + "/" + kManifest, manifest.dump(1) + "\n");
+      if (exists(final_dir)) {
+        aside = final_dir + ".replaced." + save_id;
+        rename_or_throw(final_dir, aside);
+      }
+      try {
+        rename_or_throw(tmp_dir, final_dir);
+      } catch (...) {
+        if (!aside.empty()) ::rename(aside.c_str(), final_dir.c_str());
+        aside.clear();
+        throw;
+      }
+      fsync_directory(root);
+      if (!aside.empty()) remove_quietly(aside);
+      write_file_atomically(root + "/latest", name + "\n");
+      // Retention: the newest keep_last committed checkpoints stay, and never the one just written goes.
+      if (keep_last > 0) {
+        const auto all = list_checkpoints(root);
+        for (size_t i = static_cast<size_t>(keep_last); i < all.size(); ++i) {
+          if (base_name(all[i]) == name) continue;
+          remove_quietly(all[i]);
+          ++result.removed;
+        }
+      }
+      // Leftovers of earlier saves that never committed.
+      for (const auto& n : directory_names(root)) {
+        if (n.rfind("iter_", 0) == 0 &&
+            (n.find(".tmp.") != std::string::npos || n.find(".replaced.") != std::string::npos))
+          remove_quietly(root + "/" + n);
+      }
+    } catch (const std::exception& e) {
+      commit_error = std::string("commit of '") + final_dir + "' failed: " + e.what();
+      remove_quietly(tmp_dir);
+    }
+  }
+  if (!failure.empty() && rank == 0) remove_quietly(tmp_dir);
+  if (failure.empty()) failure = join_errors(all_gather_strings(comm, commit_error));
+  if (!failure.empty()) {
+    throw FormatError("save_checkpoint of iteration " + std::to_string(progress.iteration) + " under '" + root +
+                      "': " + failure + " (earlier checkpoints are untouched)");
+  }
+  result.path = final_dir;
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  return result;
+}
+
+CheckpointProgress verify_checkpoint_shard(const std::string& path, int rank, int world) {
+  return verify_shard(path, rank, world).progress;
+}
+
+CheckpointProgress load_checkpoint(const std::string& path, DistributedMuonWithAdamW& opt) {
+  VerifiedShard v;
+  bool fatal = false;
+  const std::string failure = verify_everywhere(path, opt.comm(), v, fatal);
+  if (!failure.empty()) {
+    if (fatal) throw ConfigError("checkpoint '" + path + "': " + failure);
+    throw FormatError("checkpoint '" + path + "' is incomplete or damaged: " + failure);
+  }
+  load_verified(v, opt);
+  return v.progress;
+}
+
+bool load_latest_checkpoint(const std::string& root, DistributedMuonWithAdamW& opt, CheckpointProgress& progress,
+                            std::string& loaded_path, std::vector<std::string>& warnings) {
+  Communicator& comm = opt.comm();
+  // Rank 0's view of the directory decides the candidates, so every rank walks the same list.
+  std::vector<int64_t> iterations;
+  if (comm.rank() == 0) {
+    for (const auto& p : list_checkpoints(root)) iterations.push_back(std::stoll(base_name(p).substr(5)));
+  }
+  at::Tensor count = at::full({1}, static_cast<int64_t>(iterations.size()), long_options(comm));
+  comm.broadcast(count, 0);
+  const int64_t n = count.cpu().item<int64_t>();
+  if (n == 0) return false;
+  at::Tensor list = at::zeros({n}, at::kLong);
+  for (int64_t i = 0; i < static_cast<int64_t>(iterations.size()); ++i) list[i] = iterations[static_cast<size_t>(i)];
+  at::Tensor list_dev = list.to(comm.device());
+  comm.broadcast(list_dev, 0);
+  list = list_dev.cpu();
+  for (int64_t i = 0; i < n; ++i) {
+    const std::string path = root + "/" + checkpoint_name(list[i].item<int64_t>());
+    VerifiedShard v;
+    bool fatal = false;
+    const std::string failure = verify_everywhere(path, comm, v, fatal);
+    if (fatal) throw ConfigError("checkpoint '" + path + "': " + failure);
+    if (!failure.empty()) {
+      warnings.push_back("skipping checkpoint '" + path + "': " + failure);
+      continue;
+    }
+    load_verified(v, opt);
+    progress = v.progress;
+    loaded_path = path;
+    return true;
+  }
+  return false;
+}
+
+bool parameters_equal_across_ranks(const DistributedMuonWithAdamW& opt) {
+  uint32_t crc = 0;
+  for (const auto& p : opt.parameters()) {
+    const at::Tensor c = p.tensor.detach().cpu().contiguous();
+    crc = crc32_update(crc, c.data_ptr(), c.nbytes());
+  }
+  Communicator& comm = opt.comm();
+  // max(crc) and max(-crc) = -min(crc) in one all_reduce.
+  at::Tensor both = at::tensor({static_cast<int64_t>(crc), -static_cast<int64_t>(crc)}, at::kLong).to(comm.device());
+  comm.all_reduce(both, ReduceOp::kMax);
+  const at::Tensor b = both.cpu();
+  return b[0].item<int64_t>() == -b[1].item<int64_t>();
+}
+
+}  // namespace orthotron

@@ -1,0 +1,85 @@
+// checkpoint.h: sharded checkpoints of a data-parallel training run, one directory per saved
+// iteration (<root>/iter_0000040/): every rank writes its own safetensors shard
+// (rank00000-of-00004.safetensors) with the parameters and optimizer state it holds under the
+// owner-aligned layout, keyed by parameter name ("model/<name>", "muon/<name>/momentum",
+// "adamw/<name>/exp_avg", ...), so no tensor is written twice; rank 0 writes manifest.json (format
+// version, world size, plan hash and layout record, splits, every shard's size and CRC-32 and every
+// tensor's CRC-32, the resolved config, iteration, consumed samples, lr schedule). Commit protocol:
+// shards go into <root>/iter_0000040.tmp.<save id>/, each fsynced; barrier; rank 0 writes and fsyncs
+// the manifest, renames the directory to its final name, fsyncs <root>, writes <root>/latest
+// atomically, and removes checkpoints beyond keep_last. A directory is committed exactly when it
+// has its final name (and then it has its manifest). Depends on optim/, parallel/, base/.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "optim/distributed_muon_with_adamw.h"
+#include "parallel/communicator.h"
+
+namespace orthotron {
+
+constexpr int kCheckpointFormatVersion = 1;
+
+/// What a checkpoint records about the run besides the model and optimizer.
+struct CheckpointProgress {
+  int64_t iteration = 0;         ///< iterations completed
+  int64_t consumed_samples = 0;  ///< global samples consumed (the data position)
+  int64_t skipped = 0;           ///< skipped iterations so far
+  int64_t nan = 0;               ///< non-finite iterations so far
+  std::string lr_schedule;  ///< the lr schedule (JSON text; informational: the schedule is a function of iteration)
+};
+
+struct SaveResult {
+  std::string path;     ///< the committed directory
+  uint64_t bytes = 0;   ///< this rank's shard size
+  double seconds = 0;   ///< wall time of the whole save on this rank (training was blocked this long)
+  int64_t removed = 0;  ///< old checkpoints removed under keep_last (rank 0's count)
+};
+
+/// "iter_0000040".
+std::string checkpoint_name(int64_t iteration);
+/// "rank00001-of-00004.safetensors".
+std::string shard_file_name(int rank, int world);
+
+/// Collective over opt.comm(): every rank must call it with the same arguments. Writes and commits
+/// the checkpoint of `progress.iteration` under `root` (created if missing) as described above; an
+/// existing committed directory of the same iteration is replaced. `config_yaml` is the resolved
+/// config stored in the manifest. keep_last > 0 removes the oldest committed checkpoints beyond the
+/// newest keep_last (never the one just written) and leftover temporary directories of earlier
+/// saves. Any failure on any rank (unwritable directory, full disk) makes every rank throw
+/// FormatError naming the path and the rank; the temporary directory is removed and the previous
+/// checkpoints are untouched. Blocking.
+SaveResult save_checkpoint(const std::string& root, const CheckpointProgress& progress,
+                           const DistributedMuonWithAdamW& opt, const std::string& config_yaml, int64_t keep_last);
+
+/// Local: the committed checkpoints under `root` (directories named exactly iter_NNNNNNN), newest
+/// first, as full paths. Temporary directories are ignored. An absent root gives an empty list.
+std::vector<std::string> list_checkpoints(const std::string& root);
+
+/// Local: what rank `rank` checks before a load: the manifest of `path` (parses, format version,
+/// world size `world`), and this rank's shard (present, its size and CRC-32 as the manifest says,
+/// its identity metadata equal to the manifest's save id and iteration, every tensor's CRC-32).
+/// FormatError naming the file, and for a damaged tensor the tensor. Returns the progress recorded.
+CheckpointProgress verify_checkpoint_shard(const std::string& path, int rank, int world);
+
+/// Collective over opt.comm(). Verifies (verify_checkpoint_shard on every rank; any failure makes
+/// every rank throw FormatError with the failing rank's message), then loads this rank's parameter
+/// shard and optimizer state and re-synchronizes the parameters; finally checks with a collective
+/// that every rank's parameters are bitwise equal (InvariantError otherwise). StateDictError when
+/// the checkpoint belongs to another model or plan. Returns the progress recorded.
+CheckpointProgress load_checkpoint(const std::string& path, DistributedMuonWithAdamW& opt);
+
+/// Collective: the newest committed checkpoint under `root` that verifies on every rank, loaded
+/// into `opt`; each one skipped is reported in `warnings` (rank 0 gets every rank's reason). false
+/// when there is none (nothing loaded). A checkpoint of another world size, model or plan is an
+/// error, not a skip.
+bool load_latest_checkpoint(const std::string& root, DistributedMuonWithAdamW& opt, CheckpointProgress& progress,
+                            std::string& loaded_path, std::vector<std::string>& warnings);
+
+/// Collective: CRC-32 over every parameter of `opt`, compared across ranks (all_reduce min and
+/// max). true when every rank holds bitwise the same parameters.
+bool parameters_equal_across_ranks(const DistributedMuonWithAdamW& opt);
+
+}  // namespace orthotron

@@ -1,0 +1,132 @@
+#!/usr/bin/env bash
+# checkpoint_e2e.sh: sharded checkpoints through the real binary and real ranks (engine/checkpoint/):
+#   1. exact resume at 1, 2 and 4 ranks: train 8 iterations saving at 4 and 8; resume from 4 and
+#      train to 8; the losses of iterations 5..8 and every tensor of the final checkpoint (model
+#      shards and optimizer state) are bitwise equal to the uninterrupted run's;
+#   2. faults at 2 ranks: a flipped byte and a truncated shard are detected (the message names the
+#      file, and the tensor for the flipped byte) and `auto` falls back to the previous committed
+#      checkpoint; a temporary directory of an unfinished save and a directory without a manifest
+#      are ignored by `auto`; an explicitly named damaged checkpoint stops the job.
+#   usage: checkpoint_e2e.sh SOURCE_DIR PRETRAIN_BINARY
+set -euo pipefail
+src=$1
+bin=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+export OMP_NUM_THREADS=1  # the same thread count in every run: bitwise comparisons
+launch() { timeout --kill-after=5 300 bash "$src/launch/launch.sh" "$@"; }
+fail() { echo "checkpoint_e2e: FAIL: $*" >&2; exit 1; }
+common=(--config "$src/configs/gpt_tiny.yaml" --set logging.progress=false --set logging.log_interval=1
+  --set training.train_iters=8 --set training.lr_schedule.warmup=2 --set training.eval_interval=0
+  --set training.eval_iters=1 --set training.micro_batch_size=2 --set checkpoint.save_interval=4)
+
+# Compares train losses of iterations 5..8 (exactly) and every tensor of two checkpoint directories.
+compare() {
+  python3 - "$@" <<'PY'
+import json, os, struct, sys
+ref_metrics, got_metrics, ref_ckpt, got_ckpt = sys.argv[1:5]
+def losses(path):
+    rows = [json.loads(l) for l in open(path) if '"kind":"train"' in l]
+    return {r["iteration"]: r["loss"] for r in rows if r["iteration"] >= 5}
+a, b = losses(ref_metrics), losses(got_metrics)
+if sorted(a) != [5, 6, 7, 8] or sorted(b) != [5, 6, 7, 8]:
+    sys.exit(f"iterations logged: {sorted(a)} vs {sorted(b)}")
+for it in a:
+    if a[it] != b[it]:
+        sys.exit(f"iteration {it}: loss {b[it]!r} after the resume, {a[it]!r} uninterrupted")
+def tensors(path):  # a safetensors reader: u64 header length, JSON header, data
+    data = open(path, "rb").read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    return {k: data[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]] for k, v in header.items() if k != "__metadata__"}
+files = sorted(f for f in os.listdir(ref_ckpt) if f.endswith(".safetensors"))
+if not files or files != sorted(f for f in os.listdir(got_ckpt) if f.endswith(".safetensors")):
+    sys.exit(f"shard files differ: {files}")
+count = 0
+for f in files:
+    x, y = tensors(os.path.join(ref_ckpt, f)), tensors(os.path.join(got_ckpt, f))
+    if sorted(x) != sorted(y):
+        sys.exit(f"{f}: tensor names differ")
+    if not any(k.startswith("model/") for k in x) or not any(k.startswith(("muon/", "adamw/")) for k in x):
+        sys.exit(f"{f}: no model or no optimizer tensors")
+    for k in x:
+        if x[k] != y[k]:
+            sys.exit(f"{f}: tensor {k} differs after the resume")
+        count += 1
+print(f"checkpoint_e2e: losses 5..8 and {count} tensors in {len(files)} shard(s) bitwise equal")
+PY
+}
+
+# 1. Exact resume at 1, 2 and 4 ranks.
+for np in 1 2 4; do
+  d="$work/np$np"
+  launch "$np" "$bin" "${common[@]}" --set checkpoint.dir="$d/ref" --set logging.output_dir="$d/ref_out" \
+    >"$d.ref.log" 2>&1 || { cat "$d.ref.log"; fail "np$np: uninterrupted run"; }
+  [[ -f "$d/ref/iter_0000004/manifest.json" && -f "$d/ref/iter_0000008/manifest.json" ]] || fail "np$np: checkpoints 4 and 8 missing"
+  [[ "$(cat "$d/ref/latest")" == iter_0000008 ]] || fail "np$np: latest is not iter_0000008"
+  launch "$np" "$bin" "${common[@]}" --set checkpoint.resume="$d/ref/iter_0000004" --set checkpoint.dir="$d/resumed" \
+    --set logging.output_dir="$d/resumed_out" >"$d.resumed.log" 2>&1 || { cat "$d.resumed.log"; fail "np$np: resumed run"; }
+  grep -q "resumed from checkpoint '$d/ref/iter_0000004' at iteration 4, $((8 * np)) consumed samples" "$d.resumed.log" ||
+    { cat "$d.resumed.log"; fail "np$np: no resume line"; }
+  grep -q "iteration        1/" "$d.resumed.log" && fail "np$np: the resumed run started again at iteration 1"
+  compare "$d/ref_out/metrics.jsonl" "$d/resumed_out/metrics.jsonl" "$d/ref/iter_0000008" "$d/resumed/iter_0000008" ||
+    fail "np$np: the resumed run differs from the uninterrupted one"
+  grep -h "saved checkpoint" "$d.ref.log" | sed 's/^/checkpoint_e2e: np'"$np"':/'
+done
+
+# 2. Faults, at 2 ranks, on copies of the 2-rank checkpoints.
+ref="$work/np2/ref"
+auto_run() {  # auto_run NAME: resume auto from $work/NAME, output to $work/NAME_out, log $work/NAME.log
+  launch 2 "$bin" "${common[@]}" --set checkpoint.resume=auto --set checkpoint.dir="$work/$1" \
+    --set logging.output_dir="$work/$1_out" >"$work/$1.log" 2>&1 || { cat "$work/$1.log"; fail "$1: run"; }
+}
+# 2a. A flipped byte in a tensor of rank 1's shard of iteration 8: skipped, naming the tensor; resume from 4.
+cp -r "$ref" "$work/flip"
+shard="$work/flip/iter_0000008/rank00001-of-00002.safetensors"
+python3 - "$shard" <<'PY'
+import sys
+path = sys.argv[1]
+data = bytearray(open(path, "rb").read())
+data[len(data) - 4096] ^= 0x10
+open(path, "wb").write(bytes(data))
+PY
+auto_run flip
+grep -q "warning: skipping checkpoint '$work/flip/iter_0000008': rank 1: shard '.*rank00001-of-00002.safetensors' has CRC-32 .*tensor '.*' differs" "$work/flip.log" ||
+  { cat "$work/flip.log"; fail "flip: no warning naming the shard and tensor"; }
+grep -q "resumed from checkpoint '$work/flip/iter_0000004' at iteration 4" "$work/flip.log" || fail "flip: did not fall back to iteration 4"
+compare "$work/np2/ref_out/metrics.jsonl" "$work/flip_out/metrics.jsonl" "$ref/iter_0000008" "$work/flip/iter_0000008" ||
+  fail "flip: the run resumed from 4 differs"
+# 2b. A truncated shard of rank 0: skipped as truncated.
+cp -r "$ref" "$work/trunc"
+shard="$work/trunc/iter_0000008/rank00000-of-00002.safetensors"
+truncate -s $(($(stat -c %s "$shard") - 1000)) "$shard"
+auto_run trunc
+grep -q "warning: skipping checkpoint '$work/trunc/iter_0000008': rank 0: shard '.*' has [0-9]* bytes, the manifest says [0-9]* (truncated" "$work/trunc.log" ||
+  { cat "$work/trunc.log"; fail "trunc: no truncation warning"; }
+grep -q "resumed from checkpoint '$work/trunc/iter_0000004' at iteration 4" "$work/trunc.log" || fail "trunc: did not fall back to iteration 4"
+compare "$work/np2/ref_out/metrics.jsonl" "$work/trunc_out/metrics.jsonl" "$ref/iter_0000008" "$work/trunc/iter_0000008" ||
+  fail "trunc: the replacement of the damaged iteration 8 differs"
+# 2c. An unfinished save (a temporary directory with one shard) and a directory without its manifest
+#     (a rank killed mid-save) are ignored: auto resumes from the newest committed checkpoint, 8.
+cp -r "$ref" "$work/partial"
+mkdir "$work/partial/iter_0000012.tmp.00000000deadbeef"
+cp "$ref/iter_0000008/rank00000-of-00002.safetensors" "$work/partial/iter_0000012.tmp.00000000deadbeef/"
+cp -r "$ref/iter_0000008" "$work/partial/iter_0000010"
+rm "$work/partial/iter_0000010/manifest.json"
+auto_run partial
+grep -q "warning: skipping checkpoint '$work/partial/iter_0000010': rank 0: '.*manifest.json' is missing" "$work/partial.log" ||
+  { cat "$work/partial.log"; fail "partial: no warning for the directory without a manifest"; }
+grep -q "resumed from checkpoint '$work/partial/iter_0000008' at iteration 8" "$work/partial.log" || fail "partial: did not resume from 8"
+grep -q "iter_0000012" "$work/partial.log" && fail "partial: the temporary directory was considered"
+# 2d. An explicitly named damaged checkpoint is an error that names the file. (The auto run above
+#     replaced trunc's damaged iteration 8 with its own save, which also checks the replacement.)
+cp -r "$ref" "$work/named"
+shard="$work/named/iter_0000008/rank00000-of-00002.safetensors"
+truncate -s $(($(stat -c %s "$shard") - 1000)) "$shard"
+if launch 2 "$bin" "${common[@]}" --set checkpoint.resume="$work/named/iter_0000008" --set logging.output_dir="$work/named_out" \
+  >"$work/named.log" 2>&1; then
+  fail "named: a damaged checkpoint was accepted"
+fi
+grep -q "checkpoint '$work/named/iter_0000008' is incomplete or damaged: rank 0: shard .*rank00000-of-00002.safetensors' has" "$work/named.log" ||
+  { cat "$work/named.log"; fail "named: the error does not name the shard"; }
+echo "checkpoint_e2e: OK"
