@@ -9,6 +9,7 @@ import platform
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,8 +28,41 @@ def all_adamw_sets(lr: float) -> list:
     return [f"optimizer.groups={{adamw: {{lr: {lr!r}, betas: [0.9, 0.95], weight_decay: 0.0}}}}"] + ALL_ADAMW
 
 
-def busy_processes(own: str = "orthotron") -> list:
-    """Processes other than ours using more than 10% of a core now (top, two samples 0.5 s apart)."""
+def descendants(pid: int) -> set:
+    """PID and every process below it (from /proc)."""
+    children = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    out, todo = set(), [pid]
+    while todo:
+        p = todo.pop()
+        out.add(p)
+        todo += children.get(p, [])
+    return out
+
+
+def ancestors() -> set:
+    """This process and the ones above it (a shell whose command line names the binary is not another run)."""
+    out, pid = set(), os.getpid()
+    while pid > 1 and pid not in out:
+        out.add(pid)
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                pid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            break
+    return out
+
+
+def busy_processes(exclude: set = frozenset()) -> list:
+    """Processes (not in EXCLUDE, not this script) using more than 10% of a core now: top, two
+    samples 0.5 s apart, as "name cpu%"."""
     try:
         out = subprocess.run(["top", "-b", "-n", "2", "-d", "0.5", "-w", "200"], capture_output=True, text=True,
                              timeout=10).stdout
@@ -41,12 +75,52 @@ def busy_processes(own: str = "orthotron") -> list:
         if len(f) < 12:
             continue
         try:
-            cpu = float(f[8])
+            pid, cpu = int(f[0]), float(f[8])
         except ValueError:
             continue
-        if cpu > 10 and own not in f[11] and f[11] not in ("top", "mpirun", "prterun"):
+        if cpu > 10 and pid not in exclude and pid != os.getpid() and f[11] != "top":
             busy.append(f"{f[11]} {cpu:.0f}%")
     return busy
+
+
+class BusySampler:
+    """Samples busy_processes() every PERIOD seconds in a thread, leaving out the process tree of
+    ROOT_PID; .seen() gives each other process name with the highest share seen."""
+
+    def __init__(self, root_pid: int, period: float = 10.0) -> None:
+        self._root, self._period, self._peak = root_pid, period, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self._period):
+            for item in busy_processes(descendants(self._root)):
+                name, cpu = item.rsplit(" ", 1)
+                self._peak[name] = max(self._peak.get(name, 0), int(cpu.rstrip("%")))
+
+    def stop(self) -> list:
+        self._stop.set()
+        self._thread.join()
+        return [f"{n} up to {c}%" for n, c in sorted(self._peak.items(), key=lambda x: -x[1])]
+
+
+def wait_for_quiet(max_seconds: float = 600, what: str = "orthotron_pretrain") -> float:
+    """Waits (up to MAX_SECONDS) until no other process uses more than 30% of a core and no other
+    WHAT runs, so that measurements do not share the CPU; returns the seconds waited."""
+    t0 = time.time()
+    while time.time() - t0 < max_seconds:
+        mine = ancestors()
+        others = [p for p in subprocess.run(["pgrep", "-f", what], capture_output=True, text=True).stdout.split()
+                  if int(p) not in mine]
+        busy = [b for b in busy_processes() if int(b.rsplit(" ", 1)[1].rstrip("%")) > 30]
+        if not others and not busy:
+            return time.time() - t0
+        log(f"[bench] waiting for a quiet CPU: busy {', '.join(busy) or 'none'}; "
+            f"{len(others)} other {what} process(es)")
+        time.sleep(15)
+    log(f"[bench] the CPU is still busy after {max_seconds:.0f} s; measuring anyway (see busy_before/busy_during)")
+    return time.time() - t0
 
 
 def machine() -> str:
@@ -111,12 +185,15 @@ def window_medians(records: list, skip_iterations: int) -> dict:
     }
 
 
-def run_pretrain(run_dir: str, ranks: int, threads: int, config: str, sets: list, binary: str) -> dict:
+def run_pretrain(run_dir: str, ranks: int, threads: int, config: str, sets: list, binary: str,
+                 quiet_wait: float = 600) -> dict:
     """Runs orthotron_pretrain on RANKS ranks (THREADS intra-op threads each) into a fresh RUN_DIR.
 
-    Blocks until it ends; its output goes to RUN_DIR/stdout.txt. Returns the wall time, the load
-    averages before and after and the other busy processes seen at the start. Raises
-    RuntimeError (naming stdout.txt) if the run fails.
+    Waits (up to QUIET_WAIT s) for a quiet CPU first (wait_for_quiet). Blocks until the run ends;
+    its output goes to RUN_DIR/stdout.txt. Returns the wall time, the load averages before and
+    after, the other busy processes seen at the start and during the run (sampled every 10 s;
+    another orthotron_pretrain counts, ours do not). Raises RuntimeError (naming stdout.txt) if the
+    run fails.
     """
     if os.path.exists(run_dir):
         for name in ("metrics.jsonl", "log.txt", "config.yaml", "stdout.txt"):
@@ -127,11 +204,15 @@ def run_pretrain(run_dir: str, ranks: int, threads: int, config: str, sets: list
     for s in sets + [f"logging.output_dir={run_dir}", "logging.progress=false"]:
         cmd += ["--set", s]
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    info = {"command": "OMP_NUM_THREADS=%d " % threads + " ".join(_quote(c) for c in cmd),
+    waited = wait_for_quiet(quiet_wait)
+    info = {"waited_seconds": waited, "command": "OMP_NUM_THREADS=%d " % threads + " ".join(_quote(c) for c in cmd),
             "load_before": os.getloadavg(), "busy_before": busy_processes()}
     t0 = time.time()
     with open(os.path.join(run_dir, "stdout.txt"), "w") as out:
-        rc = subprocess.run(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT).returncode
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        sampler = BusySampler(proc.pid)
+        rc = proc.wait()
+        info["busy_during"] = sampler.stop()
     info["wall_seconds"] = time.time() - t0
     info["load_after"] = os.getloadavg()
     if rc != 0 or summary(read_metrics(run_dir)) is None:

@@ -100,10 +100,12 @@ def main() -> int:
                    "tokens_per_iteration": int(resolved["training.micro_batch_size"]) * ranks *
                    int(resolved["training.gradient_accumulation"]) * int(resolved["data.seq_length"]),
                    "wall_seconds": info["wall_seconds"], "load_before": info["load_before"],
-                   "load_after": info["load_after"], "busy_before": info["busy_before"], "command": info["command"]}
+                   "load_after": info["load_after"], "busy_before": info["busy_before"],
+                   "busy_during": info["busy_during"], "command": info["command"]}
             bc.log(f"[bench_pretrain]   ours: {med['tokens_per_second']:.0f} tokens/s, {med['ms_per_iteration']:.1f} "
                    f"ms/iteration, optimizer {100 * med['optimizer_share']:.1f}% ({info['wall_seconds']:.0f} s)")
             if ranks == 1 and not a.no_torch:
+                bc.wait_for_quiet()
                 busy = bc.busy_processes()
                 t0 = time.time()
                 row["torch"] = torch_step(a.torch_python, resolved, threads, a.torch_steps)
@@ -142,7 +144,7 @@ def markdown(rows: list, a: argparse.Namespace, seconds: float) -> str:
         "",
         "| config | ranks x threads | ms/iteration | optimizer ms | optimizer share | tokens/s | "
         "PyTorch ms/step | PyTorch optimizer share | PyTorch tokens/s | ours / PyTorch | load before -> after | "
-        "other busy processes at start |",
+        "other busy processes at start; during |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
@@ -152,7 +154,8 @@ def markdown(rows: list, a: argparse.Namespace, seconds: float) -> str:
         lines.append(
             f"| {os.path.basename(r['config'])} | {r['ranks']} x {r['threads']} | {r['ms_per_iteration']:.1f} | "
             f"{r['optimizer_ms']:.1f} | {100 * r['optimizer_share']:.1f}% | {r['tokens_per_second']:.0f} | {tc} | "
-            f"{r['load_before'][0]:.2f} -> {r['load_after'][0]:.2f} | {', '.join(r['busy_before']) or 'none'} |")
+            f"{r['load_before'][0]:.2f} -> {r['load_after'][0]:.2f} | {', '.join(r['busy_before']) or 'none'}; "
+            f"{', '.join(r['busy_during']) or 'none'} |")
     lines += ["", f"Total time: {seconds:.0f} s. Command: `/usr/bin/python3 bench/bench_pretrain.py` "
               "(every run's command line is in pretrain_bench.json).", ""]
     return "\n".join(lines)

@@ -78,6 +78,8 @@ def main() -> int:
     ap.add_argument("--runs-dir", default="runs/muon_vs_adamw")
     ap.add_argument("--results-dir", default="bench/results")
     ap.add_argument("--analyze-only", action="store_true")
+    ap.add_argument("--quiet-wait", type=float, default=60,
+                    help="seconds to wait at most for a quiet CPU before each run (the losses do not depend on it)")
     ap.add_argument("--rerun", action="store_true")
     ap.add_argument("--ymax", type=float, default=None, help="upper loss limit of the best-two plot")
     a = ap.parse_args()
@@ -109,11 +111,12 @@ def main() -> int:
         if a.analyze_only:
             raise SystemExit(f"muon_vs_adamw.py: {name} has no finished run in {r['dir']} (drop --analyze-only)")
         bc.log(f"[muon_vs_adamw] {name}: running ({r['iters']} iterations, {a.ranks} ranks x {a.threads} threads)")
-        info = bc.run_pretrain(os.path.abspath(r["dir"]), a.ranks, a.threads, a.config, r["sets"], a.binary)
+        info = bc.run_pretrain(os.path.abspath(r["dir"]), a.ranks, a.threads, a.config, r["sets"], a.binary,
+                               a.quiet_wait)
         s = bc.summary(bc.read_metrics(r["dir"]))
         bc.log(f"[muon_vs_adamw] {name}: final validation loss {s['final_val_loss']:.4f} "
                f"in {info['wall_seconds']:.0f} s (load {info['load_before'][0]:.2f} -> {info['load_after'][0]:.2f}"
-               f"{'; also busy: ' + ', '.join(info['busy_before']) if info['busy_before'] else ''})")
+               f"; also busy during: {', '.join(info['busy_during']) or 'nothing'})")
         r["info"] = info
         with open(stamp, "w") as f:
             json.dump({"key": key, "info": info}, f, indent=1)
@@ -146,7 +149,9 @@ def main() -> int:
                       "wall_seconds": runs[name]["info"]["wall_seconds"],
                       "tokens_per_second": speed["tokens_per_second"], "optimizer_share": speed["optimizer_share"],
                       "load_before": runs[name]["info"]["load_before"], "load_after": runs[name]["info"]["load_after"],
-                      "busy_before": runs[name]["info"]["busy_before"], "command": runs[name]["info"]["command"]})
+                      "busy_before": runs[name]["info"]["busy_before"],
+                      "busy_during": runs[name]["info"].get("busy_during", []),
+                      "command": runs[name]["info"]["command"]})
     muon, adamw = best["muon"], best["adamw"]
     total_tokens = bc.summary(bc.read_metrics(runs[adamw]["dir"]))["tokens"]
     target = final(adamw)
@@ -209,6 +214,8 @@ def main() -> int:
     try:
         import matplotlib  # noqa: F401  (plot_loss.py needs it)
 
+        del matplotlib
+
         plot = [sys.executable, "bench/plot_loss.py"]
     except ImportError:
         plot = ["/usr/bin/python3", "bench/plot_loss.py"]
@@ -249,7 +256,7 @@ def write_markdown(path: str, r: dict, a: argparse.Namespace) -> None:
         "AdamW runs: every parameter on AdamW at the lr shown (betas 0.9/0.95, no weight decay).",
         "",
         "| run | optimizer | lr | iterations | final val loss | min val loss | tokens/s | optimizer share | "
-        "wall s | load before -> after | other busy processes at start |",
+        "wall s | load before -> after | other busy processes at start; during |",
         "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for t in r["runs"]:
@@ -257,7 +264,7 @@ def write_markdown(path: str, r: dict, a: argparse.Namespace) -> None:
             f"| {t['run']} | {t['optimizer']} | {t['lr']:g} | {t['iterations']} | {t['final_val_loss']:.4f} | "
             f"{t['min_val_loss']:.4f} | {t['tokens_per_second']:.0f} | {100 * t['optimizer_share']:.1f}% | "
             f"{t['wall_seconds']:.0f} | {t['load_before'][0]:.2f} -> {t['load_after'][0]:.2f} | "
-            f"{', '.join(t['busy_before']) or 'none'} |")
+            f"{', '.join(t['busy_before']) or 'none'}; {', '.join(t['busy_during']) or 'none'} |")
     b = r["best"]
     cf = e["fraction_from_full_curve"]
     lines += [
