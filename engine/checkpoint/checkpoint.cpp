@@ -109,6 +109,7 @@ const Json& field(const Json& j, const std::string& key, const std::string& dir)
 struct VerifiedShard {
   CheckpointProgress progress;
   SafetensorsContent content;
+  std::string plan_hash;  ///< the manifest's
 };
 
 VerifiedShard verify_shard(const std::string& dir, int rank, int world) {
@@ -188,6 +189,7 @@ VerifiedShard verify_shard(const std::string& dir, int rank, int world) {
     out.progress.skipped = field(m, "skipped_iterations", dir).get<int64_t>();
     out.progress.nan = field(m, "nan_iterations", dir).get<int64_t>();
     out.progress.lr_schedule = field(m, "lr_schedule", dir).dump();
+    out.plan_hash = field(m, "plan_hash", dir).get<std::string>();
     return out;
   } catch (const Json::exception& e) {
     throw FormatError("'" + dir + "/" + kManifest + "' is malformed: " + e.what());
@@ -222,6 +224,34 @@ void load_verified(VerifiedShard& v, DistributedMuonWithAdamW& opt) {
   }
   for (const auto& [key, value] : v.content.metadata) {
     if (key.rfind(kMetaPrefix, 0) != 0 && key != "format") sd.metadata[key] = value;
+  }
+  // Another model: every rank names what it holds that does not match, and every rank hears it all.
+  std::string error;
+  size_t expected_count = 0;
+  for (const auto& seg : opt.shard_segments()) {
+    const NamedParameter& p = opt.parameters()[seg.param];
+    const std::vector<int64_t> want =
+        opt.plan().owner[seg.param] >= 0 ? p.tensor.sizes().vec() : std::vector<int64_t>{seg.count};
+    ++expected_count;
+    auto it = model.find(p.name);
+    if (it == model.end()) {
+      error = "parameter '" + p.name + "' is not in the checkpoint";
+    } else if (it->second.sizes().vec() != want || it->second.scalar_type() != p.tensor.scalar_type()) {
+      error = "parameter '" + p.name + "' has shape " + c10::str(it->second.sizes()) + " " +
+              c10::toString(it->second.scalar_type()) + " in the checkpoint, this model's is " +
+              c10::str(at::IntArrayRef(want)) + " " + c10::toString(p.tensor.scalar_type());
+    }
+    if (!error.empty()) break;
+  }
+  if (error.empty() && model.size() != expected_count) {
+    error = "the checkpoint's shard holds " + std::to_string(model.size()) + " parameters, this rank holds " +
+            std::to_string(expected_count) + " (another model?)";
+  }
+  const std::string failure = join_errors(all_gather_strings(opt.comm(), error));
+  if (!failure.empty()) throw StateDictError("checkpoint of another model: " + failure);
+  if (v.plan_hash != hex64(opt.plan().hash)) {
+    throw StateDictError("checkpoint saved with owner plan " + v.plan_hash + ", this job's plan is " +
+                         hex64(opt.plan().hash) + " (routing or splits differ)");
   }
   opt.load_parameter_shard(model);
   opt.load_state_dict(sd);

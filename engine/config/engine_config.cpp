@@ -230,6 +230,8 @@ const FieldTable<CheckpointOptions>& checkpoint_option_fields() {
                                    {0, kMaxInt}, [](O& o) -> int64_t& { return o.keep_last; }),
           string_field<O>("resume", "none | auto (newest valid checkpoint under dir) | a checkpoint directory",
                           [](O& o) -> std::string& { return o.resume; }),
+          choice_field<O>("on_save_error", "a failed save: stop the run, or warn and train on", {"stop", "warn"},
+                          [](O& o) -> std::string& { return o.on_save_error; }),
       },
       [](const O& o) {
         if (o.resume.empty()) throw InvalidArgument("resume must be none, auto or a checkpoint directory, got ''");

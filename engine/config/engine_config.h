@@ -78,6 +78,7 @@ struct CheckpointOptions {
   bool save_at_end = true;      ///< a checkpoint after the last iteration (when dir is set)
   int64_t keep_last = 2;        ///< committed checkpoints kept (oldest removed first); 0: keep all
   std::string resume = "none";  ///< none | auto (the newest valid one under dir, if any) | a checkpoint directory
+  std::string on_save_error = "stop";  ///< stop (the run ends with the error) | warn (log it and train on)
 };
 
 struct EngineConfig {

@@ -139,8 +139,16 @@ double Trainer::save(int64_t it, int64_t consumed, const TrainSummary& sum) {
   p.skipped = sum.skipped;
   p.nan = sum.nan;
   p.lr_schedule = schedule.dump();
-  const SaveResult r = save_checkpoint(expand_path(config_.checkpoint.dir, "checkpoint.dir"), p, *optimizer_,
-                                       engine_config_to_yaml(config_), config_.checkpoint.keep_last);
+  const auto start = Clock::now();
+  SaveResult r;
+  try {
+    r = save_checkpoint(expand_path(config_.checkpoint.dir, "checkpoint.dir"), p, *optimizer_,
+                        engine_config_to_yaml(config_), config_.checkpoint.keep_last);
+  } catch (const FormatError& e) {  // every rank throws it (save_checkpoint agrees on the outcome)
+    if (config_.checkpoint.on_save_error != "warn") throw;
+    log(std::string("[orthotron] warning: ") + e.what() + "; training goes on (checkpoint.on_save_error: warn)");
+    return seconds_since(start);
+  }
   char buf[256];
   std::snprintf(buf, sizeof buf, " in %.1f ms (training blocked %.1f ms); %llu bytes on rank 0; %lld old removed",
                 1000.0 * r.seconds, 1000.0 * r.seconds, static_cast<unsigned long long>(r.bytes),

@@ -73,6 +73,8 @@ class Trainer {
   /// Resumes per checkpoint.resume (collective).
   void resume();
   /// Saves the checkpoint of iteration `it` (collective); returns the seconds training was blocked.
+  /// A failed save throws FormatError on every rank, or under checkpoint.on_save_error: warn is
+  /// logged and training goes on.
   double save(int64_t it, int64_t consumed, const TrainSummary& sum);
 
   EngineConfig config_;

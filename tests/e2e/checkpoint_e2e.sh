@@ -6,7 +6,9 @@
 #   2. faults at 2 ranks: a flipped byte and a truncated shard are detected (the message names the
 #      file, and the tensor for the flipped byte) and `auto` falls back to the previous committed
 #      checkpoint; a temporary directory of an unfinished save and a directory without a manifest
-#      are ignored by `auto`; an explicitly named damaged checkpoint stops the job.
+#      are ignored by `auto`; an explicitly named damaged checkpoint stops the job;
+#   3. keep_last; a failed save stops the run (or warns and trains on); a checkpoint of another
+#      model is an error naming the parameter.
 #   usage: checkpoint_e2e.sh SOURCE_DIR PRETRAIN_BINARY
 set -euo pipefail
 src=$1
@@ -129,4 +131,30 @@ if launch 2 "$bin" "${common[@]}" --set checkpoint.resume="$work/named/iter_0000
 fi
 grep -q "checkpoint '$work/named/iter_0000008' is incomplete or damaged: rank 0: shard .*rank00000-of-00002.safetensors' has" "$work/named.log" ||
   { cat "$work/named.log"; fail "named: the error does not name the shard"; }
+
+# 3. Retention, failed saves and a checkpoint of another model, at 2 ranks.
+# 3a. keep_last 1 with a save every 2 iterations: only iteration 8 stays, no temporary leftovers.
+launch 2 "$bin" "${common[@]}" --set checkpoint.save_interval=2 --set checkpoint.keep_last=1 --set checkpoint.dir="$work/keep" \
+  --set logging.output_dir="$work/keep_out" >"$work/keep.log" 2>&1 || { cat "$work/keep.log"; fail "keep: run"; }
+[[ "$(ls "$work/keep" | tr '\n' ' ')" == "iter_0000008 latest " ]] || fail "keep: left $(ls "$work/keep" | tr '\n' ' ')"
+# 3b. An unwritable checkpoint directory (a path under a regular file) stops the run naming it ...
+touch "$work/not_a_dir"
+if launch 2 "$bin" "${common[@]}" --set checkpoint.dir="$work/not_a_dir/ck" --set logging.output_dir="$work/bad_out" \
+  >"$work/bad.log" 2>&1; then
+  fail "bad: a failed save did not stop the run"
+fi
+grep -q "save_checkpoint of iteration 4 under '$work/not_a_dir/ck': rank 0: cannot create directory" "$work/bad.log" ||
+  { cat "$work/bad.log"; fail "bad: the error does not name the directory"; }
+# ... or, under on_save_error: warn, is logged while training goes on.
+launch 2 "$bin" "${common[@]}" --set checkpoint.dir="$work/not_a_dir/ck" --set checkpoint.on_save_error=warn \
+  --set logging.output_dir="$work/warn_out" >"$work/warn.log" 2>&1 || { cat "$work/warn.log"; fail "warn: run"; }
+[[ $(grep -c "warning: save_checkpoint of iteration [48] .*training goes on" "$work/warn.log") == 2 ]] || fail "warn: no warnings"
+grep -q "iteration        8/       8" "$work/warn.log" || fail "warn: training did not go on"
+# 3c. A checkpoint of another model (a narrower MLP) is an error naming the parameter and shapes.
+if launch 2 "$bin" "${common[@]}" --set model.ffn_hidden_size=320 --set checkpoint.resume="$ref/iter_0000004" \
+  --set logging.output_dir="$work/other_out" >"$work/other.log" 2>&1; then
+  fail "other: a checkpoint of another model was accepted"
+fi
+grep -q "checkpoint of another model: rank [01]: parameter '.*mlp.linear_fc1.weight' has shape \\[704, 128\\] Float in the checkpoint, this model's is \\[640, 128\\]" "$work/other.log" ||
+  { cat "$work/other.log"; fail "other: the error does not name the parameter"; }
 echo "checkpoint_e2e: OK"

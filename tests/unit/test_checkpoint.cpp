@@ -90,6 +90,7 @@ struct HandBuilt {
                               {"nan_iterations", 1},
                               {"lr_schedule", {{"factor", 1.0}}},
                               {"world_size", 1},
+                              {"plan_hash", "0000000000000001"},
                               {"shards",
                                {{{"rank", 0},
                                  {"file", shard_file_name(0, 1)},

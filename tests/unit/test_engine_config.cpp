@@ -191,6 +191,7 @@ TEST(EngineConfig, CheckpointSectionRejectsBadValues) {
   config_error("checkpoint:\n  save_interval: -1\n", {}, {"save_interval"});
   config_error("checkpoint:\n  resume: auto\n", {}, {"resume: auto needs checkpoint.dir"});
   config_error("{}\n", {"checkpoint.keep_last=x"}, {"--set checkpoint.keep_last=x"});
+  config_error("checkpoint:\n  on_save_error: ignore\n", {}, {"on_save_error", "stop"});
 }
 
 }  // namespace
