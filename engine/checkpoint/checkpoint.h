@@ -8,7 +8,10 @@
 // shards go into <root>/iter_0000040.tmp.<save id>/, each fsynced; barrier; rank 0 writes and fsyncs
 // the manifest, renames the directory to its final name, fsyncs <root>, writes <root>/latest
 // atomically, and removes checkpoints beyond keep_last. A directory is committed exactly when it
-// has its final name (and then it has its manifest). Depends on optim/, parallel/, base/.
+// has its final name (and then it has its manifest). `latest` names the newest save for people and
+// tools; resuming scans the directory instead, so a stale tracker cannot mislead it. Same world
+// size only (resharding, async save and RNG state are not implemented yet). Depends on optim/,
+// parallel/, base/.
 #pragma once
 
 #include <cstdint>
