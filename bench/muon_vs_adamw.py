@@ -27,6 +27,7 @@ run again (--rerun forces it); --analyze-only runs nothing. Writes RESULTS_DIR/m
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -203,8 +204,11 @@ def main() -> int:
             "budget_runs": [{"tokens": x, "final_val_loss": y} for x, y in budget_points],
             "fraction_from_budget_runs": budget_fraction, "fraction_from_budget_runs_text": budget_text,
             "tokens_from_full_curve": reach_curve, "fraction_from_full_curve": curve_fraction,
+            "full_curve_crossing_in_stable_phase": reach_curve is not None
+            and reach_curve <= stable_end_iter * tokens_per_iter,
         },
         "equal_tokens": equal,
+        "invocation": " ".join(["bench/muon_vs_adamw.py"] + [v for v in sys.argv[1:] if v != "--analyze-only"]),
         "wall_seconds_this_invocation": time.time() - t_start,
     }
     os.makedirs(a.results_dir, exist_ok=True)
@@ -276,28 +280,45 @@ def write_markdown(path: str, r: dict, a: argparse.Namespace) -> None:
         "",
         f"Target: AdamW's final validation loss, {e['target_val_loss']:.4f} after {r['tokens']} tokens.",
         "",
-        f"- **From budget runs (headline): Muon needs {e['fraction_from_budget_runs_text']} of AdamW's tokens.** "
-        "Muon at its best lr trained with shorter budgets, each with its own complete WSD schedule (the same "
-        "warm-up iterations, the last 30% of the rest decaying); final validation loss against budget, "
+        "- **Full-budget Muon curve: Muon reaches it after "
+        + (f"{e['tokens_from_full_curve']:.0f} tokens, {cf:.2f} of AdamW's tokens** (linear between validation "
+           f"points; iteration {e['tokens_from_full_curve'] / (r['tokens'] / r['iterations']):.0f}, "
+           + ("in Muon's stable phase, before its decay: Muon without the decay's drop against AdamW with it, so "
+              "the schedule does not favour Muon here)." if e["full_curve_crossing_in_stable_phase"] else
+              "in Muon's decay phase: the decay's drop helps this figure, so read it with the budget runs).")
+           if cf is not None else "never within the budget.**"),
+        f"- Budget runs: Muon needs {e['fraction_from_budget_runs_text']} of AdamW's tokens. Muon at its best lr "
+        "trained with shorter budgets, each with its own complete WSD schedule (the same warm-up iterations, the last "
+        "30% of the rest decaying), so a shorter run gets its decay too; final validation loss against budget, "
         "linear between budgets: " + ", ".join(f"{x} tokens -> {y:.4f}" for x, y in
                                                ((p['tokens'], p['final_val_loss']) for p in e["budget_runs"])) + ".",
-        "- From the full-budget Muon curve: it crosses the target at "
-        + (f"{e['tokens_from_full_curve']:.0f} tokens, {cf:.2f} of the budget" if cf is not None else "no point")
-        + " (linear between validation points). With WSD the loss falls fastest in the decay phase, which starts "
-        "at the same iteration for both optimizers, so this figure is biased towards 1 when the crossing falls in "
-        "the decay: a shorter run would decay earlier and reach lower losses sooner. The budget runs measure that "
-        "directly.",
-        f"- At equal tokens, end of the stable phase (iteration {q['stable_end_iteration']}, {q['stable_end_tokens']} "
-        f"tokens, before either decays): Muon {q['muon_at_stable_end']:.4f}, AdamW {q['adamw_at_stable_end']:.4f} "
+        "- How the WSD schedule was handled: with WSD the loss can drop in the decay phase, which starts at the same "
+        "iteration for both optimizers, so where a full-budget curve crosses a loss in its decay says little about "
+        "a shorter run. Hence the budget runs (each its own decay) beside the curve crossing, and the losses at "
+        "equal tokens:",
+        f"  - at the end of the stable phase (iteration {q['stable_end_iteration']}, "
+        f"{q['stable_end_tokens']} tokens, before either decays): Muon {q['muon_at_stable_end']:.4f}, "
+        f"AdamW {q['adamw_at_stable_end']:.4f} "
         f"(difference {q['muon_at_stable_end'] - q['adamw_at_stable_end']:+.4f}).",
-        f"- At equal tokens, the end ({r['tokens']} tokens, after both decays): Muon {q['muon_final']:.4f}, "
+        f"  - at the end ({r['tokens']} tokens, after both decays): Muon {q['muon_final']:.4f}, "
         f"AdamW {q['adamw_final']:.4f} (difference {q['muon_final'] - q['adamw_final']:+.4f}).",
+    ]
+    quiet = {o: [t["tokens_per_second"] for t in r["runs"] if t["optimizer"] == o and not t["busy_during"]]
+             for o in ("muon", "adamw")}
+    if quiet["muon"] and quiet["adamw"] and cf is not None:
+        mt, at = statistics.median(quiet["muon"]), statistics.median(quiet["adamw"])
+        lines += [
+            f"- Wall clock: over the runs with nothing else busy, Muon trains at {mt:.0f} tokens/s and AdamW at "
+            f"{at:.0f} (median), so Muon reaches AdamW's final loss in about {cf * at / mt:.2f} of AdamW's time "
+            "(full-budget curve figure x AdamW tokens/s / Muon tokens/s).",
+        ]
+    lines += [
         "",
         "Plots: `muon_vs_adamw.png` (the best two: validation points and smoothed training loss against tokens), "
         "`muon_vs_adamw_all.png` (validation loss of every sweep run).",
         "",
-        "Command: `/usr/bin/python3 bench/muon_vs_adamw.py` (the runs go to `runs/muon_vs_adamw/`; a finished run "
-        "is reused). Each run's command line is in `muon_vs_adamw.json`.",
+        f"Command: `/usr/bin/python3 {r['invocation']}` (the runs go to `{a.runs_dir}/`; a finished run is "
+        "reused). Each run's command line is in `muon_vs_adamw.json`.",
         "",
     ]
     with open(path, "w") as f:
