@@ -9,6 +9,7 @@
 #include <cstdlib>
 #include <limits>
 #include <nlohmann/json.hpp>
+#include <set>
 
 #include "base/errors.h"
 #include "engine/data/tokenizer.h"
@@ -24,13 +25,20 @@ double seconds_since(Clock::time_point t) {
   return std::chrono::duration<double>(Clock::now() - t).count();
 }
 
-/// The splits the config asks for: the model's fused QKV split at splits.qkv, gate/up unless turned off.
-SplitRegistry configured_splits(const GptModel& model, const SplitOptions& options) {
-  SplitRegistry all = model.splits();
-  if (options.gate_up) return all;
+/// The splits the config asks for: the model's fused QKV split at splits.qkv and gate/up unless
+/// turned off, for the parameters the routing sends to a Muon group (a fused weight a rule sends to
+/// AdamW is updated element-wise, where a split means nothing; routing everything to AdamW is how
+/// the AdamW baseline runs).
+SplitRegistry configured_splits(const GptModel& model, const SplitOptions& options, const OptimizerConfig& optimizer) {
+  std::set<std::string> on_muon;
+  for (const auto& a : route_parameters(logical_shapes(model.parameters()), optimizer.groups, optimizer.rules)) {
+    if (optimizer.groups[a.group_index].algorithm == Algorithm::kMuon) on_muon.insert(a.param);
+  }
+  const SplitRegistry all = model.splits();
   SplitRegistry out;
   for (const auto& [name, split] : all.all()) {
-    if (name.find("linear_fc1") == std::string::npos) out.add(name, split);
+    if (!options.gate_up && name.find("linear_fc1") != std::string::npos) continue;
+    if (on_muon.count(name)) out.add(name, split);
   }
   return out;
 }
@@ -75,9 +83,9 @@ Trainer::Trainer(EngineConfig config, Communicator& world)
   valid_samples_ = std::make_unique<GptSamples>(*valid_data_, config_.data.seq_length, seed, config_.data.shuffle);
 
   model_ = std::make_unique<GptModel>(config_.model, static_cast<uint64_t>(config_.training.seed));
-  optimizer_ =
-      std::make_unique<DistributedMuonWithAdamW>(model_->parameters(), world_, config_.optimizer.groups,
-                                                 config_.optimizer.rules, configured_splits(*model_, config_.splits));
+  optimizer_ = std::make_unique<DistributedMuonWithAdamW>(
+      model_->parameters(), world_, config_.optimizer.groups, config_.optimizer.rules,
+      configured_splits(*model_, config_.splits, config_.optimizer));
   optimizer_->set_max_grad_norm(config_.training.max_grad_norm);
   for (const auto& g : config_.optimizer.groups) {
     base_lr_[g.name] = g.algorithm == Algorithm::kMuon ? g.muon.lr : g.adamw.lr;

@@ -4,7 +4,8 @@
 #   1. 2 ranks train the tiny config and the validation loss falls by at least 1 nat;
 #   2. data parallel 2 equals data parallel 1 at the same global batch, and micro batch 4 x
 #      accumulation 2 equals micro batch 8, per iteration, within an fp32 reduction-order tolerance;
-#   3. a NaN loss is skipped and counted (on_nonfinite: skip), or stops the job (stop);
+#   3. a NaN loss is skipped and counted (on_nonfinite: skip), or stops the job (stop); the
+#      all-AdamW variant of the config (two --set overrides) trains;
 #   4. a misspelled --set key stops every rank with a message naming the override.
 #   usage: pretrain_e2e.sh SOURCE_DIR PRETRAIN_BINARY
 set -euo pipefail
@@ -71,6 +72,14 @@ if ORTHOTRON_FAULT_NAN_LOSS_AT=3 launch 2 "$bin" "${short[@]}" --set training.on
   fail "on_nonfinite: stop did not stop"
 fi
 grep -q "iteration 3: the loss (nan) .* is not finite; stopping" "$work/stop.log" || { cat "$work/stop.log"; fail "no stop message"; }
+
+# 3b. The AdamW baseline is two overrides of the same file (the lines atop configs/gpt_tiny.yaml).
+launch 1 "$bin" "${short[@]}" --set training.train_iters=3 --set logging.output_dir="$work/adamw" \
+  --set 'optimizer.groups={adamw: {lr: 0.003, betas: [0.9, 0.95], weight_decay: 0.0}}' \
+  --set 'optimizer.rules=[{name: all, match: "*", group: adamw}]' >"$work/adamw.log" 2>&1 ||
+  { cat "$work/adamw.log"; fail "the all-AdamW overrides did not run"; }
+grep -q "iteration        3/       3 .*learning rate: adamw [0-9.E+-]* | global" "$work/adamw.log" ||
+  { cat "$work/adamw.log"; fail "the all-AdamW run did not train every parameter with AdamW alone"; }
 
 # 4. A misspelled override ends the job with the key named.
 if launch 2 "$bin" --config "$cfg" --set training.train_iter=5 >"$work/typo.log" 2>&1; then fail "a misspelled key was accepted"; fi
