@@ -2,7 +2,7 @@
 """Checkpoint save and load: orthotron_pretrain's sharded checkpoints beside a plain sequential write.
 
     /usr/bin/python3 bench/bench_checkpoint.py [--config configs/gpt_small.yaml] [--ranks 1,2,4]
-        [--saves 4] [--loads 3] [--limit-repeats 3] [--runs-dir runs/bench_checkpoint]
+        [--saves 4] [--loads 3] [--limit-repeats 5] [--runs-dir runs/bench_checkpoint]
         [--out bench/results/checkpoint_bench.md]
 
 For each data-parallel size R: one run of the config (micro batch 2, validation only at the end:
@@ -110,7 +110,7 @@ def main() -> int:
     ap.add_argument("--ranks", default="1,2,4")
     ap.add_argument("--saves", type=int, default=4)
     ap.add_argument("--loads", type=int, default=3)
-    ap.add_argument("--limit-repeats", type=int, default=3)
+    ap.add_argument("--limit-repeats", type=int, default=5)
     ap.add_argument("--binary", default=os.path.join(bc.ROOT, "build", "bin", "orthotron_pretrain"))
     ap.add_argument("--runs-dir", default=os.path.join(bc.ROOT, "runs", "bench_checkpoint"))
     ap.add_argument("--out", default=os.path.join(bc.ROOT, "bench", "results", "checkpoint_bench.md"))

@@ -20,6 +20,7 @@
 #include "base/errors.h"
 #include "base/safetensors.h"
 #include "engine/checkpoint/checksum.h"
+#include "engine/checkpoint/reshard.h"
 
 namespace orthotron {
 
@@ -110,9 +111,86 @@ struct VerifiedShard {
   CheckpointProgress progress;
   SafetensorsContent content;
   std::string plan_hash;  ///< the manifest's
+  /// Resharding (saved at another world size): the saved layout, the verified old shards this rank
+  /// needs (old rank -> content), and the reason the checkpoint belongs to another model ("" if not).
+  bool reshard = false;
+  SavedLayout saved;
+  std::map<int, SafetensorsContent> sources;
+  std::string model_error;
+  double read_seconds = 0;  ///< reading and verifying the old shards
 };
 
-VerifiedShard verify_shard(const std::string& dir, int rank, int world) {
+/// Verifies shard `rank` of the `world`-rank checkpoint `dir` whose manifest is `m` (present, its
+/// size and CRC-32, its identity metadata, every tensor's CRC-32) and returns its content.
+SafetensorsContent verify_shard_file(const std::string& dir, const Json& m, int rank, int world) {
+  const Json& shards = field(m, "shards", dir);
+  if (!shards.is_array() || static_cast<int>(shards.size()) != world) {
+    throw FormatError("'" + dir + "/" + kManifest + "': 'shards' must list " + std::to_string(world) + " shards");
+  }
+  const Json& entry = shards.at(static_cast<size_t>(rank));
+  SafetensorsContent content;
+  const std::string file = entry.at("file").get<std::string>();
+  if (file != shard_file_name(rank, world)) {
+    throw FormatError("'" + dir + "/" + kManifest + "': shard " + std::to_string(rank) + " is '" + file +
+                      "', expected '" + shard_file_name(rank, world) + "'");
+  }
+  const std::string path = dir + "/" + file;
+  const FileChecksum sum = file_crc32(path);
+  const auto bytes = entry.at("bytes").get<uint64_t>();
+  if (sum.bytes != bytes) {
+    throw FormatError("shard '" + path + "' has " + std::to_string(sum.bytes) + " bytes, the manifest says " +
+                      std::to_string(bytes) + " (truncated or overwritten)");
+  }
+  const std::string want_crc = entry.at("crc32").get<std::string>();
+  const Json& tensor_crcs = entry.at("tensors");
+  if (crc32_hex(sum.crc32) != want_crc) {
+    std::string which;
+    try {
+      const SafetensorsContent c = load_safetensors(path);
+      for (const auto& [name, t] : c.tensors) {
+        if (!tensor_crcs.contains(name) || tensor_crcs.at(name).get<std::string>() != crc32_hex(tensor_crc32(t))) {
+          which = "; tensor '" + name + "' differs from its recorded CRC-32";
+          break;
+        }
+      }
+      if (which.empty()) which = "; every tensor matches, so the header or metadata is damaged";
+    } catch (const Error& e) {
+      which = "; it no longer parses: " + std::string(e.what());
+    }
+    throw FormatError("shard '" + path + "' has CRC-32 " + crc32_hex(sum.crc32) + ", the manifest says " + want_crc +
+                      which);
+  }
+  content = load_safetensors(path);
+  const auto& meta = content.metadata;
+  auto meta_is = [&](const std::string& key, const std::string& want) {
+    auto it = meta.find(kMetaPrefix + key);
+    const std::string got = it == meta.end() ? "(absent)" : it->second;
+    if (got != want) {
+      throw FormatError("shard '" + path + "' metadata " + kMetaPrefix + key + " is " + got + ", the manifest says " +
+                        want + " (a shard of another save)");
+    }
+  };
+  meta_is("save_id", field(m, "save_id", dir).get<std::string>());
+  meta_is("iteration", std::to_string(field(m, "iteration", dir).get<int64_t>()));
+  meta_is("rank", std::to_string(rank));
+  if (content.tensors.size() != tensor_crcs.size()) {
+    throw FormatError("shard '" + path + "' holds " + std::to_string(content.tensors.size()) +
+                      " tensors, the manifest lists " + std::to_string(tensor_crcs.size()));
+  }
+  for (const auto& [name, t] : content.tensors) {
+    if (!tensor_crcs.contains(name) || tensor_crcs.at(name).get<std::string>() != crc32_hex(tensor_crc32(t))) {
+      throw FormatError("shard '" + path + "': tensor '" + name + "' does not match the manifest's CRC-32");
+    }
+  }
+  return content;
+}
+
+/// Verifies what rank `rank` of a `world`-rank job reads from checkpoint `dir`: its own shard at
+/// the same world size; at another world size (only with `plan`, the job's owner plan) the saved
+/// layout record against the plan, then every old shard it needs. Model mismatches are recorded in
+/// model_error (load_verified reports them); damage throws FormatError; another world size without
+/// a plan throws a fatal ConfigError.
+VerifiedShard verify_shard(const std::string& dir, int rank, int world, const OwnerPlan* plan) {
   const Json m = read_manifest(dir);
   try {
     if (field(m, "format_version", dir).get<int>() != kCheckpointFormatVersion) {
@@ -120,69 +198,52 @@ VerifiedShard verify_shard(const std::string& dir, int rank, int world) {
                         ", this build reads " + std::to_string(kCheckpointFormatVersion));
     }
     const int saved_world = field(m, "world_size", dir).get<int>();
-    if (saved_world != world) {
+    VerifiedShard out;
+    if (saved_world != world && plan == nullptr) {
       throw ConfigError(std::string(kFatal) + " checkpoint '" + dir + "' was saved at data-parallel size " +
                         std::to_string(saved_world) + ", this job runs " + std::to_string(world) +
-                        " (resuming at another world size is not supported yet)");
+                        " (verify_checkpoint_shard checks the same world size only; load_checkpoint reshards)");
     }
-    const Json& shards = field(m, "shards", dir);
-    if (!shards.is_array() || static_cast<int>(shards.size()) != world) {
-      throw FormatError("'" + dir + "/" + kManifest + "': 'shards' must list " + std::to_string(world) + " shards");
-    }
-    const Json& entry = shards.at(static_cast<size_t>(rank));
-    const std::string file = entry.at("file").get<std::string>();
-    if (file != shard_file_name(rank, world)) {
-      throw FormatError("'" + dir + "/" + kManifest + "': shard " + std::to_string(rank) + " is '" + file +
-                        "', expected '" + shard_file_name(rank, world) + "'");
-    }
-    const std::string path = dir + "/" + file;
-    const FileChecksum sum = file_crc32(path);
-    const auto bytes = entry.at("bytes").get<uint64_t>();
-    if (sum.bytes != bytes) {
-      throw FormatError("shard '" + path + "' has " + std::to_string(sum.bytes) + " bytes, the manifest says " +
-                        std::to_string(bytes) + " (truncated or overwritten)");
-    }
-    const std::string want_crc = entry.at("crc32").get<std::string>();
-    const Json& tensor_crcs = entry.at("tensors");
-    VerifiedShard out;
-    if (crc32_hex(sum.crc32) != want_crc) {
-      std::string which;
-      try {
-        const SafetensorsContent c = load_safetensors(path);
-        for (const auto& [name, t] : c.tensors) {
-          if (!tensor_crcs.contains(name) || tensor_crcs.at(name).get<std::string>() != crc32_hex(tensor_crc32(t))) {
-            which = "; tensor '" + name + "' differs from its recorded CRC-32";
-            break;
-          }
+    if (saved_world != world) {
+      const auto start = std::chrono::steady_clock::now();
+      const std::string where = dir + "/" + kManifest;
+      out.reshard = true;
+      out.saved = parse_saved_layout(field(m, "layout", dir), where);
+      if (out.saved.world != saved_world) {
+        throw FormatError("'" + where + "': layout record world_size " + std::to_string(out.saved.world) +
+                          ", the manifest says " + std::to_string(saved_world));
+      }
+      const std::string saved_hash = field(m, "plan_hash", dir).get<std::string>();
+      if (!field(m, "shards", dir).is_array() || static_cast<int>(m.at("shards").size()) != saved_world) {
+        throw FormatError("'" + where + "': 'shards' must list " + std::to_string(saved_world) + " shards");
+      }
+      std::map<int, SafetensorsContent> shapes_read;  // old shards read only to name a mismatching shape
+      out.model_error = describe_plan_mismatch(out.saved, saved_hash, *plan, [&](const std::string& name, int r) {
+        if (!shapes_read.count(r)) shapes_read[r] = verify_shard_file(dir, m, r, saved_world);
+        auto it = shapes_read[r].tensors.find(kModelPrefix + name);
+        if (it == shapes_read[r].tensors.end()) {
+          throw FormatError("shard " + std::to_string(r) + " of '" + dir + "' has no tensor '" + kModelPrefix + name +
+                            "'");
         }
-        if (which.empty()) which = "; every tensor matches, so the header or metadata is damaged";
-      } catch (const Error& e) {
-        which = "; it no longer parses: " + std::string(e.what());
+        return it->second.sizes().vec();
+      });
+      if (out.model_error.empty()) {
+        // Same plan: the saved record must be the one the plan recomputed at the old size writes.
+        const SavedLayout expect = layout_of(make_owner_plan(plan->params, saved_world));
+        if (out.saved.owners != expect.owners || out.saved.adamw_ranges != expect.adamw_ranges ||
+            out.saved.shard_len != expect.shard_len || out.saved.plan_hash != expect.plan_hash) {
+          throw FormatError("'" + where + "': the layout record disagrees with the owner plan it names (damaged)");
+        }
+        for (int r : reshard_sources(out.saved, *plan, rank))
+          out.sources[r] = verify_shard_file(dir, m, r, saved_world);
       }
-      throw FormatError("shard '" + path + "' has CRC-32 " + crc32_hex(sum.crc32) + ", the manifest says " + want_crc +
-                        which);
-    }
-    out.content = load_safetensors(path);
-    const auto& meta = out.content.metadata;
-    auto meta_is = [&](const std::string& key, const std::string& want) {
-      auto it = meta.find(kMetaPrefix + key);
-      const std::string got = it == meta.end() ? "(absent)" : it->second;
-      if (got != want) {
-        throw FormatError("shard '" + path + "' metadata " + kMetaPrefix + key + " is " + got + ", the manifest says " +
-                          want + " (a shard of another save)");
+      out.read_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    } else {
+      const Json& shards = field(m, "shards", dir);
+      if (!shards.is_array() || static_cast<int>(shards.size()) != world) {
+        throw FormatError("'" + dir + "/" + kManifest + "': 'shards' must list " + std::to_string(world) + " shards");
       }
-    };
-    meta_is("save_id", field(m, "save_id", dir).get<std::string>());
-    meta_is("iteration", std::to_string(field(m, "iteration", dir).get<int64_t>()));
-    meta_is("rank", std::to_string(rank));
-    if (out.content.tensors.size() != tensor_crcs.size()) {
-      throw FormatError("shard '" + path + "' holds " + std::to_string(out.content.tensors.size()) +
-                        " tensors, the manifest lists " + std::to_string(tensor_crcs.size()));
-    }
-    for (const auto& [name, t] : out.content.tensors) {
-      if (!tensor_crcs.contains(name) || tensor_crcs.at(name).get<std::string>() != crc32_hex(tensor_crc32(t))) {
-        throw FormatError("shard '" + path + "': tensor '" + name + "' does not match the manifest's CRC-32");
-      }
+      out.content = verify_shard_file(dir, m, rank, world);
     }
     out.progress.iteration = field(m, "iteration", dir).get<int64_t>();
     out.progress.consumed_samples = field(m, "consumed_samples", dir).get<int64_t>();
@@ -198,10 +259,11 @@ VerifiedShard verify_shard(const std::string& dir, int rank, int world) {
 
 /// Collective verification: every rank checks its shard; the outcome is agreed. Returns "" when
 /// every rank verified, else the joined reasons; `fatal` when a reason is no ground to skip.
-std::string verify_everywhere(const std::string& dir, Communicator& comm, VerifiedShard& out, bool& fatal) {
+std::string verify_everywhere(const std::string& dir, Communicator& comm, const OwnerPlan& plan, VerifiedShard& out,
+                              bool& fatal) {
   std::string error;
   try {
-    out = verify_shard(dir, comm.rank(), comm.size());
+    out = verify_shard(dir, comm.rank(), comm.size(), &plan);
   } catch (const std::exception& e) {
     error = e.what();  // verify_shard marks the reasons that are no ground to skip with kFatal
   }
@@ -211,7 +273,37 @@ std::string verify_everywhere(const std::string& dir, Communicator& comm, Verifi
   return join_errors(errors);
 }
 
+/// The load of a checkpoint saved at another world size: every rank assembles its new shard from
+/// the old shards it verified, then loads it through the same two calls as the same-size path.
+void load_resharded(VerifiedShard& v, DistributedMuonWithAdamW& opt) {
+  Communicator& comm = opt.comm();
+  const std::string mismatch = join_errors(all_gather_strings(comm, v.model_error));
+  if (!mismatch.empty()) {
+    throw StateDictError("checkpoint of another model (saved at data-parallel size " + std::to_string(v.saved.world) +
+                         ", this job runs " + std::to_string(comm.size()) + "): " + mismatch);
+  }
+  ReshardedShard shard;
+  std::string error;
+  try {
+    shard = assemble_reshard(v.saved, v.sources, opt.plan(), comm.rank());
+  } catch (const std::exception& e) {
+    error = e.what();
+  }
+  const std::string failure = join_errors(all_gather_strings(comm, error));
+  if (!failure.empty()) throw FormatError("resharding the checkpoint failed: " + failure);
+  v.sources.clear();
+  opt.load_parameter_shard(shard.model);
+  opt.load_state_dict(shard.state);
+  if (!parameters_equal_across_ranks(opt)) {
+    throw InvariantError("after the resharded checkpoint load the parameters differ across data-parallel ranks");
+  }
+}
+
 void load_verified(VerifiedShard& v, DistributedMuonWithAdamW& opt) {
+  if (v.reshard) {
+    load_resharded(v, opt);
+    return;
+  }
   std::map<std::string, at::Tensor> model;
   StateDict sd;
   const std::string prefix = kModelPrefix;
@@ -481,13 +573,13 @@ SaveResult save_checkpoint(const std::string& root, const CheckpointProgress& pr
 }
 
 CheckpointProgress verify_checkpoint_shard(const std::string& path, int rank, int world) {
-  return verify_shard(path, rank, world).progress;
+  return verify_shard(path, rank, world, nullptr).progress;
 }
 
 CheckpointProgress load_checkpoint(const std::string& path, DistributedMuonWithAdamW& opt) {
   VerifiedShard v;
   bool fatal = false;
-  const std::string failure = verify_everywhere(path, opt.comm(), v, fatal);
+  const std::string failure = verify_everywhere(path, opt.comm(), opt.plan(), v, fatal);
   if (!failure.empty()) {
     if (fatal) throw ConfigError("checkpoint '" + path + "': " + failure);
     throw FormatError("checkpoint '" + path + "' is incomplete or damaged: " + failure);
@@ -517,7 +609,7 @@ bool load_latest_checkpoint(const std::string& root, DistributedMuonWithAdamW& o
     const std::string path = root + "/" + checkpoint_name(list[i].item<int64_t>());
     VerifiedShard v;
     bool fatal = false;
-    const std::string failure = verify_everywhere(path, comm, v, fatal);
+    const std::string failure = verify_everywhere(path, comm, opt.plan(), v, fatal);
     if (fatal) throw ConfigError("checkpoint '" + path + "': " + failure);
     if (!failure.empty()) {
       warnings.push_back("skipping checkpoint '" + path + "': " + failure);

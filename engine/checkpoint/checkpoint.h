@@ -10,8 +10,8 @@
 // atomically, and removes checkpoints beyond keep_last. A directory is committed exactly when it
 // has its final name (and then it has its manifest). `latest` names the newest save for people and
 // tools; resuming scans the directory instead, so a stale tracker cannot mislead it. Same world
-// size only (resharding, async save and RNG state are not implemented yet). Depends on optim/,
-// parallel/, base/.
+// size, or another data-parallel size (resharding, reshard.h: each rank reads the old shards it now
+// needs). Async save and RNG state are not implemented yet. Depends on optim/, parallel/, base/.
 #pragma once
 
 #include <cstdint>
@@ -61,23 +61,31 @@ SaveResult save_checkpoint(const std::string& root, const CheckpointProgress& pr
 /// first, as full paths. Temporary directories are ignored. An absent root gives an empty list.
 std::vector<std::string> list_checkpoints(const std::string& root);
 
-/// Local: what rank `rank` checks before a load: the manifest of `path` (parses, format version,
-/// world size `world`), and this rank's shard (present, its size and CRC-32 as the manifest says,
-/// its identity metadata equal to the manifest's save id and iteration, every tensor's CRC-32).
-/// FormatError naming the file, and for a damaged tensor the tensor. Returns the progress recorded.
+/// Local: what rank `rank` checks before a same-size load: the manifest of `path` (parses, format
+/// version, world size `world`: another one is a ConfigError here; load_checkpoint reshards), and this rank's shard
+/// (present, its size and CRC-32 as the manifest says, its identity metadata equal to the manifest's save id and
+/// iteration, every tensor's CRC-32). FormatError naming the file, and for a damaged tensor the tensor. Returns the
+/// progress recorded.
 CheckpointProgress verify_checkpoint_shard(const std::string& path, int rank, int world);
 
 /// Collective over opt.comm(). Verifies (verify_checkpoint_shard on every rank; any failure makes
 /// every rank throw FormatError with the failing rank's message), then loads this rank's parameter
 /// shard and optimizer state and re-synchronizes the parameters; finally checks with a collective
 /// that every rank's parameters are bitwise equal (InvariantError otherwise). StateDictError when
-/// the checkpoint belongs to another model or plan. Returns the progress recorded.
+/// the checkpoint belongs to another model or plan. Returns the progress recorded (step counts and
+/// iteration carry over).
+/// A checkpoint saved at another data-parallel size is resharded: its plan recomputed at the saved
+/// size must hash to the saved plan hash (else StateDictError naming the first parameter that
+/// differs); each rank then reads and verifies (file and per-tensor CRC-32, save identity) only the
+/// old shards holding what it now owns (a Muon matrix's parameter and momentum from its old owner,
+/// an AdamW run's elements and moments from the old ranks whose ranges overlap it), assembles its
+/// new shard and state (bitwise copies) and loads them as above.
 CheckpointProgress load_checkpoint(const std::string& path, DistributedMuonWithAdamW& opt);
 
 /// Collective: the newest committed checkpoint under `root` that verifies on every rank, loaded
 /// into `opt`; each one skipped is reported in `warnings` (rank 0 gets every rank's reason). false
-/// when there is none (nothing loaded). A checkpoint of another world size, model or plan is an
-/// error, not a skip.
+/// when there is none (nothing loaded). One saved at another world size is resharded (see
+/// load_checkpoint); a checkpoint of another model or plan is an error, not a skip.
 bool load_latest_checkpoint(const std::string& root, DistributedMuonWithAdamW& opt, CheckpointProgress& progress,
                             std::string& loaded_path, std::vector<std::string>& warnings);
 

@@ -262,6 +262,9 @@ TrainSummary Trainer::train() {
   double eval_seconds = 0;
   int64_t consumed = resumed_.consumed_samples;
   const bool saving = !config_.checkpoint.dir.empty();
+  // Resumed exactly at the last iteration: the end save happens right away (e.g. to rewrite a
+  // checkpoint at another data-parallel size).
+  if (saving && first > 0 && first == t.train_iters && config_.checkpoint.save_at_end) save(first, consumed, sum);
   for (int64_t it = first + 1; it <= t.train_iters; ++it) {
     set_learning_rates(it);
     optimizer_->zero_grad();
