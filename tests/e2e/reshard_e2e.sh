@@ -7,7 +7,8 @@
 #      every model parameter, every Muon momentum and every element of the AdamW moments present
 #      exactly once in each, same dtypes and bytes, same step counts, iteration and data position;
 #   2. each resharded resume also trains on to iteration 7 at the new size: the losses are finite;
-#   3. a checkpoint of another model saved at another size is refused naming the parameter.
+#   3. a checkpoint of another model saved at another size is refused naming the parameter;
+#   4. resume=auto picks a checkpoint of another size and reshards it.
 #   usage: reshard_e2e.sh SOURCE_DIR PRETRAIN_BINARY
 set -euo pipefail
 src=$1
@@ -139,4 +140,10 @@ if launch 2 "$bin" "${common[@]}" --set training.train_iters=4 --set model.ffn_h
 fi
 grep -q "checkpoint of another model (saved at data-parallel size 4, this job runs 2): rank [01]: parameter '.*mlp.linear_fc1.weight' has shape \\[704, 128\\] in the checkpoint, this model's is \\[640, 128\\]" "$work/other.log" ||
   { cat "$work/other.log"; fail "other: the error does not name the parameter and shapes"; }
+# 4. resume=auto finds the 4-rank checkpoint and reshards it at 3 ranks, then trains and saves at 3.
+cp -r "$work/w4" "$work/auto"
+launch 3 "$bin" "${common[@]}" --set training.train_iters=5 --set checkpoint.resume=auto --set checkpoint.dir="$work/auto" \
+  --set logging.output_dir="$work/auto_out" >"$work/auto.log" 2>&1 || { cat "$work/auto.log"; fail "auto: run"; }
+grep -q "resumed from checkpoint '$work/auto/iter_0000004' at iteration 4" "$work/auto.log" || { cat "$work/auto.log"; fail "auto: no resharded resume"; }
+grep -q '"world_size": 3' "$work/auto/iter_0000005/manifest.json" || fail "auto: iteration 5 was not saved at 3 ranks"
 echo "reshard_e2e: OK"
