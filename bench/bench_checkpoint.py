@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import re
+import shutil
 import statistics
 import sys
 import threading
@@ -127,7 +128,6 @@ def main() -> int:
         base = os.path.join(a.runs_dir, f"np{ranks}")
         ckdir = os.path.join(base, "checkpoints")
         if os.path.exists(ckdir):
-            import shutil
             shutil.rmtree(ckdir)
         common = ["training.micro_batch_size=2", "training.eval_interval=0", "training.eval_iters=1",
                   "logging.log_interval=1", "training.lr_schedule.warmup=1"]

@@ -419,6 +419,8 @@ def main(argv=None):
     ap.add_argument("--dtype", choices=("keep", "float32", "bfloat16", "float16"), default="keep")
     ap.add_argument("--hf-config", help="with --names llama: also write a Hugging Face LlamaConfig config.json here")
     a = ap.parse_args(argv)
+    if a.hf_config and a.names != "llama":
+        ap.error("--hf-config goes with --names llama")
     try:
         ckpt = Checkpoint(a.checkpoint)
         print(ckpt.summary())
@@ -431,8 +433,6 @@ def main(argv=None):
             n = sum(t.numel() for t in tensors.values())
             print(f"wrote '{a.out}': {len(tensors)} tensors, {n} elements, {a.names} names")
         if a.hf_config:
-            if a.names != "llama":
-                raise CheckpointError("--hf-config goes with --names llama")
             with open(a.hf_config, "w") as f:
                 json.dump(hf_config(ckpt), f, indent=1)
                 f.write("\n")
