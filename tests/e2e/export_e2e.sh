@@ -7,7 +7,8 @@
 #      metadata) and checks (a) the Megatron export equals it byte for byte, shape for shape, with
 #      the shapes the resolved config implies, and (b) the Llama export's q/k/v re-interleaved in
 #      Megatron's grouped-query order and gate;up concatenated equal linear_qkv and linear_fc1,
-#      every other tensor is its renamed Megatron parameter, and nothing is left over;
+#      every other tensor is its renamed Megatron parameter, and nothing is left over; the 4-rank
+#      checkpoint re-saved at 2 ranks by a resume at its last iteration exports bitwise the same model;
 #   2. tied embeddings: the Llama export has no lm_head.weight;
 #   3. bad input: a flipped byte (the error names the tensor), a truncated shard, a missing shard
 #      and a directory that is no checkpoint each fail with a clear message and write no output.
@@ -159,6 +160,29 @@ for np in 1 2 4; do
   check "$d/ck/iter_0000002" "$d/megatron.safetensors" "$d/llama.safetensors" || fail "np$np: exports differ from the shards"
 done
 grep ", rank [0-9]: \[" "$work/np2.list" | head -1 | sed 's/^/export_e2e: a split AdamW parameter: /' || true
+
+# 1b. The same model under another layout: the 4-rank checkpoint resumed at 2 ranks at its last
+#     iteration is saved again right away (resharded by the engine); its Megatron export must equal the
+#     4-rank one tensor for tensor, bitwise.
+launch 2 "$bin" "${common[@]}" --set checkpoint.resume="$work/np4/ck/iter_0000002" --set checkpoint.dir="$work/re/ck" \
+  --set logging.output_dir="$work/re/out" >"$work/re.log" 2>&1 || { cat "$work/re.log"; fail "reshard: resumed run"; }
+export_py "$work/re/ck" --out "$work/re/megatron.safetensors" >/dev/null || fail "reshard: Megatron export"
+python3 - "$work/np4/megatron.safetensors" "$work/re/megatron.safetensors" "$work/re/ck/iter_0000002/manifest.json" <<'PY' ||
+import json, struct, sys
+def read(path):
+    data = open(path, "rb").read()
+    n = struct.unpack("<Q", data[:8])[0]
+    header = json.loads(data[8:8 + n])
+    header.pop("__metadata__", None)
+    return {k: (v["dtype"], v["shape"], data[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]) for k, v in header.items()}
+a, b = read(sys.argv[1]), read(sys.argv[2])
+if json.load(open(sys.argv[3]))["world_size"] != 2:
+    sys.exit("the resaved checkpoint is not a 2-rank one")
+if sorted(a) != sorted(b) or any(a[k] != b[k] for k in a):
+    sys.exit(f"exports differ: {[k for k in a if a.get(k) != b.get(k)][:3]}")
+print(f"export_e2e: the 4-rank checkpoint and its 2-rank re-save export the same {len(a)} tensors bitwise")
+PY
+  fail "reshard: the exports of the same model at 4 and 2 ranks differ"
 
 # 2. Tied embeddings: no lm_head.
 launch 2 "$bin" "${common[@]}" --set model.tie_embeddings=true --set checkpoint.dir="$work/tied/ck" \
