@@ -8,6 +8,7 @@ find_package(yaml-cpp REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
 find_package(MPI REQUIRED COMPONENTS CXX)
 find_package(Threads REQUIRED)
+find_package(ZLIB REQUIRED)  # CRC-32 of checkpoint shards
 
 set(_torch_has_cuda OFF)
 if(TARGET torch_cuda OR TORCH_CUDA_LIBRARIES)

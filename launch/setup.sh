@@ -20,7 +20,7 @@ log() { printf '[setup] %s\n' "$*"; }
 #    spm_* commands), matplotlib (plots), and the documentation packages whose reStructuredText
 #    sources are the bundled corpus (launch/build_corpus.py; their versions key its cache).
 need_pkgs=()
-for p in openmpi-bin libopenmpi-dev libyaml-cpp-dev libgtest-dev libgmock-dev nlohmann-json3-dev cmake g++ ccache clang-format clang libclang-rt-14-dev \
+for p in openmpi-bin libopenmpi-dev zlib1g-dev libyaml-cpp-dev libgtest-dev libgmock-dev nlohmann-json3-dev cmake g++ ccache clang-format clang libclang-rt-14-dev \
   libsentencepiece-dev sentencepiece python3-matplotlib python3.11-doc linux-doc-6.1; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done

@@ -1,5 +1,5 @@
 // checksum.h: the CRC-32 (IEEE 802.3, the zlib/PNG polynomial) that checkpoint manifests record for
-// every shard file and every tensor. Local, no I/O beyond reading a file; depends on base/ only.
+// every shard file and every tensor, computed by zlib. Local, no I/O beyond reading a file.
 #pragma once
 
 #include <cstddef>
