@@ -5,11 +5,13 @@
 #include <cerrno>
 #include <chrono>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <random>
 #include <sstream>
+#include <thread>
 
 #include <dirent.h>
 #include <ftw.h>
@@ -438,65 +440,134 @@ std::vector<std::string> list_checkpoints(const std::string& root) {
   return out;
 }
 
-SaveResult save_checkpoint(const std::string& root, const CheckpointProgress& progress,
-                           const DistributedMuonWithAdamW& opt, const std::string& config_yaml, int64_t keep_last) {
-  const auto start = std::chrono::steady_clock::now();
+/// One save: identity, paths, this rank's host copies, and the outcome of its shard write.
+struct SaveJob {
+  std::chrono::steady_clock::time_point start;
+  int rank = 0, world = 1;
+  std::string save_id, root, name, final_dir, tmp_dir, file;
+  CheckpointProgress progress;
+  std::string config_yaml;
+  int64_t keep_last = 0;
+  std::map<std::string, at::Tensor> tensors;  ///< host copies, released after the write
+  std::map<std::string, std::string> meta;
+  std::string layout, splits, plan_hash;  ///< JSON text for the manifest
+  std::string info;                       ///< the shard record (JSON text) once written
+  std::string error;                      ///< what failed on this rank ("" when nothing did)
+  uint64_t bytes = 0;
+};
+
+namespace {
+
+/// Collective: the identity, paths and host copies of one save (the only part of an async save that
+/// blocks training). `clone` forces a host copy even of tensors already on the host.
+std::unique_ptr<SaveJob> prepare_save(const std::string& root, const CheckpointProgress& progress,
+                                      const DistributedMuonWithAdamW& opt, const std::string& config_yaml,
+                                      int64_t keep_last, bool clone) {
+  auto job = std::make_unique<SaveJob>();
+  job->start = std::chrono::steady_clock::now();
   Communicator& comm = opt.comm();
-  const int rank = comm.rank();
-  const int world = comm.size();
+  job->rank = comm.rank();
+  job->world = comm.size();
   // One identity per save: a random id from rank 0.
   at::Tensor id = at::zeros({1}, long_options(comm));
-  if (rank == 0) {
+  if (job->rank == 0) {
     std::random_device rd;
     const uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
     id.fill_(static_cast<int64_t>(v >> 1));
   }
   comm.broadcast(id, 0);
-  const std::string save_id = hex64(static_cast<uint64_t>(id.cpu().item<int64_t>()));
-  const std::string name = checkpoint_name(progress.iteration);
-  const std::string final_dir = root + "/" + name;
-  const std::string tmp_dir = final_dir + ".tmp." + save_id;
-  const std::string file = shard_file_name(rank, world);
-
-  // 1. Every rank writes and fsyncs its shard into the temporary directory.
-  SaveResult result;
-  std::string error;
-  Json info;
-  Json layout;
+  job->save_id = hex64(static_cast<uint64_t>(id.cpu().item<int64_t>()));
+  job->root = root;
+  job->name = checkpoint_name(progress.iteration);
+  job->final_dir = root + "/" + job->name;
+  job->tmp_dir = job->final_dir + ".tmp." + job->save_id;
+  job->file = shard_file_name(job->rank, job->world);
+  job->progress = progress;
+  job->config_yaml = config_yaml;
+  job->keep_last = keep_last;
+  auto host = [clone](const at::Tensor& t) {
+    at::Tensor c = t.cpu().contiguous();
+    return clone && c.data_ptr() == t.data_ptr() ? c.clone() : c;
+  };
   try {
-    make_directories(tmp_dir);
-    std::map<std::string, at::Tensor> tensors;
-    for (auto& [pname, t] : opt.parameter_shard()) tensors[kModelPrefix + pname] = t.cpu().contiguous();
+    for (auto& [pname, t] : opt.parameter_shard()) job->tensors[kModelPrefix + pname] = host(t);
     StateDict sd = opt.state_dict();
-    for (auto& [key, t] : sd.tensors) tensors[key] = t.cpu().contiguous();
-    std::map<std::string, std::string> meta = sd.metadata;
-    meta[std::string(kMetaPrefix) + "format_version"] = std::to_string(kCheckpointFormatVersion);
-    meta[std::string(kMetaPrefix) + "save_id"] = save_id;
-    meta[std::string(kMetaPrefix) + "iteration"] = std::to_string(progress.iteration);
-    meta[std::string(kMetaPrefix) + "rank"] = std::to_string(rank);
-    meta[std::string(kMetaPrefix) + "world_size"] = std::to_string(world);
+    for (auto& [key, t] : sd.tensors) job->tensors[key] = host(t);
+    job->meta = sd.metadata;
+    const std::string m = kMetaPrefix;
+    job->meta[m + "format_version"] = std::to_string(kCheckpointFormatVersion);
+    job->meta[m + "save_id"] = job->save_id;
+    job->meta[m + "iteration"] = std::to_string(progress.iteration);
+    job->meta[m + "rank"] = std::to_string(job->rank);
+    job->meta[m + "world_size"] = std::to_string(job->world);
     Json ranges = Json::object();
     for (const auto& s : opt.shard_segments()) {
       const auto& p = opt.plan().params[s.param];
       ranges[p.name] = {
           {"begin", s.param_begin}, {"end", s.param_begin + s.count}, {"whole", opt.plan().owner[s.param] >= 0}};
     }
-    meta[std::string(kMetaPrefix) + "model_ranges"] = ranges.dump();
-    Json crcs = Json::object();
-    for (const auto& [key, t] : tensors) crcs[key] = crc32_hex(tensor_crc32(t));
-    const std::string path = tmp_dir + "/" + file;
-    save_safetensors(path, tensors, meta);  // temporary name, fsync, rename, directory fsync
-    const FileChecksum sum = file_crc32(path);
-    result.bytes = sum.bytes;
-    info = {{"rank", rank}, {"file", file}, {"bytes", sum.bytes}, {"crc32", crc32_hex(sum.crc32)}, {"tensors", crcs}};
+    job->meta[m + "model_ranges"] = ranges.dump();
+    Json layout;
     if (sd.metadata.count("orthotron.layout")) layout = Json::parse(sd.metadata.at("orthotron.layout"));
+    layout.erase("rank");  // nothing rank-specific in the shared record
+    job->layout = layout.dump();
+    Json splits = Json::object();
+    for (const auto& [pname, split] : opt.splits().all()) {
+      Json parts = Json::array();
+      for (const auto& part : split.parts) parts.push_back({{"name", part.name}, {"rows", part.rows.numel()}});
+      splits[pname] = {{"rows", split.rows}, {"parts", parts}};
+    }
+    job->splits = splits.dump();
+    job->plan_hash = hex64(opt.plan().hash);
   } catch (const std::exception& e) {
-    error = e.what();
+    job->error = e.what();
   }
+  return job;
+}
+
+/// Local, no communication (runs on the background thread of an async save): serializes and fsyncs
+/// this rank's shard into the temporary directory; records the shard entry or the error in `job`.
+void write_shard(SaveJob& job) {
+  if (!job.error.empty()) return;
+  try {
+    if (const char* slow = std::getenv("ORTHOTRON_FAULT_SLOW_SAVE_MS")) {  // test hook: widen the write window
+      std::this_thread::sleep_for(std::chrono::milliseconds(std::atoll(slow)));
+    }
+    make_directories(job.tmp_dir);
+    Json crcs = Json::object();
+    for (const auto& [key, t] : job.tensors) crcs[key] = crc32_hex(tensor_crc32(t));
+    const std::string path = job.tmp_dir + "/" + job.file;
+    save_safetensors(path, job.tensors, job.meta);  // temporary name, fsync, rename, directory fsync
+    const FileChecksum sum = file_crc32(path);
+    job.bytes = sum.bytes;
+    job.info = Json{
+        {"rank", job.rank},
+        {"file", job.file},
+        {"bytes", sum.bytes},
+        {"crc32", crc32_hex(sum.crc32)},
+        {"tensors",
+         crcs}}.dump();
+  } catch (const std::exception& e) {
+    job.error = e.what();
+  }
+  job.tensors.clear();  // the host copies are no longer needed
+}
+
+/// Collective: the barrier with every rank's outcome, then rank 0's commit (manifest, rename,
+/// directory fsync, latest tracker, retention); FormatError on every rank when anything failed.
+SaveResult commit_save(SaveJob& job, Communicator& comm) {
+  const int rank = job.rank;
+  SaveResult result;
+  result.bytes = job.bytes;
   // 2. Barrier with the outcome: every rank's shard record (or error) reaches every rank.
-  const std::vector<std::string> errors = all_gather_strings(comm, error);
-  const std::vector<std::string> infos = all_gather_strings(comm, error.empty() ? info.dump() : std::string());
+  const std::vector<std::string> errors = all_gather_strings(comm, job.error);
+  const std::vector<std::string> infos = all_gather_strings(comm, job.error.empty() ? job.info : std::string());
   std::string failure = join_errors(errors);
+  const std::string& root = job.root;
+  const std::string& final_dir = job.final_dir;
+  const std::string& tmp_dir = job.tmp_dir;
+  const std::string& name = job.name;
+  const CheckpointProgress& progress = job.progress;
   // 3. Rank 0 commits: manifest, rename, directory fsync, latest tracker, retention.
   std::string commit_error;
   if (failure.empty() && rank == 0) {
@@ -504,31 +575,24 @@ SaveResult save_checkpoint(const std::string& root, const CheckpointProgress& pr
     try {
       Json shards = Json::array();
       for (const auto& s : infos) shards.push_back(Json::parse(s));
-      layout.erase("rank");  // nothing rank-specific in the shared record
-      Json splits = Json::object();
-      for (const auto& [pname, split] : opt.splits().all()) {
-        Json parts = Json::array();
-        for (const auto& part : split.parts) parts.push_back({{"name", part.name}, {"rows", part.rows.numel()}});
-        splits[pname] = {{"rows", split.rows}, {"parts", parts}};
-      }
       Json lr = Json::parse(progress.lr_schedule.empty() ? "null" : progress.lr_schedule);
       const Json manifest = {{"format", "orthotron.checkpoint"},
                              {"format_version", kCheckpointFormatVersion},
-                             {"save_id", save_id},
+                             {"save_id", job.save_id},
                              {"iteration", progress.iteration},
                              {"consumed_samples", progress.consumed_samples},
                              {"skipped_iterations", progress.skipped},
                              {"nan_iterations", progress.nan},
                              {"lr_schedule", lr},
-                             {"world_size", world},
-                             {"plan_hash", hex64(opt.plan().hash)},
-                             {"layout", layout},
-                             {"splits", splits},
+                             {"world_size", job.world},
+                             {"plan_hash", job.plan_hash},
+                             {"layout", Json::parse(job.layout)},
+                             {"splits", Json::parse(job.splits)},
                              {"shards", shards},
-                             {"config", config_yaml}};
+                             {"config", job.config_yaml}};
       write_file_atomically(tmp_dir + "/" + kManifest, manifest.dump(1) + "\n");
       if (exists(final_dir)) {
-        aside = final_dir + ".replaced." + save_id;
+        aside = final_dir + ".replaced." + job.save_id;
         rename_or_throw(final_dir, aside);
       }
       try {
@@ -542,9 +606,9 @@ SaveResult save_checkpoint(const std::string& root, const CheckpointProgress& pr
       if (!aside.empty()) remove_quietly(aside);
       write_file_atomically(root + "/latest", name + "\n");
       // Retention: the newest keep_last committed checkpoints stay, and never the one just written goes.
-      if (keep_last > 0) {
+      if (job.keep_last > 0) {
         const auto all = list_checkpoints(root);
-        for (size_t i = static_cast<size_t>(keep_last); i < all.size(); ++i) {
+        for (size_t i = static_cast<size_t>(job.keep_last); i < all.size(); ++i) {
           if (base_name(all[i]) == name) continue;
           remove_quietly(all[i]);
           ++result.removed;
@@ -568,8 +632,51 @@ SaveResult save_checkpoint(const std::string& root, const CheckpointProgress& pr
                       "': " + failure + " (earlier checkpoints are untouched)");
   }
   result.path = final_dir;
-  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  result.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - job.start).count();
+  result.blocked_seconds = result.seconds;
   return result;
+}
+
+}  // namespace
+
+SaveResult save_checkpoint(const std::string& root, const CheckpointProgress& progress,
+                           const DistributedMuonWithAdamW& opt, const std::string& config_yaml, int64_t keep_last) {
+  std::unique_ptr<SaveJob> job = prepare_save(root, progress, opt, config_yaml, keep_last, false);
+  write_shard(*job);
+  return commit_save(*job, opt.comm());
+}
+
+AsyncSave::AsyncSave(const std::string& root, const CheckpointProgress& progress, const DistributedMuonWithAdamW& opt,
+                     const std::string& config_yaml, int64_t keep_last)
+    : comm_(opt.comm()), job_(prepare_save(root, progress, opt, config_yaml, keep_last, true)) {
+  blocked_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - job_->start).count();
+  SaveJob* job = job_.get();
+  std::atomic<bool>* done = &done_;
+  writer_ = std::thread([job, done] {
+    write_shard(*job);
+    done->store(true);
+  });
+}
+
+AsyncSave::~AsyncSave() {
+  if (writer_.joinable()) writer_.join();
+}
+
+int64_t AsyncSave::iteration() const {
+  return job_->progress.iteration;
+}
+
+bool AsyncSave::ready() {
+  at::Tensor pending = at::full({1}, done_.load() ? 0 : 1, long_options(comm_));
+  comm_.all_reduce(pending, ReduceOp::kMax);
+  return pending.cpu().item<int64_t>() == 0;
+}
+
+SaveResult AsyncSave::finish() {
+  if (writer_.joinable()) writer_.join();
+  SaveResult r = commit_save(*job_, comm_);
+  r.blocked_seconds = blocked_seconds_;
+  return r;
 }
 
 CheckpointProgress verify_checkpoint_shard(const std::string& path, int rank, int world) {

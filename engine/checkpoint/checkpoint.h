@@ -11,11 +11,16 @@
 // has its final name (and then it has its manifest). `latest` names the newest save for people and
 // tools; resuming scans the directory instead, so a stale tracker cannot mislead it. Same world
 // size, or another data-parallel size (resharding, reshard.h: each rank reads the old shards it now
-// needs). Async save and RNG state are not implemented yet. Depends on optim/, parallel/, base/.
+// needs). Async save (AsyncSave): the host copy blocks training; a background thread writes and fsyncs the
+// shard (no communication there); the commit above runs later on the main thread. RNG state is not saved yet. Depends
+// on optim/, parallel/, base/.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
+#include <memory>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "optim/distributed_muon_with_adamw.h"
@@ -35,10 +40,11 @@ struct CheckpointProgress {
 };
 
 struct SaveResult {
-  std::string path;     ///< the committed directory
-  uint64_t bytes = 0;   ///< this rank's shard size
-  double seconds = 0;   ///< wall time of the whole save on this rank (training was blocked this long)
-  int64_t removed = 0;  ///< old checkpoints removed under keep_last (rank 0's count)
+  std::string path;            ///< the committed directory
+  uint64_t bytes = 0;          ///< this rank's shard size
+  double seconds = 0;          ///< wall time of the whole save on this rank, from its start to the commit
+  double blocked_seconds = 0;  ///< training was blocked this long (== seconds for a synchronous save)
+  int64_t removed = 0;         ///< old checkpoints removed under keep_last (rank 0's count)
 };
 
 /// "iter_0000040".
@@ -56,6 +62,40 @@ std::string shard_file_name(int rank, int world);
 /// checkpoints are untouched. Blocking.
 SaveResult save_checkpoint(const std::string& root, const CheckpointProgress& progress,
                            const DistributedMuonWithAdamW& opt, const std::string& config_yaml, int64_t keep_last);
+
+struct SaveJob;  ///< one save's identity, paths, host copies and outcome (checkpoint.cpp)
+
+/// An asynchronous save_checkpoint. Construction is collective (same arguments on every rank): it
+/// copies this rank's parameter shard and optimizer state to host memory (blocking: that is the time
+/// training is blocked) and starts a background thread that serializes, writes and fsyncs the shard
+/// into the temporary directory without communicating. ready() and finish() are collective and run
+/// on the main thread. The commit (finish) is exactly save_checkpoint's, with its errors: any rank's
+/// write or the commit failing makes every rank throw FormatError and leaves earlier checkpoints
+/// untouched. Destroying an unfinished save waits for the writer and commits nothing (the temporary
+/// directory stays behind, ignored by discovery and removed by the next commit).
+/// Test hook: ORTHOTRON_FAULT_SLOW_SAVE_MS=N makes every shard write (sync or async) sleep N ms first.
+class AsyncSave {
+ public:
+  AsyncSave(const std::string& root, const CheckpointProgress& progress, const DistributedMuonWithAdamW& opt,
+            const std::string& config_yaml, int64_t keep_last);
+  ~AsyncSave();
+  AsyncSave(const AsyncSave&) = delete;
+  AsyncSave& operator=(const AsyncSave&) = delete;
+  /// The iteration being saved.
+  int64_t iteration() const;
+  /// Collective, cheap (one 1-element all_reduce): true when every rank's write has finished.
+  bool ready();
+  /// Collective, blocking: waits for this rank's write, then commits. Call once.
+  SaveResult finish();
+  double blocked_seconds() const { return blocked_seconds_; }
+
+ private:
+  Communicator& comm_;
+  std::unique_ptr<SaveJob> job_;
+  std::atomic<bool> done_{false};
+  double blocked_seconds_ = 0;
+  std::thread writer_;
+};
 
 /// Local: the committed checkpoints under `root` (directories named exactly iter_NNNNNNN), newest
 /// first, as full paths. Temporary directories are ignored. An absent root gives an empty list.

@@ -228,6 +228,8 @@ const FieldTable<CheckpointOptions>& checkpoint_option_fields() {
                         [](O& o) -> bool& { return o.save_at_end; }),
           number_field<O, int64_t>("keep_last", "committed checkpoints kept, oldest removed first; 0: keep all",
                                    {0, kMaxInt}, [](O& o) -> int64_t& { return o.keep_last; }),
+          bool_field<O>("async", "copy to host memory, write the shards in the background, commit later",
+                        [](O& o) -> bool& { return o.async; }),
           string_field<O>("resume", "none | auto (newest valid checkpoint under dir) | a checkpoint directory",
                           [](O& o) -> std::string& { return o.resume; }),
           choice_field<O>("on_save_error", "a failed save: stop the run, or warn and train on", {"stop", "warn"},

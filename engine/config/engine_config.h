@@ -77,6 +77,7 @@ struct CheckpointOptions {
   int64_t save_interval = 0;    ///< a checkpoint every N iterations; 0: no periodic saves
   bool save_at_end = true;      ///< a checkpoint after the last iteration (when dir is set)
   int64_t keep_last = 2;        ///< committed checkpoints kept (oldest removed first); 0: keep all
+  bool async = false;           ///< host copy blocks; a background thread writes; commit at a later iteration
   std::string resume = "none";  ///< none | auto (the newest valid one under dir, if any) | a checkpoint directory
   std::string on_save_error = "stop";  ///< stop (the run ends with the error) | warn (log it and train on)
 };

@@ -148,27 +148,57 @@ double Trainer::save(int64_t it, int64_t consumed, const TrainSummary& sum) {
   p.nan = sum.nan;
   p.lr_schedule = schedule.dump();
   const auto start = Clock::now();
+  const std::string root = expand_path(config_.checkpoint.dir, "checkpoint.dir");
+  if (config_.checkpoint.async) {
+    finish_pending_save();  // one save in flight at a time: the previous one commits first
+    pending_save_ =
+        std::make_unique<AsyncSave>(root, p, *optimizer_, engine_config_to_yaml(config_), config_.checkpoint.keep_last);
+    char buf[128];
+    std::snprintf(buf, sizeof buf, " (training blocked %.1f ms for the host copy)",
+                  1000.0 * pending_save_->blocked_seconds());
+    log(" async save of iteration " + std::to_string(it) + " started" + buf);
+    return seconds_since(start);
+  }
   SaveResult r;
   try {
-    r = save_checkpoint(expand_path(config_.checkpoint.dir, "checkpoint.dir"), p, *optimizer_,
-                        engine_config_to_yaml(config_), config_.checkpoint.keep_last);
+    r = save_checkpoint(root, p, *optimizer_, engine_config_to_yaml(config_), config_.checkpoint.keep_last);
   } catch (const FormatError& e) {  // every rank throws it (save_checkpoint agrees on the outcome)
     if (config_.checkpoint.on_save_error != "warn") throw;
     log(std::string("[orthotron] warning: ") + e.what() + "; training goes on (checkpoint.on_save_error: warn)");
     return seconds_since(start);
   }
+  report_save(it, r);
+  return r.seconds;
+}
+
+void Trainer::report_save(int64_t it, const SaveResult& r) {
   char buf[256];
   std::snprintf(buf, sizeof buf, " in %.1f ms (training blocked %.1f ms); %llu bytes on rank 0; %lld old removed",
-                1000.0 * r.seconds, 1000.0 * r.seconds, static_cast<unsigned long long>(r.bytes),
+                1000.0 * r.seconds, 1000.0 * r.blocked_seconds, static_cast<unsigned long long>(r.bytes),
                 static_cast<long long>(r.removed));
   log(" saved checkpoint '" + r.path + "' at iteration " + std::to_string(it) + buf);
   if (log_)
     log_->record({{"kind", "checkpoint"},
                   {"iteration", it},
                   {"path", r.path},
-                  {"blocked_ms", 1000.0 * r.seconds},
+                  {"async", config_.checkpoint.async},
+                  {"blocked_ms", 1000.0 * r.blocked_seconds},
+                  {"total_ms", 1000.0 * r.seconds},
                   {"bytes_rank0", r.bytes}});
-  return r.seconds;
+}
+
+double Trainer::finish_pending_save(bool only_if_ready) {
+  if (!pending_save_) return 0;
+  const auto start = Clock::now();
+  if (only_if_ready && !pending_save_->ready()) return seconds_since(start);
+  std::unique_ptr<AsyncSave> save = std::move(pending_save_);
+  try {
+    report_save(save->iteration(), save->finish());
+  } catch (const FormatError& e) {  // every rank throws it (the commit agrees on the outcome)
+    if (config_.checkpoint.on_save_error != "warn") throw;
+    log(std::string("[orthotron] warning: ") + e.what() + "; training goes on (checkpoint.on_save_error: warn)");
+  }
+  return seconds_since(start);
 }
 
 Trainer::~Trainer() = default;
@@ -334,12 +364,15 @@ TrainSummary Trainer::train() {
       eval_seconds += seconds_since(eval_start);
       window_start = Clock::now();
     }
+    // An async save in flight commits once every rank's write is done (one 1-element all_reduce).
+    if (pending_save_) eval_seconds += finish_pending_save(true);
     const bool periodic = config_.checkpoint.save_interval > 0 && it % config_.checkpoint.save_interval == 0;
     if (saving && (periodic || (it == t.train_iters && config_.checkpoint.save_at_end))) {
       eval_seconds += save(it, consumed, sum);  // excluded from the iteration timings like validation
       window_start = Clock::now();
     }
   }
+  eval_seconds += finish_pending_save();  // the end of training waits for the last async save's commit
   sum.iterations = t.train_iters - first;
   sum.consumed_samples = consumed;
   sum.tokens = (consumed - resumed_.consumed_samples) * seq;  // trained by this run

@@ -75,7 +75,15 @@ class Trainer {
   /// Saves the checkpoint of iteration `it` (collective); returns the seconds training was blocked.
   /// A failed save throws FormatError on every rank, or under checkpoint.on_save_error: warn is
   /// logged and training goes on.
+  /// With checkpoint.async the save only starts (host copy; the previous async save commits first)
+  /// and finish_pending_save commits it later.
   double save(int64_t it, int64_t consumed, const TrainSummary& sum);
+  /// Collective. Commits the async save in flight (none: returns 0), waiting for the writes; with
+  /// only_if_ready, only when every rank's write is done (a cheap check otherwise). Failures as in
+  /// save. Returns the seconds training was held.
+  double finish_pending_save(bool only_if_ready = false);
+  /// Logs a committed save and records it in metrics.jsonl.
+  void report_save(int64_t it, const SaveResult& r);
 
   EngineConfig config_;
   Communicator& world_;
@@ -87,8 +95,9 @@ class Trainer {
   std::unique_ptr<MetricsLog> log_;
   std::map<std::string, double> base_lr_;
   std::map<std::string, double> current_lr_;
-  CheckpointProgress resumed_;        ///< what the resumed checkpoint recorded (zeros on a fresh start)
-  int64_t fault_nan_iteration_ = -1;  ///< ORTHOTRON_FAULT_NAN_LOSS_AT (tests): a NaN loss at this iteration
+  std::unique_ptr<AsyncSave> pending_save_;  ///< an async save not committed yet (checkpoint.async)
+  CheckpointProgress resumed_;               ///< what the resumed checkpoint recorded (zeros on a fresh start)
+  int64_t fault_nan_iteration_ = -1;         ///< ORTHOTRON_FAULT_NAN_LOSS_AT (tests): a NaN loss at this iteration
 };
 
 }  // namespace orthotron

@@ -8,7 +8,11 @@
 #      checkpoint; a temporary directory of an unfinished save and a directory without a manifest
 #      are ignored by `auto`; an explicitly named damaged checkpoint stops the job;
 #   3. keep_last; a failed save stops the run (or warns and trains on); a checkpoint of another
-#      model is an error naming the parameter.
+#      model is an error naming the parameter;
+#   4. async saves (checkpoint.async) at 2 ranks: bitwise equal to the synchronous saves, an exact
+#      resume from an async-saved checkpoint, the blocked and total times reported; a job killed
+#      (SIGKILL to every process) while an async write is in flight (held open by the test hook
+#      ORTHOTRON_FAULT_SLOW_SAVE_MS) leaves the previous committed checkpoint, which auto resumes.
 #   usage: checkpoint_e2e.sh SOURCE_DIR PRETRAIN_BINARY
 set -euo pipefail
 src=$1
@@ -157,4 +161,58 @@ if launch 2 "$bin" "${common[@]}" --set model.ffn_hidden_size=320 --set checkpoi
 fi
 grep -q "checkpoint of another model: rank [01]: parameter '.*mlp.linear_fc1.weight' has shape \\[704, 128\\] Float in the checkpoint, this model's is \\[640, 128\\]" "$work/other.log" ||
   { cat "$work/other.log"; fail "other: the error does not name the parameter"; }
+# 4. Async saves at 2 ranks.
+a="$work/async"
+mkdir -p "$a"
+launch 2 "$bin" "${common[@]}" --set checkpoint.async=true --set checkpoint.dir="$a/ref" \
+  --set logging.output_dir="$a/ref_out" >"$a/ref.log" 2>&1 || { cat "$a/ref.log"; fail "async: uninterrupted run"; }
+[[ -f "$a/ref/iter_0000004/manifest.json" && -f "$a/ref/iter_0000008/manifest.json" ]] || fail "async: checkpoints 4 and 8 missing"
+[[ "$(cat "$a/ref/latest")" == iter_0000008 ]] || fail "async: latest is not iter_0000008"
+grep -q "async save of iteration 4 started (training blocked [0-9.]* ms for the host copy)" "$a/ref.log" ||
+  { cat "$a/ref.log"; fail "async: no start line with the blocked time"; }
+grep -q "saved checkpoint '$a/ref/iter_0000004' at iteration 4 in [0-9.]* ms (training blocked [0-9.]* ms)" "$a/ref.log" ||
+  { cat "$a/ref.log"; fail "async: no commit line"; }
+python3 - "$a/ref_out/metrics.jsonl" <<'PY' || fail "async: checkpoint records"
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if '"kind":"checkpoint"' in l]
+if [r["iteration"] for r in rows] != [4, 8]:
+    sys.exit(f"checkpoint records: {rows}")
+for r in rows:
+    if r["async"] is not True or not (0 < r["blocked_ms"] <= r["total_ms"]):
+        sys.exit(f"checkpoint record: {r}")
+print("checkpoint_e2e: async blocked/total ms: " + ", ".join(f'{r["blocked_ms"]:.1f}/{r["total_ms"]:.1f}' for r in rows))
+PY
+compare "$work/np2/ref_out/metrics.jsonl" "$a/ref_out/metrics.jsonl" "$work/np2/ref/iter_0000008" "$a/ref/iter_0000008" ||
+  fail "async: the async-saved checkpoint differs from the synchronous one"
+launch 2 "$bin" "${common[@]}" --set checkpoint.async=true --set checkpoint.resume="$a/ref/iter_0000004" \
+  --set checkpoint.dir="$a/resumed" --set logging.output_dir="$a/resumed_out" >"$a/resumed.log" 2>&1 ||
+  { cat "$a/resumed.log"; fail "async: resumed run"; }
+grep -q "resumed from checkpoint '$a/ref/iter_0000004' at iteration 4" "$a/resumed.log" || fail "async: no resume line"
+compare "$a/ref_out/metrics.jsonl" "$a/resumed_out/metrics.jsonl" "$a/ref/iter_0000008" "$a/resumed/iter_0000008" ||
+  fail "async: the run resumed from an async save differs from the uninterrupted one"
+# 4b. Killed while the write of iteration 8 is in flight: iteration 4 stays committed and auto resumes from it.
+cp -r "$a/ref" "$a/kill"
+rm -rf "$a/kill/iter_0000008"
+echo iter_0000004 >"$a/kill/latest"
+ORTHOTRON_FAULT_SLOW_SAVE_MS=20000 setsid bash "$src/launch/launch.sh" 2 "$bin" "${common[@]}" --set checkpoint.async=true \
+  --set checkpoint.resume=auto --set checkpoint.dir="$a/kill" --set logging.output_dir="$a/kill_out" >"$a/kill.log" 2>&1 &
+job=$!
+for _ in $(seq 1200); do
+  grep -q "async save of iteration 8 started" "$a/kill.log" && break
+  sleep 0.1
+done
+sleep 1
+kill -9 -- -"$job" 2>/dev/null || true
+wait "$job" 2>/dev/null || true
+grep -q "async save of iteration 8 started" "$a/kill.log" || { cat "$a/kill.log"; fail "kill: the save of iteration 8 never started"; }
+grep -q "saved checkpoint" "$a/kill.log" && fail "kill: the save committed before the kill (the slow-save hook did not hold it)"
+sleep 1
+pgrep -f "$a/kill" >/dev/null && fail "kill: processes of the killed job survived"
+[[ -e "$a/kill/iter_0000008" ]] && fail "kill: an uncommitted iteration 8 has its final name"
+launch 2 "$bin" "${common[@]}" --set checkpoint.async=true --set checkpoint.resume=auto --set checkpoint.dir="$a/kill" \
+  --set logging.output_dir="$a/after_out" >"$a/after.log" 2>&1 || { cat "$a/after.log"; fail "kill: the run after the kill"; }
+grep -q "resumed from checkpoint '$a/kill/iter_0000004' at iteration 4" "$a/after.log" ||
+  { cat "$a/after.log"; fail "kill: auto did not resume from the committed iteration 4"; }
+compare "$a/ref_out/metrics.jsonl" "$a/after_out/metrics.jsonl" "$a/ref/iter_0000008" "$a/kill/iter_0000008" ||
+  fail "kill: the run resumed after the kill differs"
 echo "checkpoint_e2e: OK"
