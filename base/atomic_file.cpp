@@ -106,4 +106,18 @@ void write_file_atomically(const std::string& path, const std::string& contents)
   w.commit();
 }
 
+void make_directories(const std::string& path) {
+  for (size_t i = 1; i <= path.size(); ++i) {
+    if (i < path.size() && path[i] != '/') continue;
+    const std::string prefix = path.substr(0, i);
+    if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
+      throw FormatError("cannot create directory '" + prefix + "': " + std::strerror(errno));
+    }
+  }
+  struct stat st {};
+  if (::stat(path.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    throw FormatError("'" + path + "' is not a directory");
+  }
+}
+
 }  // namespace orthotron

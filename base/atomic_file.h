@@ -42,6 +42,11 @@ void write_file_atomically(const std::string& path, const std::string& contents)
 /// The directory part of `path` ("." when it has none).
 std::string parent_directory(const std::string& path);
 
+/// mkdir -p (mode 0755), through POSIX calls: LibTorch's shared library exports its own
+/// ABI-incompatible copies of some std::filesystem symbols, so orthotron does not use them.
+/// FormatError naming the directory that cannot be created, or `path` when it is not a directory.
+void make_directories(const std::string& path);
+
 /// fsyncs a directory so a rename inside it survives a power loss; FormatError on failure.
 void fsync_directory(const std::string& dir);
 

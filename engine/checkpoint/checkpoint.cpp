@@ -376,18 +376,6 @@ bool is_directory(const std::string& path) {
   return ::stat(path.c_str(), &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-/// mkdir -p; FormatError naming the directory.
-void make_directories(const std::string& path) {
-  for (size_t i = 1; i <= path.size(); ++i) {
-    if (i < path.size() && path[i] != '/') continue;
-    const std::string prefix = path.substr(0, i);
-    if (::mkdir(prefix.c_str(), 0755) != 0 && errno != EEXIST) {
-      throw FormatError("cannot create directory '" + prefix + "': " + std::strerror(errno));
-    }
-  }
-  if (!is_directory(path)) throw FormatError("'" + path + "' is not a directory");
-}
-
 void rename_or_throw(const std::string& from, const std::string& to) {
   if (::rename(from.c_str(), to.c_str()) != 0) {
     throw FormatError("cannot rename '" + from + "' to '" + to + "': " + std::strerror(errno));

@@ -82,22 +82,7 @@ const FieldTable<GptOptions>& gpt_option_fields() {
           bool_field<O>("add_qkv_bias", "a bias on linear_qkv", [](O& o) -> bool& { return o.add_qkv_bias; }),
       },
       [](const O& o) {
-        if (o.hidden_size % o.num_attention_heads != 0) {
-          throw InvalidArgument("hidden_size (" + std::to_string(o.hidden_size) +
-                                ") must be a multiple of num_attention_heads (" +
-                                std::to_string(o.num_attention_heads) + ")");
-        }
-        if (o.num_attention_heads % o.num_query_groups != 0) {
-          throw InvalidArgument("num_attention_heads (" + std::to_string(o.num_attention_heads) +
-                                ") must be a multiple of num_query_groups (" + std::to_string(o.num_query_groups) +
-                                ")");
-        }
-        if (o.head_dim() % 2 != 0) {
-          throw InvalidArgument(
-              "the head dimension hidden_size / num_attention_heads must be even for rotary "
-              "embeddings, got " +
-              std::to_string(o.head_dim()));
-        }
+        if (const std::string problem = gpt_shape_problem(o); !problem.empty()) throw InvalidArgument(problem);
       });
   return table;
 }

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <string>
 
 #include "optim/split_registry.h"
 
@@ -30,5 +31,10 @@ struct GptOptions {
 /// an even head_dim (rotary pairs), rotary_base, norm_epsilon and init_std positive and finite.
 /// ConfigError naming the field ("model.hidden_size") and its value. Blocking, no tensors.
 void validate_gpt_options(const GptOptions& options);
+
+/// The first broken rule among the shape's cross-field rules (heads divide the width, query groups
+/// divide the heads, an even head dimension for rotary), as a message naming the fields; "" when
+/// they hold. validate_gpt_options and the YAML field table both check these through it.
+std::string gpt_shape_problem(const GptOptions& options);
 
 }  // namespace orthotron

@@ -7,7 +7,6 @@
 #include <cmath>
 #include <cstring>
 #include <ctime>
-#include <filesystem>
 
 #include "base/atomic_file.h"
 #include "base/errors.h"
@@ -54,9 +53,11 @@ std::string format_iteration_line(const IterationRecord& r, const std::string& t
 
 MetricsLog::MetricsLog(const std::string& output_dir, bool progress)
     : dir_(output_dir), progress_(progress && ::isatty(STDOUT_FILENO)) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir_, ec);
-  if (ec) throw FormatError("logging.output_dir '" + dir_ + "': cannot create it: " + ec.message());
+  try {
+    make_directories(dir_);
+  } catch (const FormatError& e) {
+    throw FormatError("logging.output_dir '" + dir_ + "': " + e.what());
+  }
   // A new run replaces the previous run's files in the same directory.
   log_ = std::fopen((dir_ + "/log.txt").c_str(), "w");
   jsonl_ = std::fopen((dir_ + "/metrics.jsonl").c_str(), "w");
