@@ -21,7 +21,7 @@ log() { printf '[setup] %s\n' "$*"; }
 #    sources are the bundled corpus (launch/build_corpus.py; their versions key its cache).
 need_pkgs=()
 for p in openmpi-bin libopenmpi-dev zlib1g-dev libyaml-cpp-dev libgtest-dev libgmock-dev nlohmann-json3-dev cmake g++ ccache clang-format clang libclang-rt-14-dev \
-  libsentencepiece-dev sentencepiece python3-matplotlib python3.11-doc linux-doc-6.1; do
+  pkg-config libsentencepiece-dev sentencepiece python3-matplotlib python3.11-doc linux-doc-6.1; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || need_pkgs+=("$p")
 done
 if ((${#need_pkgs[@]})); then
