@@ -9,7 +9,8 @@ For each data-parallel size R: one run of the config (micro batch 2, validation 
 the checkpoint size does not depend on the batch) that saves every iteration --saves times
 (keep_last 0, so every save stays); from its log lines (" saved checkpoint ... in X ms (training
 blocked Y ms) ...") and metrics.jsonl "checkpoint" records: the median save time and the median
-time training was blocked per save; from the shard files of every save: the bytes of each rank and
+time training was blocked per save; the same from a second run with checkpoint.async: true (blocked:
+the host copy; total: start to commit); from the shard files of every save: the bytes of each rank and
 the total. Then --loads runs that resume from the last save (the resume log line's "in S s" is the
 load: verification of every shard against the manifest, the read, the parameter re-sync and the
 cross-rank equality check), median taken.
@@ -139,6 +140,18 @@ def main() -> int:
         saves = parse_saves(os.path.join(base, "save"))
         if len(saves) != a.saves:
             raise RuntimeError(f"{ranks} ranks: {len(saves)} save lines, expected {a.saves}")
+        bc.log(f"[bench] {ranks} rank(s): {a.saves} async saves")
+        async_ckdir = os.path.join(base, "checkpoints_async")
+        if os.path.exists(async_ckdir):
+            shutil.rmtree(async_ckdir)
+        async_run = bc.run_pretrain(os.path.join(base, "save_async"), ranks, threads, config,
+                                    common + [f"training.train_iters={a.saves}", "checkpoint.save_interval=1",
+                                              "checkpoint.keep_last=0", f"checkpoint.dir={async_ckdir}",
+                                              "checkpoint.async=true"],
+                                    a.binary, a.quiet_wait)
+        async_saves = parse_saves(os.path.join(base, "save_async"))
+        if len(async_saves) != a.saves:
+            raise RuntimeError(f"{ranks} ranks: {len(async_saves)} async save lines, expected {a.saves}")
         last = saves[-1]["path"]
         loads, load_runs = [], []
         for i in range(a.loads):
@@ -163,7 +176,9 @@ def main() -> int:
         blocked_ms = statistics.median(s["blocked_ms"] for s in saves)
         seq_s, par_s = statistics.median(seq), statistics.median(par)
         row = {"ranks": ranks, "threads_per_rank": threads, "saves": saves, "save_ms_median": save_ms,
-               "blocked_ms_median": blocked_ms, "load_seconds": loads, "load_ms_median": 1000 * statistics.median(loads),
+               "blocked_ms_median": blocked_ms, "async_saves": async_saves, "async_run": async_run,
+               "async_blocked_ms_median": statistics.median(s["blocked_ms"] for s in async_saves),
+               "async_total_ms_median": statistics.median(s["save_ms"] for s in async_saves), "load_seconds": loads, "load_ms_median": 1000 * statistics.median(loads),
                "bytes_per_rank": shard_bytes, "total_bytes": total,
                "save_mb_per_s": total / 1e6 / (save_ms / 1000),
                "limit_sequential_seconds": seq, "limit_sequential_mb_per_s": total / 1e6 / seq_s,
@@ -172,7 +187,8 @@ def main() -> int:
         row["ratio_sequential"] = row["save_mb_per_s"] / row["limit_sequential_mb_per_s"]
         row["ratio_parallel"] = row["save_mb_per_s"] / row["limit_parallel_mb_per_s"]
         rows.append(row)
-        bc.log(f"[bench] {ranks} rank(s): save {save_ms:.1f} ms (blocked {blocked_ms:.1f} ms), load "
+        bc.log(f"[bench] {ranks} rank(s): save {save_ms:.1f} ms; async: blocked {row['async_blocked_ms_median']:.1f} ms, "
+               f"committed after {row['async_total_ms_median']:.1f} ms; load "
                f"{row['load_ms_median']:.1f} ms, {total} bytes; plain write {1000 * seq_s:.1f} ms sequential, "
                f"{1000 * par_s:.1f} ms with {ranks} writers")
 
@@ -182,20 +198,24 @@ def main() -> int:
           f"for the load; medians. Ranks x threads: 2 cores shared, ranks beyond 2 oversubscribe. "
           f"Save: the whole synchronous save on rank 0 (serialize, CRC-32 of every tensor, write, fsync, barrier, manifest, "
           f"rename, directory fsync, latest); blocked: the time training waited (the same as the save while saves are "
-          f"synchronous). Load: the resume log line (verification of every shard against the manifest, read, re-sync of the "
+          f"synchronous). Async: a separate run of as many saves with checkpoint.async: true; blocked is the host copy training "
+          f"waits for, total the time from the save's start to its commit at a later iteration (the write runs beside "
+          f"training, on the same 2 cores). Load: the resume log line (verification of every shard against the manifest, read, re-sync of the "
           f"parameters, the cross-rank equality check). Limit: Python writing the same total bytes in 4 MiB blocks plus "
           f"fsync on the same filesystem, one writer, and R writers in parallel with one rank's bytes each; medians of "
           f"{a.limit_repeats}, interleaved, after one uncounted write. Ratio: save MB/s / limit MB/s.", "",
-          "| ranks x threads | bytes per rank | total bytes | save ms | blocked ms | load ms | save MB/s | "
+          "| ranks x threads | bytes per rank | total bytes | save ms | blocked ms | async blocked ms | async total ms | "
+          "load ms | save MB/s | "
           "plain write ms (1 writer) | MB/s | ratio | plain write ms (R writers) | MB/s | ratio | load avg before -> after | "
           "other busy processes (before or during the runs, at the limit) |",
-          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
-        runs = [r["save_run"]] + r["load_runs"]
+        runs = [r["save_run"], r["async_run"]] + r["load_runs"]
         busy = sorted({b.split(" ")[0] for x in runs for b in x.get("busy_before", []) + x.get("busy_during", [])} |
                       {b.split(" ")[0] for b in r["busy_at_limit"]})
         md.append(f"| {r['ranks']} x {r['threads_per_rank']} | {', '.join(str(b) for b in r['bytes_per_rank'])} | "
-                  f"{r['total_bytes']} | {r['save_ms_median']:.1f} | {r['blocked_ms_median']:.1f} | {r['load_ms_median']:.1f} | "
+                  f"{r['total_bytes']} | {r['save_ms_median']:.1f} | {r['blocked_ms_median']:.1f} | "
+                  f"{r['async_blocked_ms_median']:.1f} | {r['async_total_ms_median']:.1f} | {r['load_ms_median']:.1f} | "
                   f"{r['save_mb_per_s']:.0f} | {1000 * statistics.median(r['limit_sequential_seconds']):.1f} | "
                   f"{r['limit_sequential_mb_per_s']:.0f} | {r['ratio_sequential']:.2f} | "
                   f"{1000 * statistics.median(r['limit_parallel_seconds']):.1f} | {r['limit_parallel_mb_per_s']:.0f} | "
@@ -203,6 +223,9 @@ def main() -> int:
                   f"{'; '.join(busy) or 'none'} |")
     md += ["", "Every save (ms): " + "; ".join(f"{r['ranks']} rank(s): " + ", ".join(f"{s['save_ms']:.1f}" for s in r["saves"])
                                                for r in rows),
+           "Every async save, blocked / total (ms): " + "; ".join(
+               f"{r['ranks']} rank(s): " + ", ".join(f"{s['blocked_ms']:.1f} / {s['save_ms']:.1f}" for s in r["async_saves"])
+               for r in rows),
            "Every load (ms): " + "; ".join(f"{r['ranks']} rank(s): " + ", ".join(f"{1000 * x:.1f}" for x in r["load_seconds"])
                                            for r in rows),
            "", f"Total time: {time.time() - t_start:.0f} s. Command: `/usr/bin/python3 bench/bench_checkpoint.py"

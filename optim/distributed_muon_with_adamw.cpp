@@ -138,6 +138,7 @@ std::map<std::string, at::Tensor> DistributedMuonWithAdamW::parameter_shard() co
 
 void DistributedMuonWithAdamW::load_parameter_shard(const std::map<std::string, at::Tensor>& shard) {
   std::string error;
+  std::map<std::string, at::Tensor> converted;  // in the live dtype
   for (const auto& s : my_segments_) {
     const std::string& name = params_[s.param].name;
     const at::Tensor& p = params_[s.param].tensor;
@@ -145,10 +146,16 @@ void DistributedMuonWithAdamW::load_parameter_shard(const std::map<std::string, 
     const std::vector<int64_t> expected = plan_.owner[s.param] >= 0 ? p.sizes().vec() : std::vector<int64_t>{s.count};
     if (it == shard.end()) {
       error = "load_parameter_shard: parameter '" + name + "' is missing from this rank's shard";
-    } else if (it->second.sizes().vec() != expected || it->second.scalar_type() != p.scalar_type()) {
+    } else if (it->second.sizes().vec() != expected) {
       error = "load_parameter_shard: parameter '" + name + "' has shape " + c10::str(it->second.sizes()) + " " +
               c10::toString(it->second.scalar_type()) + ", expected " + c10::str(at::IntArrayRef(expected)) + " " +
               c10::toString(p.scalar_type());
+    } else {
+      try {
+        converted[name] = convert_losslessly(it->second, p.scalar_type(), "model/" + name);
+      } catch (const StateDictError& e) {
+        error = std::string("load_parameter_shard: ") + e.what();
+      }
     }
     if (!error.empty()) break;
   }
@@ -171,7 +178,7 @@ void DistributedMuonWithAdamW::load_parameter_shard(const std::map<std::string, 
   const int64_t base = static_cast<int64_t>(dp_.rank()) * plan_.shard_len;
   for (const auto& s : my_segments_) {
     param_shard_.narrow(0, s.buffer_offset - base, s.count)
-        .copy_(shard.at(params_[s.param].name).reshape(-1).to(param_shard_.device()));
+        .copy_(converted.at(params_[s.param].name).reshape(-1).to(param_shard_.device()));
   }
   gather_shards_into_params();
 }

@@ -77,9 +77,10 @@ class DistributedMuonWithAdamW : public Optimizer {
   std::map<std::string, at::Tensor> parameter_shard() const;
   /// Collective. Each rank writes `shard` (as parameter_shard() returned it, at the same world size
   /// and plan) into the values it holds, then every rank's parameters are re-synchronized from the
-  /// shards, so all ranks end bitwise equal. A missing, extra or mis-shaped entry on any rank makes
-  /// every rank throw StateDictError (naming the parameter on the rank that found it); nothing is
-  /// changed then.
+  /// shards, so all ranks end bitwise equal. An entry in another floating dtype is converted where
+  /// that is lossless (convert_losslessly). A missing, extra or mis-shaped entry, or a lossy dtype,
+  /// on any rank makes every rank throw StateDictError (naming the parameter on the rank that found
+  /// it); nothing is changed then.
   void load_parameter_shard(const std::map<std::string, at::Tensor>& shard);
   /// Optimizer state elements this rank holds (Muon momenta + AdamW moments), allocated or not.
   int64_t state_elements() const { return plan_.state_elements(dp_.rank()); }

@@ -288,11 +288,9 @@ DecodedState decode_optimizer_state(const StateDict& sd, const std::vector<Param
       problem(label + " has shape " + shape_str(shape) + " in the state dict, " + shape_str(e.shape) + " here");
       continue;
     }
+    // The entry's dtype is the stored tensors' (checked below); one that differs from the live
+    // dtype is converted where that is lossless (convert_losslessly).
     const std::string dtype = entry["dtype"].get<std::string>();
-    if (dtype != safetensors_dtype_name(e.dtype)) {
-      problem(label + " has dtype " + dtype + " in the state dict, " + safetensors_dtype_name(e.dtype) + " here");
-      continue;
-    }
     std::optional<std::array<int64_t, 2>> range;
     if (entry.contains("range")) {
       const auto r = stored_ints(entry["range"], label + " range");
@@ -317,14 +315,22 @@ DecodedState decode_optimizer_state(const StateDict& sd, const std::vector<Param
       if (t == sd.tensors.end()) continue;
       ++found;
       used_tensors.insert(key);
-      if (!t->second.sizes().equals(want) || t->second.scalar_type() != e.dtype) {
+      if (!t->second.sizes().equals(want)) {
         problem("tensor '" + key + "' is " + c10::toString(t->second.scalar_type()) + c10::str(t->second.sizes()) +
                 ", expected " + c10::toString(e.dtype) + shape_str(want));
         ok = false;
         continue;
       }
+      if (safetensors_dtype_name(t->second.scalar_type()) != dtype) {
+        fail(label + " has dtype " + dtype + " in the state dict but its tensor '" + key + "' is " +
+             c10::toString(t->second.scalar_type()));
+      }
       check_values(t->second, key, slot == "exp_avg_sq");
-      d.tensors.push_back(t->second);
+      d.tensors.push_back(convert_losslessly(t->second, e.dtype, key));
+      if (t->second.scalar_type() != e.dtype) {
+        out.report.converted.push_back("tensor '" + key + "': " + c10::toString(t->second.scalar_type()) + " -> " +
+                                       c10::toString(e.dtype) + ", lossless");
+      }
     }
     if (!ok) continue;
     if (found != 0 && found != slots.size()) {

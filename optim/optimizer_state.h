@@ -74,9 +74,10 @@ struct DecodedState {
 /// the expected versus found value: format, version and optimizer kind; "orthotron.state" as
 /// strict JSON; both sections and their groups (a group stored under the other algorithm, or with
 /// a malformed or out-of-range hyperparameter); each expected parameter's entry (present, in the
-/// same group, moved between Muon and AdamW, shape, dtype, range, step an integer in [0,
+/// same group, moved between Muon and AdamW, shape, range, a dtype equal to its tensors', step an integer in [0,
 /// kMaxStateSteps], step 0 holding tensors); each tensor (present for a stepped parameter, the
-/// whole set of slots or none, shape, dtype, finite values, exp_avg_sq >= 0); unexpected
+/// whole set of slots or none, shape, finite values, exp_avg_sq >= 0; a dtype other than the live
+/// one converted where lossless, else an error: convert_losslessly, listed in report.converted); unexpected
 /// parameters, tensors and groups; a layout record where none is expected or the reverse.
 /// With options.allow_partial, missing/unexpected sections, groups, parameters and tensors and
 /// shape mismatches are skipped and listed in the report; malformed or non-finite data never is.

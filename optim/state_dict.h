@@ -34,8 +34,19 @@ struct LoadReport {
   /// One line per stored hyperparameter that differs from the running config ("group 'muon': lr
   /// 0.02 in the state, 0.01 in the config; the config's value is used"). Not a skip.
   std::vector<std::string> changed_hyperparameters;
+  /// One line per stored tensor converted to the live dtype ("tensor 'muon/w/momentum': BFloat16 ->
+  /// Float, lossless"). Not a skip: a conversion that would lose bits is an error instead.
+  std::vector<std::string> converted;
   bool complete() const { return skipped.empty(); }
   std::string to_string() const;
 };
+
+/// The dtype rule of every load (optimizer state and checkpointed parameters): a stored tensor whose
+/// dtype differs from the live one's is converted to `live` only when the conversion is lossless,
+/// i.e. converting the result back gives bitwise the stored tensor (a widening such as BFloat16 ->
+/// Float always is; Float -> BFloat16 is only when every value is representable). Both dtypes must
+/// be floating point. Returns `stored` itself when the dtypes agree. Throws StateDictError naming
+/// `key`, both dtypes and the first element that would change (its flat index and both values).
+at::Tensor convert_losslessly(const at::Tensor& stored, at::ScalarType live, const std::string& key);
 
 }  // namespace orthotron

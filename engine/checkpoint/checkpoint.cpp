@@ -1,6 +1,8 @@
 // checkpoint.cpp: the sharded save with its commit protocol, discovery, verification and load.
 #include "engine/checkpoint/checkpoint.h"
 
+#include <ATen/CPUGeneratorImpl.h>
+
 #include <algorithm>
 #include <cerrno>
 #include <chrono>
@@ -86,6 +88,87 @@ uint32_t tensor_crc32(const at::Tensor& t) {
   return crc32_update(0, c.data_ptr(), c.nbytes());
 }
 
+/// The manifest's record of a split registry: for every split parameter its row count and each
+/// part's name, row count and the CRC-32 of its row indices (so another layout of the same part
+/// sizes differs too). One body for the save and the load's comparison.
+Json splits_record(const SplitRegistry& splits) {
+  Json out = Json::object();
+  for (const auto& [pname, split] : splits.all()) {
+    Json parts = Json::array();
+    for (const auto& part : split.parts) {
+      parts.push_back(
+          {{"name", part.name}, {"rows", part.rows.numel()}, {"rows_crc32", crc32_hex(tensor_crc32(part.rows))}});
+    }
+    out[pname] = {{"rows", split.rows}, {"parts", parts}};
+  }
+  return out;
+}
+
+/// "" when the saved split record equals the live registry's; else names the first parameter that
+/// differs, with both descriptions.
+std::string describe_split_mismatch(const Json& saved, const SplitRegistry& live) {
+  const Json mine = splits_record(live);
+  auto describe = [](const Json& rec) {
+    if (rec.is_null()) return std::string("not split");
+    std::string parts;
+    for (const auto& p : rec.at("parts")) {
+      parts += (parts.empty() ? "" : ", ") + p.at("name").get<std::string>() + " " + p.at("rows").dump() + " rows";
+    }
+    return "split into " + std::to_string(rec.at("parts").size()) + " parts (" + parts + ")";
+  };
+  std::vector<std::string> names;
+  for (auto it = saved.begin(); it != saved.end(); ++it) names.push_back(it.key());
+  for (auto it = mine.begin(); it != mine.end(); ++it) names.push_back(it.key());
+  std::sort(names.begin(), names.end());
+  for (const auto& n : names) {
+    const Json a = saved.contains(n) ? saved.at(n) : Json();
+    const Json b = mine.contains(n) ? mine.at(n) : Json();
+    if (a != b) {
+      std::string why =
+          "parameter '" + n + "' is " + describe(a) + " in the checkpoint, " + describe(b) + " in this job";
+      if (describe(a) == describe(b)) why += " (same part sizes, other rows: another fused layout)";
+      return why;
+    }
+  }
+  return "";
+}
+
+/// This process's default CPU generator state, as hex (the manifest's per-rank RNG record).
+std::string cpu_rng_state_hex() {
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  at::Tensor state;
+  {
+    std::lock_guard<std::mutex> lock(gen.mutex());
+    state = gen.get_state();
+  }
+  static const char* digits = "0123456789abcdef";
+  std::string out;
+  const auto* p = state.data_ptr<uint8_t>();
+  for (int64_t i = 0; i < state.numel(); ++i) {
+    out += digits[p[i] >> 4];
+    out += digits[p[i] & 15];
+  }
+  return out;
+}
+
+/// Restores the default CPU generator from cpu_rng_state_hex()'s text; FormatError naming `where`
+/// when it is not one.
+void set_cpu_rng_state_hex(const std::string& hex, const std::string& where) {
+  at::Generator gen = at::detail::getDefaultCPUGenerator();
+  const size_t expected = 2 * static_cast<size_t>(gen.get_state().numel());
+  if (hex.size() != expected || hex.find_first_not_of("0123456789abcdef") != std::string::npos) {
+    throw FormatError(where + ": the RNG state must be " + std::to_string(expected) + " hex digits, got " +
+                      std::to_string(hex.size()) + " characters");
+  }
+  at::Tensor state = at::empty({static_cast<int64_t>(hex.size() / 2)}, at::kByte);
+  auto* p = state.data_ptr<uint8_t>();
+  auto nibble = [](char c) { return static_cast<uint8_t>(c <= '9' ? c - '0' : c - 'a' + 10); };
+  for (size_t i = 0; i < hex.size() / 2; ++i)
+    p[i] = static_cast<uint8_t>(nibble(hex[2 * i]) << 4 | nibble(hex[2 * i + 1]));
+  std::lock_guard<std::mutex> lock(gen.mutex());
+  gen.set_state(state);
+}
+
 std::string read_text(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw FormatError("'" + path + "' is missing or unreadable (an incomplete save?)");
@@ -112,7 +195,9 @@ const Json& field(const Json& j, const std::string& key, const std::string& dir)
 struct VerifiedShard {
   CheckpointProgress progress;
   SafetensorsContent content;
-  std::string plan_hash;  ///< the manifest's
+  std::string plan_hash;    ///< the manifest's
+  std::string split_error;  ///< "" or how the saved split registry differs from the job's
+  std::string rng_state;    ///< this rank's saved CPU generator state (hex); same world size only
   /// Resharding (saved at another world size): the saved layout, the verified old shards this rank
   /// needs (old rank -> content), and the reason the checkpoint belongs to another model ("" if not).
   bool reshard = false;
@@ -192,7 +277,8 @@ SafetensorsContent verify_shard_file(const std::string& dir, const Json& m, int 
 /// layout record against the plan, then every old shard it needs. Model mismatches are recorded in
 /// model_error (load_verified reports them); damage throws FormatError; another world size without
 /// a plan throws a fatal ConfigError.
-VerifiedShard verify_shard(const std::string& dir, int rank, int world, const OwnerPlan* plan) {
+VerifiedShard verify_shard(const std::string& dir, int rank, int world, const OwnerPlan* plan,
+                           const SplitRegistry* splits) {
   const Json m = read_manifest(dir);
   try {
     if (field(m, "format_version", dir).get<int>() != kCheckpointFormatVersion) {
@@ -206,6 +292,7 @@ VerifiedShard verify_shard(const std::string& dir, int rank, int world, const Ow
                         std::to_string(saved_world) + ", this job runs " + std::to_string(world) +
                         " (verify_checkpoint_shard checks the same world size only; load_checkpoint reshards)");
     }
+    if (splits != nullptr) out.split_error = describe_split_mismatch(field(m, "splits", dir), *splits);
     if (saved_world != world) {
       const auto start = std::chrono::steady_clock::now();
       const std::string where = dir + "/" + kManifest;
@@ -246,6 +333,12 @@ VerifiedShard verify_shard(const std::string& dir, int rank, int world, const Ow
         throw FormatError("'" + dir + "/" + kManifest + "': 'shards' must list " + std::to_string(world) + " shards");
       }
       out.content = verify_shard_file(dir, m, rank, world);
+      const Json& rng = field(m, "rng", dir);
+      if (!rng.is_object() || !rng.contains("ranks") || !rng.at("ranks").is_array() ||
+          static_cast<int>(rng.at("ranks").size()) != world) {
+        throw FormatError("'" + dir + "/" + kManifest + "': 'rng' must hold 'ranks', one state per rank");
+      }
+      out.rng_state = rng.at("ranks").at(static_cast<size_t>(rank)).get<std::string>();
     }
     out.progress.iteration = field(m, "iteration", dir).get<int64_t>();
     out.progress.consumed_samples = field(m, "consumed_samples", dir).get<int64_t>();
@@ -261,11 +354,11 @@ VerifiedShard verify_shard(const std::string& dir, int rank, int world, const Ow
 
 /// Collective verification: every rank checks its shard; the outcome is agreed. Returns "" when
 /// every rank verified, else the joined reasons; `fatal` when a reason is no ground to skip.
-std::string verify_everywhere(const std::string& dir, Communicator& comm, const OwnerPlan& plan, VerifiedShard& out,
-                              bool& fatal) {
+std::string verify_everywhere(const std::string& dir, Communicator& comm, const OwnerPlan& plan,
+                              const SplitRegistry& splits, VerifiedShard& out, bool& fatal) {
   std::string error;
   try {
-    out = verify_shard(dir, comm.rank(), comm.size(), &plan);
+    out = verify_shard(dir, comm.rank(), comm.size(), &plan, &splits);
   } catch (const std::exception& e) {
     error = e.what();  // verify_shard marks the reasons that are no ground to skip with kFatal
   }
@@ -273,6 +366,12 @@ std::string verify_everywhere(const std::string& dir, Communicator& comm, const 
   fatal = false;
   for (const auto& e : errors) fatal = fatal || e.rfind(kFatal, 0) == 0;
   return join_errors(errors);
+}
+
+/// After the model check: a checkpoint of the same model with another split registry is refused,
+/// naming the parameter. Every rank read the same manifest, so all agree without communicating.
+void refuse_other_splits(const VerifiedShard& v) {
+  if (!v.split_error.empty()) throw StateDictError("checkpoint saved with another split registry: " + v.split_error);
 }
 
 /// The load of a checkpoint saved at another world size: every rank assembles its new shard from
@@ -284,6 +383,7 @@ void load_resharded(VerifiedShard& v, DistributedMuonWithAdamW& opt) {
     throw StateDictError("checkpoint of another model (saved at data-parallel size " + std::to_string(v.saved.world) +
                          ", this job runs " + std::to_string(comm.size()) + "): " + mismatch);
   }
+  refuse_other_splits(v);
   ReshardedShard shard;
   std::string error;
   try {
@@ -295,7 +395,7 @@ void load_resharded(VerifiedShard& v, DistributedMuonWithAdamW& opt) {
   if (!failure.empty()) throw FormatError("resharding the checkpoint failed: " + failure);
   v.sources.clear();
   opt.load_parameter_shard(shard.model);
-  opt.load_state_dict(shard.state);
+  v.progress.state_load = opt.load_state_dict(shard.state);
   if (!parameters_equal_across_ranks(opt)) {
     throw InvariantError("after the resharded checkpoint load the parameters differ across data-parallel ranks");
   }
@@ -304,6 +404,7 @@ void load_resharded(VerifiedShard& v, DistributedMuonWithAdamW& opt) {
 void load_verified(VerifiedShard& v, DistributedMuonWithAdamW& opt) {
   if (v.reshard) {
     load_resharded(v, opt);
+    v.progress.rng_restored = false;
     return;
   }
   std::map<std::string, at::Tensor> model;
@@ -330,7 +431,7 @@ void load_verified(VerifiedShard& v, DistributedMuonWithAdamW& opt) {
     auto it = model.find(p.name);
     if (it == model.end()) {
       error = "parameter '" + p.name + "' is not in the checkpoint";
-    } else if (it->second.sizes().vec() != want || it->second.scalar_type() != p.tensor.scalar_type()) {
+    } else if (it->second.sizes().vec() != want) {  // a dtype is load_parameter_shard's (lossless or refused)
       error = "parameter '" + p.name + "' has shape " + c10::str(it->second.sizes()) + " " +
               c10::toString(it->second.scalar_type()) + " in the checkpoint, this model's is " +
               c10::str(at::IntArrayRef(want)) + " " + c10::toString(p.tensor.scalar_type());
@@ -343,15 +444,18 @@ void load_verified(VerifiedShard& v, DistributedMuonWithAdamW& opt) {
   }
   const std::string failure = join_errors(all_gather_strings(opt.comm(), error));
   if (!failure.empty()) throw StateDictError("checkpoint of another model: " + failure);
+  refuse_other_splits(v);
   if (v.plan_hash != hex64(opt.plan().hash)) {
     throw StateDictError("checkpoint saved with owner plan " + v.plan_hash + ", this job's plan is " +
                          hex64(opt.plan().hash) + " (routing or splits differ)");
   }
   opt.load_parameter_shard(model);
-  opt.load_state_dict(sd);
+  v.progress.state_load = opt.load_state_dict(sd);
   if (!parameters_equal_across_ranks(opt)) {
     throw InvariantError("after the checkpoint load the parameters differ across data-parallel ranks");
   }
+  set_cpu_rng_state_hex(v.rng_state, "checkpoint manifest, rank " + std::to_string(opt.comm().rank()));
+  v.progress.rng_restored = true;
 }
 
 // POSIX file-system helpers: std::filesystem is avoided here because LibTorch's shared library
@@ -439,6 +543,7 @@ struct SaveJob {
   std::map<std::string, at::Tensor> tensors;  ///< host copies, released after the write
   std::map<std::string, std::string> meta;
   std::string layout, splits, plan_hash;  ///< JSON text for the manifest
+  std::vector<std::string> rng;           ///< every rank's CPU generator state (hex), in rank order
   std::string info;                       ///< the shard record (JSON text) once written
   std::string error;                      ///< what failed on this rank ("" when nothing did)
   uint64_t bytes = 0;
@@ -464,6 +569,7 @@ std::unique_ptr<SaveJob> prepare_save(const std::string& root, const CheckpointP
     id.fill_(static_cast<int64_t>(v >> 1));
   }
   comm.broadcast(id, 0);
+  job->rng = all_gather_strings(comm, cpu_rng_state_hex());
   job->save_id = hex64(static_cast<uint64_t>(id.cpu().item<int64_t>()));
   job->root = root;
   job->name = checkpoint_name(progress.iteration);
@@ -499,13 +605,7 @@ std::unique_ptr<SaveJob> prepare_save(const std::string& root, const CheckpointP
     if (sd.metadata.count("orthotron.layout")) layout = Json::parse(sd.metadata.at("orthotron.layout"));
     layout.erase("rank");  // nothing rank-specific in the shared record
     job->layout = layout.dump();
-    Json splits = Json::object();
-    for (const auto& [pname, split] : opt.splits().all()) {
-      Json parts = Json::array();
-      for (const auto& part : split.parts) parts.push_back({{"name", part.name}, {"rows", part.rows.numel()}});
-      splits[pname] = {{"rows", split.rows}, {"parts", parts}};
-    }
-    job->splits = splits.dump();
+    job->splits = splits_record(opt.splits()).dump();
     job->plan_hash = hex64(opt.plan().hash);
   } catch (const std::exception& e) {
     job->error = e.what();
@@ -576,6 +676,7 @@ SaveResult commit_save(SaveJob& job, Communicator& comm) {
                              {"plan_hash", job.plan_hash},
                              {"layout", Json::parse(job.layout)},
                              {"splits", Json::parse(job.splits)},
+                             {"rng", {{"generator", "torch default CPU generator"}, {"ranks", job.rng}}},
                              {"shards", shards},
                              {"config", job.config_yaml}};
       write_file_atomically(tmp_dir + "/" + kManifest, manifest.dump(1) + "\n");
@@ -668,13 +769,13 @@ SaveResult AsyncSave::finish() {
 }
 
 CheckpointProgress verify_checkpoint_shard(const std::string& path, int rank, int world) {
-  return verify_shard(path, rank, world, nullptr).progress;
+  return verify_shard(path, rank, world, nullptr, nullptr).progress;
 }
 
 CheckpointProgress load_checkpoint(const std::string& path, DistributedMuonWithAdamW& opt) {
   VerifiedShard v;
   bool fatal = false;
-  const std::string failure = verify_everywhere(path, opt.comm(), opt.plan(), v, fatal);
+  const std::string failure = verify_everywhere(path, opt.comm(), opt.plan(), opt.splits(), v, fatal);
   if (!failure.empty()) {
     if (fatal) throw ConfigError("checkpoint '" + path + "': " + failure);
     throw FormatError("checkpoint '" + path + "' is incomplete or damaged: " + failure);
@@ -704,7 +805,7 @@ bool load_latest_checkpoint(const std::string& root, DistributedMuonWithAdamW& o
     const std::string path = root + "/" + checkpoint_name(list[i].item<int64_t>());
     VerifiedShard v;
     bool fatal = false;
-    const std::string failure = verify_everywhere(path, comm, opt.plan(), v, fatal);
+    const std::string failure = verify_everywhere(path, comm, opt.plan(), opt.splits(), v, fatal);
     if (fatal) throw ConfigError("checkpoint '" + path + "': " + failure);
     if (!failure.empty()) {
       warnings.push_back("skipping checkpoint '" + path + "': " + failure);

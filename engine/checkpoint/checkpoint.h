@@ -3,17 +3,18 @@
 // (rank00000-of-00004.safetensors) with the parameters and optimizer state it holds under the
 // owner-aligned layout, keyed by parameter name ("model/<name>", "muon/<name>/momentum",
 // "adamw/<name>/exp_avg", ...), so no tensor is written twice; rank 0 writes manifest.json (format
-// version, world size, plan hash and layout record, splits, every shard's size and CRC-32 and every
-// tensor's CRC-32, the resolved config, iteration, consumed samples, lr schedule). Commit protocol:
-// shards go into <root>/iter_0000040.tmp.<save id>/, each fsynced; barrier; rank 0 writes and fsyncs
-// the manifest, renames the directory to its final name, fsyncs <root>, writes <root>/latest
-// atomically, and removes checkpoints beyond keep_last. A directory is committed exactly when it
-// has its final name (and then it has its manifest). `latest` names the newest save for people and
-// tools; resuming scans the directory instead, so a stale tracker cannot mislead it. Same world
-// size, or another data-parallel size (resharding, reshard.h: each rank reads the old shards it now
-// needs). Async save (AsyncSave): the host copy blocks training; a background thread writes and fsyncs the
-// shard (no communication there); the commit above runs later on the main thread. RNG state is not saved yet. Depends
-// on optim/, parallel/, base/.
+// version, world size, plan hash and layout record, splits, every rank's RNG state, every shard's
+// size and CRC-32 and every tensor's CRC-32, the resolved config, iteration, consumed samples, lr schedule). Commit
+// protocol: shards go into <root>/iter_0000040.tmp.<save id>/, each fsynced; barrier; rank 0 writes and fsyncs the
+// manifest, renames the directory to its final name, fsyncs <root>, writes <root>/latest atomically, and removes
+// checkpoints beyond keep_last. A directory is committed exactly when it has its final name (and then it has its
+// manifest). `latest` names the newest save for people and tools; resuming scans the directory instead, so a stale
+// tracker cannot mislead it. Same world size, or another data-parallel size (resharding, reshard.h: each rank reads the
+// old shards it now needs). Async save (AsyncSave): the host copy blocks training; a background thread writes and
+// fsyncs the shard (no communication there); the commit above runs later on the main thread. The manifest holds every
+// rank's default CPU generator state; a same-size load restores each rank's own, a resharded load none (rank r of the
+// new job is not rank r of the old; the engine draws no random numbers after initialization, so training does not
+// depend on it). Depends on optim/, parallel/, base/.
 #pragma once
 
 #include <atomic>
@@ -37,6 +38,9 @@ struct CheckpointProgress {
   int64_t skipped = 0;           ///< skipped iterations so far
   int64_t nan = 0;               ///< non-finite iterations so far
   std::string lr_schedule;  ///< the lr schedule (JSON text; informational: the schedule is a function of iteration)
+  // Set by a load, not saved:
+  bool rng_restored = false;  ///< each rank's CPU generator state restored (same world size only)
+  LoadReport state_load;      ///< the optimizer-state load's report (dtype conversions, changed hyperparameters)
 };
 
 struct SaveResult {
@@ -112,7 +116,10 @@ CheckpointProgress verify_checkpoint_shard(const std::string& path, int rank, in
 /// every rank throw FormatError with the failing rank's message), then loads this rank's parameter
 /// shard and optimizer state and re-synchronizes the parameters; finally checks with a collective
 /// that every rank's parameters are bitwise equal (InvariantError otherwise). StateDictError when
-/// the checkpoint belongs to another model or plan. Returns the progress recorded (step counts and
+/// the checkpoint belongs to another model, split registry (naming the first parameter split
+/// differently) or plan; tensors in another floating dtype are converted only where lossless
+/// (convert_losslessly; reported in progress.state_load). At the same world size each rank's CPU
+/// generator state is restored. Returns the progress recorded (step counts and
 /// iteration carry over).
 /// A checkpoint saved at another data-parallel size is resharded: its plan recomputed at the saved
 /// size must hash to the saved plan hash (else StateDictError naming the first parameter that

@@ -129,7 +129,14 @@ void Trainer::resume() {
   std::snprintf(buf, sizeof buf, " at iteration %lld, %lld consumed samples, in %.3f s",
                 static_cast<long long>(resumed_.iteration), static_cast<long long>(resumed_.consumed_samples),
                 seconds_since(start));
-  log("[orthotron] resumed from checkpoint '" + path + "'" + buf + "; parameters bitwise equal on every rank");
+  log("[orthotron] resumed from checkpoint '" + path + "'" + buf + "; parameters bitwise equal on every rank; " +
+      (resumed_.rng_restored ? "RNG states restored"
+                             : "RNG states not restored (saved at another data-parallel size; no training step draws "
+                               "random numbers)"));
+  const LoadReport& r = resumed_.state_load;
+  if (!r.complete() || !r.changed_hyperparameters.empty() || !r.converted.empty()) {
+    log("[orthotron] optimizer state: " + r.to_string());
+  }
 }
 
 double Trainer::save(int64_t it, int64_t consumed, const TrainSummary& sum) {

@@ -2,6 +2,7 @@
 // both containers (single-process MuonWithAdamW and DistributedMuonWithAdamW) on real ranks
 // (CTest runs it at 1 and 2 ranks). Both must refuse every case with a StateDictError whose
 // message names what is wrong, and change nothing, so the two loads cannot drift apart again.
+// Also the dtype rule both apply: lossless conversions only (convert_losslessly).
 #include <gtest/gtest.h>
 
 #include <functional>
@@ -168,7 +169,21 @@ std::vector<Case> cases() {
        "has only 1 of its 2 state tensors"},
       {"tensor shape", tensor("muon", "momentum", [](at::Tensor& t) { t = at::zeros({t.numel() + 1}); }),
        "momentum' is Float["},
-      {"tensor dtype", tensor("muon", "momentum", [](at::Tensor& t) { t = t.to(at::kDouble); }), "Double"},
+      {"tensor dtype unlike its entry", tensor("muon", "momentum", [](at::Tensor& t) { t = t.to(at::kDouble); }),
+       "has dtype F32 in the state dict but its tensor"},
+      {"lossy dtype",
+       [](Mutable& m) {  // a consistent F64 state whose first value Float cannot hold
+         const std::string p = m.first("muon");
+         auto it = m.sd.tensors.find("muon/" + p + "/momentum");
+         if (p.empty() || it == m.sd.tensors.end()) return false;
+         it->second = it->second.to(at::kDouble);
+         it->second.view(-1)[0] = 0.1;
+         auto j = m.state();
+         j["muon"]["params"][p]["dtype"] = "F64";
+         m.set(j);
+         return true;
+       },
+       "Double, the live state is Float: converting would lose bits (1 of"},
       {"unexpected tensor",
        [](Mutable& m) { return m.sd.tensors.emplace("muon/ghost/momentum", at::zeros({2})).second; },
        "unexpected tensor 'muon/ghost/momentum'"},
@@ -263,6 +278,80 @@ TEST(StateLoadErrors, EachContainerRefusesTheOthersState) {
   const std::string to_single =
       orthotron::testing::thrown_message<StateDictError>([&] { single.load_state_dict(dist.state_dict()); });
   EXPECT_TRUE(contains(to_single, "loads only into DistributedMuonWithAdamW")) << to_single;
+}
+
+/// The dtype rule in both containers: a BFloat16 state loads into a Float optimizer (widening,
+/// reported per tensor, values exact); that Float state, every value BFloat16-representable, loads
+/// back into a BFloat16 optimizer bitwise; a Float state after a Float step does not (named).
+template <typename Make>
+void check_lossless_dtype_rule(Make make) {
+  Model bf_model;
+  for (auto& p : bf_model.params) p.tensor = p.tensor.detach().to(at::kBFloat16).requires_grad_(true);
+  auto bf = make(bf_model);
+  at::manual_seed(5);
+  for (auto& p : bf_model.params) p.tensor.mutable_grad() = (at::randn(p.tensor.sizes()) * 0.1).to(at::kBFloat16);
+  bf->step();
+  const StateDict bf_state = bf->state_dict();
+
+  Model f_model;
+  auto f = make(f_model);
+  const LoadReport widened = f->load_state_dict(bf_state);
+  EXPECT_TRUE(widened.complete()) << widened.to_string();
+  size_t held = 0;
+  for (const auto& [key, t] : bf_state.tensors) held += t.scalar_type() == at::kBFloat16 ? 1 : 0;
+  EXPECT_GT(held, 0u);
+  EXPECT_EQ(widened.converted.size(), held) << widened.to_string();
+  const StateDict f_state = f->state_dict();
+  for (const auto& [key, t] : bf_state.tensors) {
+    if (t.scalar_type() != at::kBFloat16) continue;
+    ASSERT_TRUE(f_state.tensors.count(key)) << key;
+    EXPECT_EQ(f_state.tensors.at(key).scalar_type(), at::kFloat) << key;
+    EXPECT_TRUE(at::equal(f_state.tensors.at(key), t.to(at::kFloat))) << key;
+  }
+
+  Model bf_again_model;
+  for (auto& p : bf_again_model.params) p.tensor = p.tensor.detach().to(at::kBFloat16).requires_grad_(true);
+  auto bf_again = make(bf_again_model);
+  EXPECT_EQ(bf_again->load_state_dict(f_state).converted.size(), held);
+  for (const auto& [key, t] : bf_again->state_dict().tensors) {
+    if (bf_state.tensors.count(key)) {
+      EXPECT_TRUE(at::equal(t, bf_state.tensors.at(key))) << key;
+    }
+  }
+
+  Model stepped_model;
+  auto stepped = make(stepped_model);
+  stepped_model.set_grads(1);
+  stepped->step();
+  Model bf_target_model;
+  for (auto& p : bf_target_model.params) p.tensor = p.tensor.detach().to(at::kBFloat16).requires_grad_(true);
+  auto bf_target = make(bf_target_model);
+  std::string msg;
+  try {
+    bf_target->load_state_dict(stepped->state_dict());
+  } catch (const StateDictError& e) {
+    msg = e.what();
+  }
+  const bool holds_state = !stepped->state_dict().tensors.empty();
+  if (holds_state) {
+    EXPECT_TRUE(contains(msg, "is Float, the live state is BFloat16: converting would lose bits")) << msg;
+  } else {
+    EXPECT_TRUE(contains(msg, "another data-parallel rank")) << msg;
+  }
+  EXPECT_TRUE(bf_target->state_dict().tensors.empty()) << "a refused load changed the state";
+}
+
+TEST(StateLoadDtypes, SingleProcessConvertsOnlyLosslessly) {
+  check_lossless_dtype_rule([](Model& m) {
+    return std::make_unique<MuonWithAdamW>(m.params, default_groups(), default_routing_rules(), m.splits);
+  });
+}
+
+TEST(StateLoadDtypes, DistributedConvertsOnlyLosslessly) {
+  check_lossless_dtype_rule([](Model& m) {
+    return std::make_unique<DistributedMuonWithAdamW>(m.params, world(), default_groups(), default_routing_rules(),
+                                                      m.splits);
+  });
 }
 
 TEST(StateLoadErrors, LayoutFieldsOfTheWrongTypeAreNamed) {

@@ -91,6 +91,7 @@ struct HandBuilt {
                               {"lr_schedule", {{"factor", 1.0}}},
                               {"world_size", 1},
                               {"plan_hash", "0000000000000001"},
+                              {"rng", {{"ranks", {"00"}}}},
                               {"shards",
                                {{{"rank", 0},
                                  {"file", shard_file_name(0, 1)},
@@ -141,6 +142,18 @@ TEST(Checkpoint, AMissingManifestAndAnotherWorldSizeAreRefused) {
                        "saved at data-parallel size 1, this job runs 2"));
   std::remove((c.dir + "/manifest.json").c_str());
   EXPECT_TRUE(contains(thrown_message<FormatError>([&] { verify_checkpoint_shard(c.dir, 0, 1); }), "manifest.json"));
+}
+
+TEST(Checkpoint, AManifestWithoutEveryRanksRngStateIsRefused) {
+  HandBuilt c("rng");
+  auto m = nlohmann::json::parse(read_bytes(c.dir + "/manifest.json"));
+  m.erase("rng");
+  write_text(c.dir + "/manifest.json", m.dump());
+  EXPECT_TRUE(contains(thrown_message<FormatError>([&] { verify_checkpoint_shard(c.dir, 0, 1); }), "has no 'rng'"));
+  m["rng"] = {{"ranks", nlohmann::json::array()}};
+  write_text(c.dir + "/manifest.json", m.dump());
+  EXPECT_TRUE(contains(thrown_message<FormatError>([&] { verify_checkpoint_shard(c.dir, 0, 1); }),
+                       "'rng' must hold 'ranks', one state per rank"));
 }
 
 }  // namespace
