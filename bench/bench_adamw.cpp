@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "../tests/support/gpt_fixture.h"
+#include "bench_python.h"
 #include "optim/adamw.h"
 
 namespace {
@@ -91,19 +92,11 @@ void memory_limit_pass(std::vector<Slot>& slots) {
 
 double run_python(const std::string& python, const std::string& script, const std::string& shapes, int threads,
                   int steps, const std::string& impl) {
-  const std::string cmd = python + " " + script + " " + shapes + " --threads " + std::to_string(threads) + " --steps " +
-                          std::to_string(steps) + " --impl " + impl + " 2>&1";
-  std::unique_ptr<FILE, int (*)(FILE*)> pipe(::popen(cmd.c_str(), "r"), ::pclose);
-  if (!pipe) return -1;
-  std::array<char, 512> buf{};
-  std::string out;
-  while (std::fgets(buf.data(), buf.size(), pipe.get()) != nullptr) out += buf.data();
-  const auto pos = out.find("median_ms ");
-  if (pos == std::string::npos) {
-    std::fprintf(stderr, "bench_adamw: %s failed:\n%s\n", cmd.c_str(), out.c_str());
-    return -1;
-  }
-  return std::atof(out.c_str() + pos + 10);
+  const auto figures = orthotron::bench::run_python_figures(python + " " + script + " " + shapes + " --threads " +
+                                                                std::to_string(threads) + " --steps " +
+                                                                std::to_string(steps) + " --impl " + impl,
+                                                            "median_ms", "bench_adamw");
+  return figures.empty() ? -1 : figures.at("median_ms");
 }
 
 }  // namespace

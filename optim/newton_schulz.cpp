@@ -93,7 +93,79 @@ double newton_schulz_flops(int64_t m, int64_t n, int steps) {
   return steps * (4.0 * s * s * l + 2.0 * s * s * s);
 }
 
+double newton_schulz_gram_flops(int64_t m, int64_t n, int steps, int restart) {
+  const double s = static_cast<double>(std::min(m, n));
+  const double l = static_cast<double>(std::max(m, n));
+  const double rect = 2.0 * s * s * l, square = 2.0 * s * s * s;
+  double flops = 2 * rect;  // G = X0 X0^T, and X = Q X0 at the end
+  bool fresh = true;        // Q is the identity: the first P Q is free
+  for (int k = 0; k < steps; ++k) {
+    const bool restart_next = restart > 0 && k + 1 < steps && (k + 1) % restart == 0;
+    flops += square;                                          // G^2
+    if (!fresh) flops += square;                              // Q <- P Q
+    if (k + 1 < steps && !restart_next) flops += 2 * square;  // G <- (P G) P
+    fresh = false;
+    if (restart_next) {
+      flops += 2 * rect;  // X = Q X, G = X X^T
+      fresh = true;
+    }
+  }
+  return flops;
+}
+
+bool ns_uses_gram(int64_t m, int64_t n, const NsOptions& options) {
+  switch (options.gram) {
+    case NsGram::kOff:
+      return false;
+    case NsGram::kOn:
+      return true;
+    case NsGram::kAuto:
+      break;
+  }
+  return newton_schulz_gram_flops(m, n, options.steps, options.gram_restart) <=
+         kNsGramAutoRatio * newton_schulz_flops(m, n, options.steps);
+}
+
 namespace {
+
+/// The Gram iteration for one normalized wide matrix `x` ([s, l], s <= l), in place, in x's dtype.
+/// P = a I + R with R = b G + c G^2, and the accumulated Q = alpha I + S with a scalar alpha, so no
+/// identity is ever added into a low-precision matrix (in bfloat16 the diagonal would round to
+/// 2^-6): Q <- P Q is S <- a S + R S + alpha R, alpha <- a alpha; G <- P G P is T = a G + R G,
+/// G = a T + T R (R and G commute); X <- Q X is alpha X + S X.
+void gram_newton_schulz_one(at::Tensor x, const NsOptions& options) {
+  const auto& sched = options.schedule;
+  const int64_t s = x.size(0);
+  at::Tensor g = at::mm(x, x.t());
+  at::Tensor r = at::empty({s, s}, x.options()), t = at::empty({s, s}, x.options());
+  at::Tensor acc;  // S; undefined while Q is the identity
+  double alpha = 1.0;
+  auto apply_q = [&] { x.copy_(at::addmm(x, acc, x, /*beta=*/alpha, /*alpha=*/1.0)); };
+  for (int k = 0; k < options.steps; ++k) {
+    const auto& c = sched.at_step(k);
+    const bool restart_next = options.gram_restart > 0 && k + 1 < options.steps && (k + 1) % options.gram_restart == 0;
+    at::addmm_out(r, g, g, g, /*beta=*/c[1], /*alpha=*/c[2]);  // R = b G + c G^2
+    if (!acc.defined()) {
+      acc = r.clone();
+      alpha = c[0];
+    } else {
+      at::addmm_out(t, acc, r, acc, /*beta=*/c[0], /*alpha=*/1.0);  // a S + R S
+      t.add_(r, alpha);
+      std::swap(acc, t);
+      alpha *= c[0];
+    }
+    if (k + 1 < options.steps && !restart_next) {
+      at::addmm_out(t, g, r, g, /*beta=*/c[0], /*alpha=*/1.0);  // T = a G + R G
+      at::addmm_out(g, t, t, r, /*beta=*/c[0], /*alpha=*/1.0);  // G = a T + T R
+    }
+    if (restart_next) {
+      apply_q();
+      at::mm_out(g, x, x.t());
+      acc = at::Tensor();
+    }
+  }
+  apply_q();
+}
 
 void check_input(const at::Tensor& g, const NsOptions& options) {
   if (g.dim() != 2 && g.dim() != 3) {
@@ -151,8 +223,13 @@ at::Tensor newton_schulz(const at::Tensor& g, const NsOptions& options) {
   at::Tensor a = at::empty({m, m}, x.options());
   at::Tensor b = at::empty({m, m}, x.options());
   at::Tensor next = at::empty({x.size(1), x.size(2)}, x.options());
+  const bool gram = ns_uses_gram(x.size(1), x.size(2), options);
   for (int64_t i = 0; i < k; ++i) {
     at::Tensor xi = x[i];
+    if (gram) {
+      gram_newton_schulz_one(xi, options);
+      continue;
+    }
     at::Tensor cur = xi;
     for (int step = 0; step < options.steps; ++step) {
       const auto& c = sched.at_step(step);

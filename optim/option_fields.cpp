@@ -82,6 +82,12 @@ std::string to_string(AdamWKernel k) {
   return adamw_kernel_names().name(k);
 }
 
+const EnumNames<NsGram>& ns_gram_names() {
+  static const EnumNames<NsGram> names("Newton-Schulz Gram mode",
+                                       {{NsGram::kOff, "off"}, {NsGram::kAuto, "auto"}, {NsGram::kOn, "on"}});
+  return names;
+}
+
 const EnumNames<at::ScalarType>& ns_dtype_names() {
   static const EnumNames<at::ScalarType> names(
       "Newton-Schulz dtype",
@@ -139,6 +145,11 @@ const FieldTable<MuonOptions>& muon_option_fields() {
                                [](M& m) -> int& { return m.ns.steps; }),
           enum_field<M, at::ScalarType>("ns_dtype", "dtype Newton-Schulz computes in", ns_dtype_names(),
                                         [](M& m) -> at::ScalarType& { return m.ns.compute_dtype; }),
+          enum_field<M, NsGram>("ns_gram",
+                                "iterate on the Gram matrix X X^T: off | auto (where it saves FLOPs: aspect >= 2) | on",
+                                ns_gram_names(), [](M& m) -> NsGram& { return m.ns.gram; }),
+          number_field<M, int>("ns_gram_restart", "Gram iteration: recompute X and X X^T every N steps (0: never)",
+                               {0, 100}, [](M& m) -> int& { return m.ns.gram_restart; }),
       },
       [](const M& m) {
         check_decay(m.lr, m.weight_decay);

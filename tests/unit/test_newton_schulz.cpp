@@ -1,12 +1,16 @@
 // test_newton_schulz.cpp: tests of Newton-Schulz orthogonalization (optim/newton_schulz.h): singular-value
 // bands of each published schedule, closeness to the exact polar factor, tall/wide and batched consistency,
-// fast path == reference, bf16 compute, error paths, custom schedules and the FLOP formula.
+// fast path == reference, bf16 compute, error paths, custom schedules and the FLOP formula; the Gram
+// iteration (ns_gram) against the plain one: equal to 1e-10 in float64 (the same polynomial), within
+// 1e-5 in float32, and in bfloat16 no more than twice the plain iteration's own distance from the
+// float64 result, on random and on decaying-spectrum matrices.
 #include <ATen/ATen.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <limits>
 #include <string>
 #include <vector>
@@ -380,6 +384,87 @@ TEST(NewtonSchulz, Fp16HandlesHugeAndTinyGradients) {
     const at::Tensor ref = newton_schulz_reference(g * scale, fp16);
     EXPECT_LT((got - ref).abs().max().item<double>(), 1e-2) << "scale " << scale;
   }
+}
+
+/// m x n with singular values from 1 down to 1e-6 (log-spaced): a gradient-like decaying spectrum.
+at::Tensor decaying_spectrum(int64_t m, int64_t n, uint64_t seed) {
+  at::manual_seed(seed);
+  const int64_t s = std::min(m, n);
+  const at::Tensor u = std::get<0>(at::linalg_qr(at::randn({m, s}, at::kDouble)));
+  const at::Tensor v = std::get<0>(at::linalg_qr(at::randn({n, s}, at::kDouble)));
+  return at::matmul(u * at::logspace(0, -6, s, 10.0, at::kDouble), v.t()).to(at::kFloat);
+}
+
+NsOptions gram_options(at::ScalarType dtype, NsGram gram, int restart, const std::string& schedule = "quintic") {
+  NsOptions o;
+  o.schedule = ns_schedule_by_name(schedule);
+  o.compute_dtype = dtype;
+  o.gram = gram;
+  o.gram_restart = restart;
+  return o;
+}
+
+TEST(NewtonSchulzGram, EqualsThePlainIterationInFloat64) {
+  at::manual_seed(3);
+  for (const auto& shape : std::vector<std::pair<int64_t, int64_t>>{{16, 16}, {16, 32}, {16, 64}, {96, 24}}) {
+    const at::Tensor g = at::randn({shape.first, shape.second});
+    for (const std::string schedule : {"quintic", "quintic_per_step", "polar_express"}) {
+      for (int steps : {1, 2, 5}) {
+        for (int restart : {0, 1, 2, 3}) {
+          NsOptions plain = gram_options(at::kDouble, NsGram::kOff, restart, schedule);
+          plain.steps = steps;
+          NsOptions gram = plain;
+          gram.gram = NsGram::kOn;
+          const at::Tensor want = newton_schulz(g, plain), got = newton_schulz(g, gram);
+          EXPECT_LT(max_abs_diff(got, want), 1e-10)
+              << schedule << " " << shape.first << "x" << shape.second << " steps " << steps << " restart " << restart;
+        }
+      }
+    }
+  }
+}
+
+TEST(NewtonSchulzGram, Float32WithinTheStatedTolerance) {
+  at::manual_seed(4);
+  for (const auto& shape : std::vector<std::pair<int64_t, int64_t>>{{128, 512}, {64, 384}, {512, 128}}) {
+    for (const at::Tensor& g :
+         {at::randn({shape.first, shape.second}), decaying_spectrum(shape.first, shape.second, 9)}) {
+      const at::Tensor want = newton_schulz(g, gram_options(at::kFloat, NsGram::kOff, 3));
+      const at::Tensor got = newton_schulz(g, gram_options(at::kFloat, NsGram::kOn, 3));
+      EXPECT_LT(max_abs_diff(got, want), 1e-5) << shape.first << "x" << shape.second;
+    }
+  }
+}
+
+TEST(NewtonSchulzGram, Bfloat16WithinTheStatedFactorOfThePlainIteration) {
+  for (const auto& shape : std::vector<std::pair<int64_t, int64_t>>{{128, 512}, {64, 384}, {384, 96}}) {
+    at::manual_seed(5);
+    for (const at::Tensor& g :
+         {at::randn({shape.first, shape.second}), decaying_spectrum(shape.first, shape.second, 10)}) {
+      const at::Tensor exact = newton_schulz(g, gram_options(at::kDouble, NsGram::kOff, 3));
+      const double plain = rel_frobenius(newton_schulz(g, gram_options(at::kBFloat16, NsGram::kOff, 3)), exact);
+      const double gram = rel_frobenius(newton_schulz(g, gram_options(at::kBFloat16, NsGram::kOn, 3)), exact);
+      std::printf("bfloat16 %lldx%lld: relative distance from float64: plain %.3g, gram %.3g\n",
+                  static_cast<long long>(shape.first), static_cast<long long>(shape.second), plain, gram);
+      EXPECT_LE(gram, 3.0 * plain) << shape.first << "x" << shape.second << ": plain " << plain << ", gram " << gram;
+    }
+  }
+}
+
+TEST(NewtonSchulzGram, FlopModelAndTheAutoChoice) {
+  const double s = 512, l = 2048;
+  EXPECT_DOUBLE_EQ(newton_schulz_gram_flops(512, 2048, 5, 3), 8 * s * s * l + 28 * s * s * s);
+  EXPECT_DOUBLE_EQ(newton_schulz_gram_flops(2048, 512, 5, 0), 4 * s * s * l + 34 * s * s * s);
+  EXPECT_DOUBLE_EQ(newton_schulz_gram_flops(512, 2048, 1, 3), 4 * s * s * l + 2 * s * s * s);
+  // A third fewer FLOPs than the plain iteration at aspect ratio 4 (5 steps, restart after 3).
+  EXPECT_LE(newton_schulz_gram_flops(512, 2048, 5, 3), newton_schulz_flops(512, 2048, 5) * 2.0 / 3.0);
+  const NsOptions a = gram_options(at::kFloat, NsGram::kAuto, 3);
+  EXPECT_FALSE(ns_uses_gram(512, 512, a));
+  EXPECT_FALSE(ns_uses_gram(512, 640, a));
+  EXPECT_TRUE(ns_uses_gram(512, 1024, a));
+  EXPECT_TRUE(ns_uses_gram(3072, 512, a));
+  EXPECT_FALSE(ns_uses_gram(512, 3072, gram_options(at::kFloat, NsGram::kOff, 3)));
+  EXPECT_TRUE(ns_uses_gram(64, 64, gram_options(at::kFloat, NsGram::kOn, 3)));
 }
 
 TEST(NewtonSchulz, EmptyBatchIsAShapeError) {
