@@ -53,6 +53,7 @@ double time_ms(int steps, const std::function<void()>& before, const std::functi
   return median(ms);
 }
 
+/// Per-round medians of one side or variant (a part it does not time stays empty).
 struct Figures {
   std::vector<double> step, ns, adamw, norm;
 };

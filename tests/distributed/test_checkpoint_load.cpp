@@ -11,6 +11,7 @@
 #include "base/errors.h"
 #include "engine/checkpoint/checkpoint.h"
 #include "gpt_fixture.h"
+#include "mpi_world.h"
 #include "parallel/mpi_runtime.h"
 #include "test_util.h"
 
@@ -20,10 +21,7 @@ namespace {
 using orthotron::testing::contains;
 using orthotron::testing::GptShape;
 
-Communicator& world() {
-  static std::unique_ptr<Communicator> w = mpi_world();
-  return *w;
-}
+using orthotron::testing::world;
 
 /// A checkpoint root every rank agrees on (named by rank 0's process id), removed by rank 0 when
 /// every rank is done with it.

@@ -6,6 +6,7 @@
 #include <numeric>
 
 #include "base/errors.h"
+#include "mpi_world.h"
 #include "parallel/dist_env.h"
 #include "parallel/mpi_runtime.h"
 #include "parallel/process_grid.h"
@@ -13,10 +14,7 @@
 namespace orthotron {
 namespace {
 
-Communicator& world() {
-  static std::unique_ptr<Communicator> w = mpi_world();
-  return *w;
-}
+using orthotron::testing::world;
 
 const std::vector<at::ScalarType> kDtypes = {at::kFloat, at::kDouble, at::kBFloat16, at::kHalf, at::kLong};
 const std::vector<int64_t> kSizes = {0, 1, 7, 1023};

@@ -13,6 +13,7 @@
 #include "base/errors.h"
 #include "engine/optimizer_state_files.h"
 #include "gpt_fixture.h"
+#include "mpi_world.h"
 #include "optim/distributed_muon_with_adamw.h"
 #include "optim/muon_with_adamw.h"
 #include "optim/owner_plan.h"
@@ -24,10 +25,7 @@ namespace {
 
 using orthotron::testing::GptShape;
 
-Communicator& world() {
-  static std::unique_ptr<Communicator> w = mpi_world();
-  return *w;
-}
+using orthotron::testing::world;
 
 using orthotron::testing::clone_params;
 

@@ -11,6 +11,7 @@
 
 #include "base/errors.h"
 #include "gpt_fixture.h"
+#include "mpi_world.h"
 #include "optim/distributed_muon_with_adamw.h"
 #include "optim/muon_with_adamw.h"
 #include "parallel/mpi_runtime.h"
@@ -22,10 +23,7 @@ namespace {
 using orthotron::testing::contains;
 using orthotron::testing::GptShape;
 
-Communicator& world() {
-  static std::unique_ptr<Communicator> w = mpi_world();
-  return *w;
-}
+using orthotron::testing::world;
 
 /// A state dict under mutation, with helpers that find a parameter held in it.
 struct Mutable {
