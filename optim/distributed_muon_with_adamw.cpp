@@ -8,6 +8,7 @@
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
+#include <numeric>
 #include <set>
 #include <sstream>
 
@@ -29,12 +30,39 @@ std::string hex(uint64_t v) {
 
 }  // namespace
 
+namespace {
+
+/// CommError naming every rank's hash unless all ranks of `comm` hold the same `hash`. Collective.
+void check_hash_agrees(Communicator& comm, uint64_t hash, const std::string& summary) {
+  at::Tensor hashes = at::empty({comm.size()}, at::TensorOptions().dtype(at::kLong).device(comm.device()));
+  at::Tensor mine = at::full({1}, static_cast<int64_t>(hash), hashes.options());
+  comm.all_gather(hashes, mine);
+  const at::Tensor all = hashes.cpu();
+  for (int r = 0; r < comm.size(); ++r) {
+    if (all[r].item<int64_t>() != all[0].item<int64_t>()) {
+      std::ostringstream msg;
+      msg << "owner plan mismatch across " << (comm.name() == "tp" ? "tensor" : "data") << "-parallel ranks "
+          << "(parameter names, shapes, routing, splits or the tensor-parallel layout differ):";
+      for (int q = 0; q < comm.size(); ++q)
+        msg << " rank " << q << " hash " << hex(static_cast<uint64_t>(all[q].item<int64_t>()));
+      msg << "; this is rank " << comm.rank() << " of '" << comm.name() << "' (" << summary << ")";
+      throw CommError(msg.str());
+    }
+  }
+}
+
+}  // namespace
+
 DistributedMuonWithAdamW::DistributedMuonWithAdamW(NamedParameters params, Communicator& dp,
                                                    std::vector<ParamGroup> groups, std::vector<RoutingRule> rules,
-                                                   SplitRegistry splits)
-    : dp_(dp), params_(std::move(params)), groups_(std::move(groups)), splits_(std::move(splits)) {
+                                                   SplitRegistry splits, TensorParallelContext tp)
+    : dp_(dp), tp_(std::move(tp)), params_(std::move(params)), groups_(std::move(groups)), splits_(std::move(splits)) {
   validate_groups(groups_);
-  assignment_ = route_parameters(logical_shapes(params_), groups_, rules);
+  if (tp_.comm == nullptr) tp_.layout = TensorParallelLayout{};
+  tp_.layout.size = tp_.size();
+  std::vector<ParamShape> shapes = logical_shapes(params_);
+  for (auto& s : shapes) s.shape = tp_logical_shape(s.name, s.shape, tp_.layout.of(s.name), tp_.size());
+  assignment_ = route_parameters(shapes, groups_, rules);
   check_split_routing(assignment_, groups_, splits_);
   if (params_.empty()) throw InvalidArgument("DistributedMuonWithAdamW needs at least one parameter");
   const at::ScalarType dtype = params_[0].tensor.scalar_type();
@@ -48,29 +76,44 @@ DistributedMuonWithAdamW::DistributedMuonWithAdamW(NamedParameters params, Commu
   }
   for (size_t i = 0; i < params_.size(); ++i) index_[params_[i].name] = i;
   steps_.assign(params_.size(), 0);
-  plan_ = make_owner_plan(plan_params(assignment_, groups_, splits_), dp_.size());
+  grid_ = make_grid_plan(plan_params(assignment_, groups_, splits_), splits_, tp_.layout, dp_.size(), tp_.rank());
+  plan_ = grid_.dp;
+  audit_params_ = plan_.params;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (grid_.gathered[i]) audit_params_[i] = grid_.logical[i];
+  }
 
   // Every rank must have built the same plan: compare hashes before any buffer-sized collective.
-  at::Tensor hashes = at::empty({dp_.size()}, at::TensorOptions().dtype(at::kLong).device(dp_.device()));
-  at::Tensor mine = at::full({1}, static_cast<int64_t>(plan_.hash), hashes.options());
-  dp_.all_gather(hashes, mine);
-  const at::Tensor all = hashes.cpu();
-  for (int r = 0; r < dp_.size(); ++r) {
-    if (all[r].item<int64_t>() != all[0].item<int64_t>()) {
-      std::ostringstream msg;
-      msg << "owner plan mismatch across data-parallel ranks (parameter names, shapes, routing or splits differ):";
-      for (int q = 0; q < dp_.size(); ++q)
-        msg << " rank " << q << " hash " << hex(static_cast<uint64_t>(all[q].item<int64_t>()));
-      msg << "; this is rank " << dp_.rank() << " (" << plan_.summary() << ")";
-      throw CommError(msg.str());
-    }
-  }
+  check_hash_agrees(dp_, grid_.hash, grid_.summary());
+  if (tp_.comm != nullptr) check_hash_agrees(*tp_.comm, grid_.hash, grid_.summary());
   const auto opts = params_[0].tensor.options().requires_grad(false);
   grad_buffer_ = at::zeros({plan_.buffer_len()}, opts);
   param_buffer_ = at::zeros({plan_.buffer_len()}, opts);
   param_shard_ = at::zeros({plan_.shard_len}, opts);
   my_segments_ = plan_.shard_segments(dp_.rank());
   sync_parameters();
+}
+
+bool DistributedMuonWithAdamW::keeps_state(size_t i) const {
+  return !grid_.gathered[i] || grid_.tp_owner[i] == tp_.rank();
+}
+
+const ParamSplit* DistributedMuonWithAdamW::split_for(size_t i) const {
+  auto it = grid_.local_splits.find(params_[i].name);
+  return it != grid_.local_splits.end() ? &it->second : splits_.find(params_[i].name);
+}
+
+int64_t DistributedMuonWithAdamW::state_elements() const {
+  if (tp_.size() == 1) return plan_.state_elements(dp_.rank());
+  int64_t n = 0;
+  for (const auto& s : my_segments_) {
+    if (plan_.owner[s.param] < 0) {
+      n += 2 * s.count;
+    } else if (keeps_state(s.param)) {
+      n += grid_.gathered[s.param] ? grid_.logical[s.param].numel() : s.count;
+    }
+  }
+  return n;
 }
 
 ParamGroup& DistributedMuonWithAdamW::group(const std::string& name) {
@@ -186,11 +229,18 @@ void DistributedMuonWithAdamW::load_parameter_shard(const std::map<std::string, 
 void DistributedMuonWithAdamW::step() {
   c10::NoGradGuard no_grad;
   const size_t n = params_.size();
+  const bool tp = tp_.size() > 1;
   // 1. Which parameters have a gradient anywhere (a parameter without one on every rank is skipped).
   at::Tensor flags = at::zeros({static_cast<int64_t>(n)}, at::kLong);
   std::vector<char> has_local(n, 0);
   for (size_t i = 0; i < n; ++i) {
-    check_logical_shape(assignment_[i], params_[i].tensor);
+    if (!tp) {
+      check_logical_shape(assignment_[i], params_[i].tensor);
+    } else if (params_[i].tensor.sizes().vec() != plan_.params[i].shape) {
+      throw ShapeError("parameter '" + params_[i].name + "' has shape " + c10::str(params_[i].tensor.sizes()) +
+                       ", expected its tensor-parallel piece " + c10::str(at::IntArrayRef(plan_.params[i].shape)) +
+                       " of logical shape " + c10::str(at::IntArrayRef(grid_.logical[i].shape)));
+    }
     const at::Tensor g = params_[i].tensor.grad();
     if (!g.defined()) continue;
     if (!g.sizes().equals(params_[i].tensor.sizes())) {
@@ -202,6 +252,7 @@ void DistributedMuonWithAdamW::step() {
   }
   at::Tensor flags_dev = flags.to(dp_.device());
   dp_.all_reduce(flags_dev, ReduceOp::kMax);
+  if (tp) tp_.comm->all_reduce(flags_dev, ReduceOp::kMax);
   flags = flags_dev.cpu();
   std::vector<char> any(n, 0);
   for (size_t i = 0; i < n; ++i) any[i] = flags[static_cast<int64_t>(i)].item<int64_t>() != 0;
@@ -216,19 +267,32 @@ void DistributedMuonWithAdamW::step() {
   at::Tensor shard_grad = at::empty({plan_.shard_len}, grad_buffer_.options());
   dp_.reduce_scatter(shard_grad, grad_buffer_, ReduceOp::kAvg);
 
-  // Global gradient norm: each averaged element sits in exactly one shard (padding is zero).
-  const double local = at::linalg_vector_norm(shard_grad, 2).item<double>();
-  at::Tensor sumsq = at::full({1}, local * local, at::TensorOptions().dtype(at::kDouble)).to(dp_.device());
+  // Global gradient norm: each averaged element sits in exactly one shard (padding is zero). With
+  // TP, a parameter replicated across the TP ranks is counted on TP rank 0 only.
+  const int64_t base = static_cast<int64_t>(dp_.rank()) * plan_.shard_len;
+  double local_sumsq = 0;
+  if (!tp) {
+    const double local = at::linalg_vector_norm(shard_grad, 2).item<double>();
+    local_sumsq = local * local;
+  } else {
+    for (const auto& s : my_segments_) {
+      if (grid_.shard[s.param].cut == TpCut::kReplicated && tp_.rank() != 0) continue;
+      local_sumsq +=
+          shard_grad.narrow(0, s.buffer_offset - base, s.count).to(at::kDouble).square().sum().item<double>();
+    }
+  }
+  at::Tensor sumsq = at::full({1}, local_sumsq, at::TensorOptions().dtype(at::kDouble)).to(dp_.device());
   dp_.all_reduce(sumsq, ReduceOp::kSum);
+  if (tp) tp_.comm->all_reduce(sumsq, ReduceOp::kSum);
   const double clip = begin_clipped_step(std::sqrt(sumsq.cpu().item<double>()));
   if (last_step_skipped()) return;  // the same decision on every rank: the norm is global
   if (clip < 1.0) shard_grad.mul_(clip);
 
   // 3. Update this rank's shard: Muon on owned matrices, AdamW on the element run.
   load_shard_from_params();
-  const int64_t base = static_cast<int64_t>(dp_.rank()) * plan_.shard_len;
   std::vector<MuonTask> tasks;
   std::vector<size_t> stepped_muon;
+  std::vector<size_t> gathered;  // this DP index's Muon parameters orthogonalized by a TP owner
   for (const auto& s : my_segments_) {
     if (!any[s.param]) continue;
     const size_t i = s.param;
@@ -241,23 +305,117 @@ void DistributedMuonWithAdamW::step() {
       adamw_step(p, grad, st, g.adamw);
       continue;
     }
-    // The shard slice is flat: the matrix view takes the parameter's logical shape from the plan.
+    if (grid_.gathered[i]) {
+      gathered.push_back(i);
+      continue;
+    }
+    // The shard slice is flat: the matrix view takes the parameter's (piece's) shape from the plan.
     const c10::IntArrayRef shape(plan_.params[i].shape);
     at::Tensor& m = momentum_[i];
     if (!m.defined()) m = at::zeros(shape, p.options());
-    tasks.push_back({p.view(shape), muon_momentum_direction(grad.view(shape), m, g.muon), splits_.find(params_[i].name),
+    tasks.push_back({p.view(shape), muon_momentum_direction(grad.view(shape), m, g.muon), split_for(i),
                      assignment_[i].group_index, &g.muon, params_[i].name});
     stepped_muon.push_back(i);
   }
+  std::vector<at::Tensor> logical_values;
+  if (tp) send_gathered_to_owners(gathered, shard_grad, tasks, logical_values, stepped_muon);
   last_ns_counts_ = apply_muon_tasks(tasks);
   if (debug_checks_enabled()) {
-    check_ns_counts(expected_ns_counts(plan_.params, stepped_muon), last_ns_counts_, groups_,
-                    "DistributedMuonWithAdamW::step on rank " + std::to_string(dp_.rank()));
+    check_ns_counts(expected_ns_counts(audit_params_, stepped_muon), last_ns_counts_, groups_,
+                    "DistributedMuonWithAdamW::step on rank " + std::to_string(dp_.rank()) +
+                        (tp ? " (tensor-parallel rank " + std::to_string(tp_.rank()) + ")" : std::string()));
   }
+  if (tp) return_gathered_pieces(gathered, logical_values);
 
   // 4. Every rank receives every updated parameter.
   gather_shards_into_params();
   for (size_t i = 0; i < n; ++i) steps_[i] += any[i] ? 1 : 0;
+}
+
+void DistributedMuonWithAdamW::send_gathered_to_owners(const std::vector<size_t>& gathered,
+                                                       const at::Tensor& shard_grad, std::vector<MuonTask>& tasks,
+                                                       std::vector<at::Tensor>& logical_values,
+                                                       std::vector<size_t>& stepped) {
+  const int T = tp_.size(), me = tp_.rank();
+  const int64_t base = static_cast<int64_t>(dp_.rank()) * plan_.shard_len;
+  std::map<size_t, int64_t> offset_of;  // parameter -> its segment's offset in this shard
+  for (const auto& s : my_segments_) offset_of[s.param] = s.buffer_offset - base;
+  // Every TP rank of this DP index holds the same `gathered` list: the plan and the flags agree.
+  std::vector<int64_t> send_counts(static_cast<size_t>(T), 0), recv_counts(static_cast<size_t>(T), 0);
+  std::vector<at::Tensor> chunks;
+  for (int t = 0; t < T; ++t) {
+    for (size_t i : gathered) {
+      if (grid_.tp_owner[i] != t) continue;
+      const int64_t k = plan_.params[i].numel();
+      chunks.push_back(shard_grad.narrow(0, offset_of.at(i), k));
+      chunks.push_back(param_shard_.narrow(0, offset_of.at(i), k));
+      send_counts[static_cast<size_t>(t)] += 2 * k;
+      if (t == me) {
+        for (int q = 0; q < T; ++q) recv_counts[static_cast<size_t>(q)] += 2 * k;
+      }
+    }
+  }
+  const auto opts = param_shard_.options();
+  const at::Tensor send = chunks.empty() ? at::empty({0}, opts) : at::cat(chunks);
+  at::Tensor recv = at::empty({std::accumulate(recv_counts.begin(), recv_counts.end(), int64_t{0})}, opts);
+  tp_.comm->all_to_all(recv, send, send_counts, recv_counts);
+
+  // The owner: assemble each logical gradient and value, then Muon exactly as single-process.
+  std::vector<int64_t> src_offset(static_cast<size_t>(T), 0);
+  for (int q = 1; q < T; ++q) src_offset[static_cast<size_t>(q)] = src_offset[q - 1] + recv_counts[q - 1];
+  for (size_t i : gathered) {
+    if (grid_.tp_owner[i] != me) continue;
+    const int64_t k = plan_.params[i].numel();
+    const c10::IntArrayRef piece(plan_.params[i].shape);
+    std::vector<at::Tensor> grads, values;
+    for (int q = 0; q < T; ++q) {
+      int64_t& o = src_offset[static_cast<size_t>(q)];
+      grads.push_back(recv.narrow(0, o, k).view(piece));
+      values.push_back(recv.narrow(0, o + k, k).view(piece));
+      o += 2 * k;
+    }
+    const at::Tensor grad = tp_assemble(grads, grid_.shard[i]);
+    logical_values.push_back(tp_assemble(values, grid_.shard[i]));
+    const ParamGroup& g = groups_[assignment_[i].group_index];
+    at::Tensor& m = momentum_[i];
+    if (!m.defined()) m = at::zeros(grad.sizes(), grad.options());
+    tasks.push_back({logical_values.back(), muon_momentum_direction(grad, m, g.muon), splits_.find(params_[i].name),
+                     assignment_[i].group_index, &g.muon, params_[i].name});
+    stepped.push_back(i);
+  }
+}
+
+void DistributedMuonWithAdamW::return_gathered_pieces(const std::vector<size_t>& gathered,
+                                                      const std::vector<at::Tensor>& logical_values) {
+  const int T = tp_.size(), me = tp_.rank();
+  const int64_t base = static_cast<int64_t>(dp_.rank()) * plan_.shard_len;
+  std::vector<int64_t> send_counts(static_cast<size_t>(T), 0), recv_counts(static_cast<size_t>(T), 0);
+  std::vector<at::Tensor> chunks;
+  for (int t = 0; t < T; ++t) {
+    size_t mine = 0;
+    for (size_t i : gathered) {
+      const int64_t k = plan_.params[i].numel();
+      if (grid_.tp_owner[i] == me) {
+        chunks.push_back(tp_piece(logical_values[mine++], grid_.shard[i], t, T).view(-1));
+        send_counts[static_cast<size_t>(t)] += k;
+      }
+      if (t == 0) recv_counts[static_cast<size_t>(grid_.tp_owner[i])] += k;
+    }
+  }
+  const auto opts = param_shard_.options();
+  const at::Tensor send = chunks.empty() ? at::empty({0}, opts) : at::cat(chunks);
+  at::Tensor recv = at::empty({std::accumulate(recv_counts.begin(), recv_counts.end(), int64_t{0})}, opts);
+  tp_.comm->all_to_all(recv, send, send_counts, recv_counts);
+  std::vector<int64_t> src_offset(static_cast<size_t>(T), 0);
+  for (int q = 1; q < T; ++q) src_offset[static_cast<size_t>(q)] = src_offset[q - 1] + recv_counts[q - 1];
+  std::map<size_t, int64_t> offset_of;
+  for (const auto& s : my_segments_) offset_of[s.param] = s.buffer_offset - base;
+  for (size_t i : gathered) {
+    const int64_t k = plan_.params[i].numel();
+    int64_t& o = src_offset[static_cast<size_t>(grid_.tp_owner[i])];
+    param_shard_.narrow(0, offset_of.at(i), k).copy_(recv.narrow(0, o, k));
+    o += k;
+  }
 }
 
 StateDict DistributedMuonWithAdamW::state_dict() const {
@@ -273,13 +431,14 @@ StateDict DistributedMuonWithAdamW::state_dict() const {
   std::vector<StateEntry> entries;
   for (const auto& s : my_segments_) {
     const size_t i = s.param;
+    if (!keeps_state(i)) continue;
     const ParamGroup& g = groups_[assignment_[i].group_index];
     StateEntry e;
     e.name = params_[i].name;
     e.algorithm = g.algorithm;
     e.group = g.name;
     e.step = steps_[i];
-    e.shape = params_[i].tensor.sizes().vec();
+    e.shape = grid_.gathered[i] ? grid_.logical[i].shape : params_[i].tensor.sizes().vec();
     e.dtype = params_[i].tensor.scalar_type();
     if (g.algorithm == Algorithm::kMuon) {
       if (momentum_.count(i)) e.tensors = {momentum_.at(i)};
@@ -290,8 +449,12 @@ StateDict DistributedMuonWithAdamW::state_dict() const {
     }
     entries.push_back(std::move(e));
   }
-  const nlohmann::json layout = {{"world_size", plan_.world},    {"rank", dp_.rank()}, {"plan_hash", hex(plan_.hash)},
-                                 {"shard_len", plan_.shard_len}, {"owners", owners},   {"adamw_ranges", ranges}};
+  nlohmann::json layout = {{"world_size", plan_.world},    {"rank", dp_.rank()}, {"plan_hash", hex(grid_.hash)},
+                           {"shard_len", plan_.shard_len}, {"owners", owners},   {"adamw_ranges", ranges}};
+  if (tp_.size() > 1) {
+    layout["tensor_parallel"] = tp_.size();
+    layout["tp_rank"] = tp_.rank();
+  }
   return encode_optimizer_state(groups_, entries, layout);
 }
 
@@ -311,16 +474,22 @@ int64_t layout_int(const nlohmann::json& layout, const char* key) {
 LoadReport DistributedMuonWithAdamW::load_state_dict(const StateDict& sd, const LoadOptions& options) {
   DecodedState decoded;
   std::string error;
+  std::vector<size_t> expected_param;  // parameter index of each expected entry
   try {
     std::vector<ExpectedParam> expected;
     for (const auto& s : my_segments_) {
       const size_t i = s.param;
+      if (!keeps_state(i)) continue;
       const ParamGroup& g = groups_[assignment_[i].group_index];
-      ExpectedParam e{
-          params_[i].name, g.algorithm, g.name, params_[i].tensor.sizes().vec(), params_[i].tensor.scalar_type(),
-          std::nullopt};
+      ExpectedParam e{params_[i].name,
+                      g.algorithm,
+                      g.name,
+                      grid_.gathered[i] ? grid_.logical[i].shape : params_[i].tensor.sizes().vec(),
+                      params_[i].tensor.scalar_type(),
+                      std::nullopt};
       if (g.algorithm == Algorithm::kAdamW) e.range = std::array<int64_t, 2>{s.param_begin, s.param_begin + s.count};
       expected.push_back(std::move(e));
+      expected_param.push_back(i);
     }
     auto check_layout = [&](const nlohmann::json& layout) {
       const int64_t saved_world = layout_int(layout, "world_size");
@@ -329,12 +498,22 @@ LoadReport DistributedMuonWithAdamW::load_state_dict(const StateDict& sd, const 
                              ", this job runs " + std::to_string(plan_.world) +
                              " (resuming at another world size is not supported yet)");
       }
+      const int64_t saved_tp = layout.contains("tensor_parallel") ? layout_int(layout, "tensor_parallel") : 1;
+      if (saved_tp != tp_.size()) {
+        throw StateDictError("load_state_dict: state saved at tensor-parallel size " + std::to_string(saved_tp) +
+                             ", this job runs " + std::to_string(tp_.size()));
+      }
+      if (saved_tp > 1 && layout_int(layout, "tp_rank") != tp_.rank()) {
+        throw StateDictError("load_state_dict: this state belongs to tensor-parallel rank " +
+                             std::to_string(layout_int(layout, "tp_rank")) +
+                             " but was offered to tensor-parallel rank " + std::to_string(tp_.rank()));
+      }
       if (!layout.contains("plan_hash") || !layout["plan_hash"].is_string()) {
         throw StateDictError("load_state_dict: layout record field 'plan_hash' is missing or not a string");
       }
-      if (layout["plan_hash"].get<std::string>() != hex(plan_.hash)) {
+      if (layout["plan_hash"].get<std::string>() != hex(grid_.hash)) {
         throw StateDictError("load_state_dict: state saved with owner plan " + layout["plan_hash"].get<std::string>() +
-                             ", this job's plan is " + hex(plan_.hash) +
+                             ", this job's plan is " + hex(grid_.hash) +
                              " (parameter names, shapes, routing or splits differ)");
       }
       const int64_t saved_rank = layout_int(layout, "rank");
@@ -350,13 +529,14 @@ LoadReport DistributedMuonWithAdamW::load_state_dict(const StateDict& sd, const 
   // Every rank learns whether any rank failed, so nobody proceeds into the re-sync alone.
   at::Tensor failed = at::full({1}, error.empty() ? 0 : 1, at::TensorOptions().dtype(at::kLong).device(dp_.device()));
   dp_.all_reduce(failed, ReduceOp::kMax);
+  if (tp_.comm != nullptr) tp_.comm->all_reduce(failed, ReduceOp::kMax);
   if (failed.cpu().item<int64_t>() != 0) {
     throw StateDictError(error.empty() ? "load_state_dict failed on another data-parallel rank (see its message)"
                                        : error + " [rank " + std::to_string(dp_.rank()) + "]");
   }
   c10::NoGradGuard no_grad;
   for (auto& d : decoded.params) {
-    const size_t i = my_segments_[d.expected].param;
+    const size_t i = expected_param[d.expected];
     steps_[i] = d.step;
     auto restore = [&](size_t k) { return d.tensors[k].to(dp_.device(), /*non_blocking=*/false, /*copy=*/true); };
     if (groups_[assignment_[i].group_index].algorithm == Algorithm::kMuon) {
@@ -375,10 +555,11 @@ LoadReport DistributedMuonWithAdamW::load_state_dict(const StateDict& sd, const 
   // Step counters of parameters held elsewhere: every rank keeps them, so take them from the holders.
   at::Tensor steps = at::zeros({static_cast<int64_t>(params_.size())}, at::kLong);
   for (const auto& s : my_segments_) {
-    if (s.param_begin == 0) steps[static_cast<int64_t>(s.param)] = steps_[s.param];
+    if (s.param_begin == 0 && keeps_state(s.param)) steps[static_cast<int64_t>(s.param)] = steps_[s.param];
   }
   at::Tensor steps_dev = steps.to(dp_.device());
   dp_.all_reduce(steps_dev, ReduceOp::kMax);
+  if (tp_.comm != nullptr) tp_.comm->all_reduce(steps_dev, ReduceOp::kMax);
   steps = steps_dev.cpu();
   for (size_t i = 0; i < params_.size(); ++i) steps_[i] = steps[static_cast<int64_t>(i)].item<int64_t>();
   sync_parameters();

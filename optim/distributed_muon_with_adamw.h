@@ -10,6 +10,13 @@
 // padding W x S - P and one all_reduce of a per-parameter "has a gradient" flag.
 // Layout A was chosen because it moves no bytes beyond ZeRO-1 while the largest Muon matrix is below
 // P / W; where it is not (see OwnerPlan::padding_ratio), the element-wise layout B is the answer.
+//
+// With tensor parallelism (TensorParallelContext) the parameters are TP pieces and the plan is a
+// GridPlan (grid_plan.h): steps 1, 2 and 4 run over the pieces within each data-parallel group; in
+// step 3 a Muon parameter whose split parts are not whole inside one piece travels to its TP owner:
+// one all-to-all over the TP group carries every piece's averaged gradient and value to the owner,
+// which keeps the logical momentum, runs Muon on the logical matrix exactly as the single-process
+// container does, and a second all-to-all returns the updated pieces.
 #pragma once
 
 #include <ATen/ATen.h>
@@ -18,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "optim/grid_plan.h"
 #include "optim/muon_batch.h"
 #include "optim/optimizer.h"
 #include "optim/owner_plan.h"
@@ -26,6 +34,15 @@
 
 namespace orthotron {
 
+/// The tensor-parallel side of a grid: the TP communicator (null: no tensor parallelism) and how the
+/// model cut each parameter. Every TP rank's parameters are its pieces (tp_layout.h).
+struct TensorParallelContext {
+  Communicator* comm = nullptr;
+  TensorParallelLayout layout;
+  int size() const { return comm == nullptr ? 1 : comm->size(); }
+  int rank() const { return comm == nullptr ? 0 : comm->rank(); }
+};
+
 class DistributedMuonWithAdamW : public Optimizer {
  public:
   /// Collective over `dp`: every data-parallel rank must construct it with the same parameter
@@ -33,8 +50,13 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// ranks compare its hash (CommError naming the ranks on a mismatch; never a hang). Parameters
   /// must all share one dtype and device (dp's device). At the end the parameters are synchronized
   /// from their shards, so every rank starts bitwise equal. `dp` must outlive the optimizer.
+  /// With `tp` (a TP size above 1) the parameters are this TP rank's pieces; names, routing and the
+  /// splits are those of the logical parameters (tp_logical_shape), and the constructor is collective
+  /// over the TP group too (the grid plan's hash is compared there as well). Every rank of the grid
+  /// must then call step(), state_dict-loading and sync in the same order.
   DistributedMuonWithAdamW(NamedParameters params, Communicator& dp, std::vector<ParamGroup> groups = default_groups(),
-                           std::vector<RoutingRule> rules = default_routing_rules(), SplitRegistry splits = {});
+                           std::vector<RoutingRule> rules = default_routing_rules(), SplitRegistry splits = {},
+                           TensorParallelContext tp = {});
 
   /// Collective. A parameter whose gradient is undefined on some ranks contributes zeros there; a
   /// parameter with no gradient on any rank is skipped (its state does not advance), as in the
@@ -61,7 +83,11 @@ class DistributedMuonWithAdamW : public Optimizer {
   ParamGroup& group(const std::string& name) override;
   const std::vector<ParamGroup>& groups() const { return groups_; }
 
+  /// The data-parallel layout (over TP pieces when TP > 1).
   const OwnerPlan& plan() const { return plan_; }
+  /// The whole plan: the layout plus the tensor-parallel owners (grid.tp == 1 without TP).
+  const GridPlan& grid_plan() const { return grid_; }
+  int tp_size() const { return tp_.size(); }
   /// The parameters it updates (the live tensors, in construction order).
   const NamedParameters& parameters() const { return params_; }
   const SplitRegistry& splits() const { return splits_; }
@@ -82,8 +108,9 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// on any rank makes every rank throw StateDictError (naming the parameter on the rank that found
   /// it); nothing is changed then.
   void load_parameter_shard(const std::map<std::string, at::Tensor>& shard);
-  /// Optimizer state elements this rank holds (Muon momenta + AdamW moments), allocated or not.
-  int64_t state_elements() const { return plan_.state_elements(dp_.rank()); }
+  /// Optimizer state elements this rank holds (Muon momenta + AdamW moments), allocated or not. With
+  /// TP, a gathered Muon parameter's momentum is logical-sized on its TP owner and absent elsewhere.
+  int64_t state_elements() const;
   /// The momentum of an owned Muon parameter (undefined when not owned or not yet stepped).
   at::Tensor muon_momentum(const std::string& param) const;
   /// Step count of a parameter (kept on every rank).
@@ -95,13 +122,30 @@ class DistributedMuonWithAdamW : public Optimizer {
   void load_shard_from_params();
   /// All-gather of the shards, then every parameter <- its elements in the gathered buffer. Collective.
   void gather_shards_into_params();
+  /// Whether this rank keeps state for parameter i held in its shard (false for a gathered Muon
+  /// parameter whose TP owner is another rank).
+  bool keeps_state(size_t i) const;
+  /// The split Newton-Schulz uses on this rank's matrix of parameter i: the piece's parts for a
+  /// TP-local parameter, else the logical split (or nullptr).
+  const ParamSplit* split_for(size_t i) const;
+  /// Step 3 for the gathered Muon parameters `gathered` (this DP index's, in shard order): pieces of
+  /// gradient and value to their TP owners; the owner appends its Muon tasks to `tasks` (logical
+  /// tensors kept alive in `logical_values`). Collective over the TP group.
+  void send_gathered_to_owners(const std::vector<size_t>& gathered, const at::Tensor& shard_grad,
+                               std::vector<MuonTask>& tasks, std::vector<at::Tensor>& logical_values,
+                               std::vector<size_t>& stepped);
+  /// The updated logical values back to the pieces' holders, into param_shard_. Collective over TP.
+  void return_gathered_pieces(const std::vector<size_t>& gathered, const std::vector<at::Tensor>& logical_values);
 
   Communicator& dp_;
+  TensorParallelContext tp_;
   NamedParameters params_;
   std::vector<ParamGroup> groups_;
   std::vector<Assignment> assignment_;
   SplitRegistry splits_;
-  OwnerPlan plan_;
+  GridPlan grid_;
+  OwnerPlan plan_;                       // grid_.dp
+  std::vector<PlanParam> audit_params_;  // what NS sees per parameter on this rank (pieces or logical)
   NsCounts last_ns_counts_;
   std::map<std::string, size_t> index_;
   std::vector<int64_t> steps_;             // per parameter

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "base/errors.h"
+#include "base/fnv1a.h"
 #include "optim/muon_batch.h"
 
 namespace orthotron {
@@ -51,23 +52,6 @@ std::string OwnerPlan::summary() const {
       << " state elements per rank min=" << lo << " max=" << hi << " hash=" << std::hex << hash;
   return out.str();
 }
-
-namespace {
-
-uint64_t fnv1a(uint64_t h, const void* data, size_t n) {
-  const auto* p = static_cast<const unsigned char*>(data);
-  for (size_t i = 0; i < n; ++i) {
-    h ^= p[i];
-    h *= 1099511628211ULL;
-  }
-  return h;
-}
-template <typename T>
-uint64_t fnv1a_value(uint64_t h, const T& v) {
-  return fnv1a(h, &v, sizeof v);
-}
-
-}  // namespace
 
 OwnerPlan make_owner_plan(const std::vector<PlanParam>& params, int world) {
   if (world < 1) throw InvalidArgument("owner plan: world size must be >= 1, got " + std::to_string(world));
@@ -145,7 +129,7 @@ OwnerPlan make_owner_plan(const std::vector<PlanParam>& params, int world) {
   }
 
   // 4. Hash of everything that must agree across ranks.
-  uint64_t h = 14695981039346656037ULL;
+  uint64_t h = kFnv1aOffset;
   h = fnv1a_value(h, plan.world);
   h = fnv1a_value(h, plan.shard_len);
   for (size_t i = 0; i < params.size(); ++i) {
