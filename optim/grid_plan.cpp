@@ -18,6 +18,22 @@ double GridPlan::ns_imbalance() const {
          (total / static_cast<double>(ns_cost_per_rank.size()));
 }
 
+std::pair<int64_t, int64_t> GridPlan::tp_exchange_elements(int tp_rank, int dp_rank) const {
+  int64_t sent = 0, received = 0;
+  for (size_t i = 0; i < logical.size(); ++i) {
+    if (!gathered[i] || dp.owner[i] != dp_rank) continue;
+    const int64_t k = dp.params[i].numel();
+    if (tp_owner[i] == tp_rank) {
+      sent += k * (tp - 1);
+      received += 2 * k * (tp - 1);
+    } else {
+      sent += 2 * k;
+      received += k;
+    }
+  }
+  return {sent, received};
+}
+
 std::string GridPlan::summary() const {
   if (tp == 1) return dp.summary();
   int64_t n_gathered = 0, n_local = 0;

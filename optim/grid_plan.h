@@ -17,6 +17,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "optim/owner_plan.h"
@@ -37,6 +38,11 @@ struct GridPlan {
   uint64_t hash = 0;                               ///< the DP plan's hash combined with the TP half
 
   int world() const { return tp * dp.world; }
+  /// Elements the rank at (tp_rank, dp_rank) sends and receives to and from other ranks in one
+  /// step's two TP all-to-alls: per gathered parameter of its DP index with pieces of k elements, a
+  /// non-owner sends 2k (gradient and value) and receives k back; the owner receives 2k(T-1) and
+  /// sends k(T-1). Zero without TP.
+  std::pair<int64_t, int64_t> tp_exchange_elements(int tp_rank, int dp_rank) const;
   /// NS cost imbalance over the whole grid: max / mean (1.0 when nothing is Muon).
   double ns_imbalance() const;
   /// The DP plan's summary plus a line on TP: gathered and local Muon parameters, NS imbalance.

@@ -170,18 +170,12 @@ const FieldTable<ParallelOptions>& parallel_option_fields() {
   static const FieldTable<O> table(
       "parallel",
       {
-          number_field<O, int64_t>("tensor_parallel", "tensor-parallel size (1: data parallel only)", {1, 4096},
-                                   [](O& o) -> int64_t& { return o.tensor_parallel; }),
+          number_field<O, int64_t>("tensor_parallel",
+                                   "tensor-parallel size T (1: data parallel only); the world size must divide by T, "
+                                   "and the data-parallel size is world / T",
+                                   {1, 4096}, [](O& o) -> int64_t& { return o.tensor_parallel; }),
           choice_field<O>("device", "cpu (MPI) | cuda (NCCL, one GPU per rank)", {"cpu", "cuda"},
                           [](O& o) -> std::string& { return o.device; }),
-      },
-      [](const O& o) {
-        if (o.tensor_parallel != 1) {
-          throw InvalidArgument(
-              "tensor_parallel must be 1 (the engine is data parallel only; tensor parallelism "
-              "is not implemented yet), got " +
-              std::to_string(o.tensor_parallel));
-        }
       });
   return table;
 }

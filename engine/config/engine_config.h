@@ -61,7 +61,7 @@ struct SplitOptions {
 };
 
 struct ParallelOptions {
-  int64_t tensor_parallel = 1;  ///< 1 only, for now: data parallel over every rank
+  int64_t tensor_parallel = 1;  ///< T: ranks t + d T, t < T, form tensor-parallel group d (Megatron's order)
   std::string device = "cpu";   ///< cpu (MPI) | cuda (NCCL, one GPU per rank)
 };
 

@@ -31,7 +31,10 @@ double seconds_since(Clock::time_point t) {
 /// the AdamW baseline runs).
 SplitRegistry configured_splits(const GptModel& model, const SplitOptions& options, const OptimizerConfig& optimizer) {
   std::set<std::string> on_muon;
-  for (const auto& a : route_parameters(logical_shapes(model.parameters()), optimizer.groups, optimizer.rules)) {
+  std::vector<ParamShape> shapes = logical_shapes(model.parameters());  // TP pieces: routed by the whole shape
+  const TensorParallelLayout layout = model.tp_layout();
+  for (auto& s : shapes) s.shape = tp_logical_shape(s.name, s.shape, layout.of(s.name), layout.size);
+  for (const auto& a : route_parameters(shapes, optimizer.groups, optimizer.rules)) {
     if (optimizer.groups[a.group_index].algorithm == Algorithm::kMuon) on_muon.insert(a.param);
   }
   const SplitRegistry all = model.splits();
@@ -67,6 +70,18 @@ Trainer::Trainer(EngineConfig config, Communicator& world)
     throw ConfigError(config_.source + ": parallel.device '" + config_.parallel.device +
                       "' is not wired into the engine yet; use cpu");
   }
+  const int tp = static_cast<int>(config_.parallel.tensor_parallel);
+  if (world_.size() % tp != 0) {
+    throw ConfigError(config_.source + ": parallel.tensor_parallel = " + std::to_string(tp) +
+                      " does not divide the world size " + std::to_string(world_.size()) +
+                      " (the data-parallel size is world / tensor_parallel)");
+  }
+  if (tp > 1 && (!config_.checkpoint.dir.empty() || config_.checkpoint.resume != "none")) {
+    throw ConfigError(config_.source + ": checkpoints with parallel.tensor_parallel = " + std::to_string(tp) +
+                      " are not supported yet; set checkpoint.dir: \"\" and checkpoint.resume: none, or "
+                      "tensor_parallel: 1");
+  }
+  grid_ = std::make_unique<ProcessGrid>(world_, tp);
   // Vocabulary: the tokenizer's unless the model names one; it must cover the tokenizer's ids.
   const std::string tokenizer_model =
       config_.data.tokenizer == "byte" ? "" : expand_path(config_.data.tokenizer_model, "data.tokenizer_model");
@@ -82,10 +97,12 @@ Trainer::Trainer(EngineConfig config, Communicator& world)
   train_samples_ = std::make_unique<GptSamples>(*train_data_, config_.data.seq_length, seed, config_.data.shuffle);
   valid_samples_ = std::make_unique<GptSamples>(*valid_data_, config_.data.seq_length, seed, config_.data.shuffle);
 
-  model_ = std::make_unique<GptModel>(config_.model, static_cast<uint64_t>(config_.training.seed));
+  model_ =
+      std::make_unique<GptModel>(config_.model, static_cast<uint64_t>(config_.training.seed), at::kCPU, &grid_->tp());
   optimizer_ = std::make_unique<DistributedMuonWithAdamW>(
-      model_->parameters(), world_, config_.optimizer.groups, config_.optimizer.rules,
-      configured_splits(*model_, config_.splits, config_.optimizer));
+      model_->parameters(), dp(), config_.optimizer.groups, config_.optimizer.rules,
+      configured_splits(*model_, config_.splits, config_.optimizer),
+      TensorParallelContext{tp > 1 ? &grid_->tp() : nullptr, model_->tp_layout()});
   optimizer_->set_max_grad_norm(config_.training.max_grad_norm);
   for (const auto& g : config_.optimizer.groups) {
     base_lr_[g.name] = g.algorithm == Algorithm::kMuon ? g.muon.lr : g.adamw.lr;
@@ -94,7 +111,8 @@ Trainer::Trainer(EngineConfig config, Communicator& world)
     log_ = std::make_unique<MetricsLog>(config_.logging.output_dir, config_.logging.progress);
     const std::string resolved = engine_config_to_yaml(config_);
     log_->write_file("config.yaml", resolved);
-    log_->line("orthotron_pretrain: " + std::to_string(world_.size()) + " data-parallel rank(s), " +
+    log_->line("orthotron_pretrain: " + std::to_string(world_.size()) + " rank(s): tensor-parallel " +
+               std::to_string(tp) + " x data-parallel " + std::to_string(dp().size()) + ", " +
                std::to_string(at::get_num_threads()) + " thread(s) each; config " + config_.source);
     log_->line("resolved configuration:\n" + resolved);
     log_->line("model: " + std::to_string(model_->num_parameters()) + " parameters, vocabulary " +
@@ -102,7 +120,7 @@ Trainer::Trainer(EngineConfig config, Communicator& world)
                " documents, " + std::to_string(train_data_->total_tokens()) + " tokens (" +
                std::to_string(train_samples_->samples_per_epoch()) + " samples per epoch); validation " +
                std::to_string(valid_data_->total_tokens()) + " tokens");
-    log_->line("parameter assignment:\n" + optimizer_->assignment_table() + "\n" + optimizer_->plan().summary());
+    log_->line("parameter assignment:\n" + optimizer_->assignment_table() + "\n" + optimizer_->grid_plan().summary());
   }
   resume();
 }
@@ -211,7 +229,7 @@ double Trainer::finish_pending_save(bool only_if_ready) {
 Trainer::~Trainer() = default;
 
 int64_t Trainer::global_batch() const {
-  return config_.training.micro_batch_size * config_.training.gradient_accumulation * world_.size();
+  return config_.training.micro_batch_size * config_.training.gradient_accumulation * dp().size();
 }
 
 void Trainer::log(const std::string& text) {
@@ -221,7 +239,7 @@ void Trainer::log(const std::string& text) {
 at::Tensor Trainer::micro_batch(const GptSamples& samples, int64_t consumed, int64_t k) const {
   const auto& t = config_.training;
   const std::vector<int64_t> indices =
-      micro_batch_indices(consumed, t.micro_batch_size, t.gradient_accumulation, world_.size(), world_.rank(), k);
+      micro_batch_indices(consumed, t.micro_batch_size, t.gradient_accumulation, dp().size(), dp().rank(), k);
   const int64_t width = config_.data.seq_length + 1;
   at::Tensor tokens = at::empty({static_cast<int64_t>(indices.size()), width}, at::kLong);
   int64_t* out = tokens.data_ptr<int64_t>();
@@ -264,7 +282,7 @@ double Trainer::evaluate() {
     }
   }
   at::Tensor mean = at::full({1}, sum / static_cast<double>(count), at::kDouble);
-  world_.all_reduce(mean, ReduceOp::kAvg);
+  dp().all_reduce(mean, ReduceOp::kAvg);  // the TP ranks of a DP group hold the same loss
   return mean.item<double>();
 }
 
@@ -310,8 +328,13 @@ TrainSummary Trainer::train() {
       local_loss = std::numeric_limits<double>::quiet_NaN();
     }
     at::Tensor loss_t = at::full({1}, local_loss, at::kDouble);
-    world_.all_reduce(loss_t, ReduceOp::kAvg);  // a NaN on any rank makes it NaN on every rank
-    const double loss = loss_t.item<double>();
+    dp().all_reduce(loss_t, ReduceOp::kAvg);  // a NaN on any rank of the DP group makes it NaN on each
+    double loss = loss_t.item<double>();
+    if (grid_->shape().tp > 1) {  // and across the TP group (whose ranks otherwise hold the same loss)
+      at::Tensor bad = at::full({1}, std::isfinite(loss) ? int64_t{0} : int64_t{1}, at::kLong);
+      grid_->tp().all_reduce(bad, ReduceOp::kMax);
+      if (bad.item<int64_t>() != 0) loss = std::numeric_limits<double>::quiet_NaN();
+    }
     const auto opt_start = Clock::now();
     bool nonfinite = !std::isfinite(loss);
     if (!nonfinite) {
@@ -404,7 +427,8 @@ TrainSummary Trainer::train() {
                   {"first_val_loss", sum.first_val_loss},
                   {"final_val_loss", sum.final_val_loss},
                   {"skipped", sum.skipped},
-                  {"ranks", world_.size()}});
+                  {"ranks", world_.size()},
+                  {"tensor_parallel", grid_->shape().tp}});
   }
   return sum;
 }

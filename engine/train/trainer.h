@@ -19,6 +19,7 @@
 #include "engine/train/metrics_log.h"
 #include "optim/distributed_muon_with_adamw.h"
 #include "parallel/communicator.h"
+#include "parallel/process_grid.h"
 
 namespace orthotron {
 
@@ -88,6 +89,8 @@ class Trainer {
   EngineConfig config_;
   Communicator& world_;
   bool lead_;
+  std::unique_ptr<ProcessGrid> grid_;  ///< TP x DP over world_ (parallel.tensor_parallel)
+  Communicator& dp() const { return grid_->dp(); }
   std::unique_ptr<IndexedDataset> train_data_, valid_data_;
   std::unique_ptr<GptSamples> train_samples_, valid_samples_;
   std::unique_ptr<GptModel> model_;

@@ -66,7 +66,7 @@ TEST(EngineConfig, WrongTypesAndRangesAreNamed) {
   config_error("training:\n  lr_schedule:\n    kind: cosin\n", {}, {":3:", "did you mean 'cosine'?"});
   config_error("model:\n  hidden_size: 130\n  num_attention_heads: 4\n", {},
                {"FILE", "model.hidden_size = 130 must be a multiple of model.num_attention_heads = 4"});
-  config_error("parallel:\n  tensor_parallel: 2\n", {}, {"tensor_parallel must be 1", "got 2"});
+  config_error("parallel:\n  tensor_parallel: 0\n", {}, {"parallel.tensor_parallel must be in [1,", "got 0"});
   config_error("training:\n  train_iters: 10\n  lr_schedule:\n    warmup: 11\n", {},
                {"training.lr_schedule.warmup (11) exceeds training.train_iters (10)"});
 }
