@@ -553,9 +553,19 @@ namespace {
 
 /// Collective: the identity, paths and host copies of one save (the only part of an async save that
 /// blocks training). `clone` forces a host copy even of tensors already on the host.
+/// InvalidArgument on every rank (no collective has run) when `opt` is tensor-parallel: the shard
+/// files are named by data-parallel rank, so the TP ranks of a DP group would write one file.
+void require_data_parallel_only(const DistributedMuonWithAdamW& opt, const std::string& what) {
+  if (opt.tp_size() > 1) {
+    throw InvalidArgument(what + ": checkpoints of a tensor-parallel optimizer (tensor-parallel size " +
+                          std::to_string(opt.tp_size()) + ") are not supported yet");
+  }
+}
+
 std::unique_ptr<SaveJob> prepare_save(const std::string& root, const CheckpointProgress& progress,
                                       const DistributedMuonWithAdamW& opt, const std::string& config_yaml,
                                       int64_t keep_last, bool clone) {
+  require_data_parallel_only(opt, "save_checkpoint '" + root + "'");
   auto job = std::make_unique<SaveJob>();
   job->start = std::chrono::steady_clock::now();
   Communicator& comm = opt.comm();
@@ -773,6 +783,7 @@ CheckpointProgress verify_checkpoint_shard(const std::string& path, int rank, in
 }
 
 CheckpointProgress load_checkpoint(const std::string& path, DistributedMuonWithAdamW& opt) {
+  require_data_parallel_only(opt, "load_checkpoint '" + path + "'");
   VerifiedShard v;
   bool fatal = false;
   const std::string failure = verify_everywhere(path, opt.comm(), opt.plan(), opt.splits(), v, fatal);
@@ -786,6 +797,7 @@ CheckpointProgress load_checkpoint(const std::string& path, DistributedMuonWithA
 
 bool load_latest_checkpoint(const std::string& root, DistributedMuonWithAdamW& opt, CheckpointProgress& progress,
                             std::string& loaded_path, std::vector<std::string>& warnings) {
+  require_data_parallel_only(opt, "load_latest_checkpoint '" + root + "'");
   Communicator& comm = opt.comm();
   // Rank 0's view of the directory decides the candidates, so every rank walks the same list.
   std::vector<int64_t> iterations;

@@ -56,6 +56,9 @@ std::string checkpoint_name(int64_t iteration);
 /// "rank00001-of-00004.safetensors".
 std::string shard_file_name(int rank, int world);
 
+/// Every save and load below refuses a tensor-parallel optimizer (opt.tp_size() > 1) with
+/// InvalidArgument on every rank, before any collective: not supported yet.
+///
 /// Collective over opt.comm(): every rank must call it with the same arguments. Writes and commits
 /// the checkpoint of `progress.iteration` under `root` (created if missing) as described above; an
 /// existing committed directory of the same iteration is replaced. `config_yaml` is the resolved

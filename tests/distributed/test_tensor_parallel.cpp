@@ -11,6 +11,7 @@
 #include <cstdio>
 
 #include "base/errors.h"
+#include "engine/checkpoint/checkpoint.h"
 #include "engine/model/gpt_model.h"
 #include "gpt_fixture.h"
 #include "mpi_world.h"
@@ -309,6 +310,16 @@ TEST(TensorParallelMuon, StateDictRoundTripOnTheSameGrid) {
   }
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].tensor, b[i].tensor)) << a[i].name;
   EXPECT_EQ(opt_a->state_elements(), opt_b->state_elements());
+  // Sharded checkpoints do not know the TP grid yet: refused on every rank, before any collective.
+  try {
+    save_checkpoint("/tmp/orthotron-tp-refused", CheckpointProgress{}, *opt_a, "", 0);
+    FAIL() << "expected InvalidArgument";
+  } catch (const InvalidArgument& e) {
+    EXPECT_NE(std::string(e.what()).find("checkpoints of a tensor-parallel optimizer (tensor-parallel size 2) are not "
+                                         "supported yet"),
+              std::string::npos)
+        << e.what();
+  }
 }
 
 }  // namespace
