@@ -43,24 +43,8 @@ launch 1 "$bin" "${short[@]}" --set training.micro_batch_size=8 --set training.g
 # carries that into later steps: the worst relative difference measured here was 2e-4. 1e-3 on the
 # loss and the gradient norm still catches a wrong batch: half the batch (a missing rank) differed
 # by up to 2.0e-2 and another sample order by up to 1.3e-2 over these 8 iterations.
-python3 - "$work/dp1/metrics.jsonl" "$work/dp2/metrics.jsonl" "$work/acc2/metrics.jsonl" <<'PY' || fail "runs with the same global batch differ"
-import json, sys
-def train(path):
-    return [json.loads(l) for l in open(path) if '"train"' in l]
-ref = train(sys.argv[1])
-worst = 0.0
-for other in sys.argv[2:]:
-    rows = train(other)
-    assert len(rows) == len(ref) == 8, (len(rows), len(ref))
-    for a, b in zip(ref, rows):
-        for key in ("loss", "grad_norm"):
-            rel = abs(a[key] - b[key]) / abs(a[key])
-            worst = max(worst, rel)
-            if rel > 1e-3:
-                print(f"{other}: iteration {a['iteration']} {key} {b[key]} vs {a[key]} (rel {rel:.2e})")
-                sys.exit(1)
-print(f"pretrain_e2e: dp2 / accumulation 2 vs dp1 over 8 iterations: worst relative difference {worst:.2e}")
-PY
+python3 "$src/tests/e2e/compare_runs.py" "pretrain_e2e: dp2 / accumulation 2 vs dp1" 8 1e-3 "$work/dp1/metrics.jsonl" \
+  "$work/dp2/metrics.jsonl" "$work/acc2/metrics.jsonl" || fail "runs with the same global batch differ"
 
 # 3. A NaN loss at iteration 3: skipped and counted, or the end of the run.
 ORTHOTRON_FAULT_NAN_LOSS_AT=3 launch 2 "$bin" "${short[@]}" --set logging.output_dir="$work/nan" >"$work/nan.log" 2>&1 ||

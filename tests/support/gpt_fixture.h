@@ -32,6 +32,19 @@ inline GptShape benchmark_gpt_shape() {
   return s;
 }
 
+/// The 7B-shaped GPT of the scale issues: 32 layers, hidden 4096, GQA 32/8 heads, SwiGLU 11008,
+/// vocab 32000.
+inline GptShape seven_billion_gpt_shape() {
+  GptShape s;
+  s.layers = 32;
+  s.hidden = 4096;
+  s.heads = 32;
+  s.kv_heads = 8;
+  s.ffn = 11008;
+  s.vocab = 32000;
+  return s;
+}
+
 /// (name, shape) of every parameter, in model order.
 inline std::vector<std::pair<std::string, std::vector<int64_t>>> gpt_shapes(const GptShape& s) {
   std::vector<std::pair<std::string, std::vector<int64_t>>> out;

@@ -125,13 +125,7 @@ TEST(GridPlan, GathersWhatIsNotLocalAndBalancesTheOwners) {
 //             DP: reduce-scatter + all-gather of ceil(P_tp / D) x D elements.
 // The TP all-reduces of activations are the same for both (the model's layers), so left out.
 TEST(GridPlan, SevenBillionGptAtTensorParallel8) {
-  GptShape s;
-  s.layers = 32;
-  s.hidden = 4096;
-  s.heads = 32;
-  s.kv_heads = 8;
-  s.ffn = 11008;
-  s.vocab = 32000;
+  const GptShape s = orthotron::testing::seven_billion_gpt_shape();
   const int T = 8;
   std::printf("7B GPT at TP=%d (qkv split as q, k, v; per_head in brackets where it differs):\n", T);
   std::printf("%6s %10s %12s %12s %14s %14s %10s\n", "DP", "padding", "NS max/mean", "exchange/RS+AG",

@@ -112,13 +112,7 @@ TEST(OwnerPlan, EdgeShapesAndMoreRanksThanMatrices) {
 
 // The 7B-shaped GPT of the issue: 32 layers, hidden 4096, GQA 32/8 heads, SwiGLU 11008, vocab 32000.
 TEST(OwnerPlan, SevenBillionGptAtScale) {
-  GptShape s;
-  s.layers = 32;
-  s.hidden = 4096;
-  s.heads = 32;
-  s.kv_heads = 8;
-  s.ffn = 11008;
-  s.vocab = 32000;
+  const GptShape s = orthotron::testing::seven_billion_gpt_shape();
   const auto params = orthotron::testing::gpt_plan_params(s, orthotron::testing::gpt_splits(s));
   int64_t single_state = 0, largest_muon = 0;
   for (const auto& p : params) {
