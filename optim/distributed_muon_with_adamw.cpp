@@ -332,6 +332,24 @@ void DistributedMuonWithAdamW::step() {
   for (size_t i = 0; i < n; ++i) steps_[i] += any[i] ? 1 : 0;
 }
 
+namespace {
+
+/// One uneven all-to-all of `chunks` (concatenated, send_counts elements per destination) over
+/// `comm`; returns the received elements and where each source's block starts in them.
+std::pair<at::Tensor, std::vector<int64_t>> exchange(Communicator& comm, const std::vector<at::Tensor>& chunks,
+                                                     const std::vector<int64_t>& send_counts,
+                                                     const std::vector<int64_t>& recv_counts,
+                                                     const at::TensorOptions& opts) {
+  const at::Tensor send = chunks.empty() ? at::empty({0}, opts) : at::cat(chunks);
+  at::Tensor recv = at::empty({std::accumulate(recv_counts.begin(), recv_counts.end(), int64_t{0})}, opts);
+  comm.all_to_all(recv, send, send_counts, recv_counts);
+  std::vector<int64_t> begin(recv_counts.size(), 0);
+  for (size_t q = 1; q < begin.size(); ++q) begin[q] = begin[q - 1] + recv_counts[q - 1];
+  return {recv, begin};
+}
+
+}  // namespace
+
 void DistributedMuonWithAdamW::send_gathered_to_owners(const std::vector<size_t>& gathered,
                                                        const at::Tensor& shard_grad, std::vector<MuonTask>& tasks,
                                                        std::vector<at::Tensor>& logical_values,
@@ -355,14 +373,9 @@ void DistributedMuonWithAdamW::send_gathered_to_owners(const std::vector<size_t>
       }
     }
   }
-  const auto opts = param_shard_.options();
-  const at::Tensor send = chunks.empty() ? at::empty({0}, opts) : at::cat(chunks);
-  at::Tensor recv = at::empty({std::accumulate(recv_counts.begin(), recv_counts.end(), int64_t{0})}, opts);
-  tp_.comm->all_to_all(recv, send, send_counts, recv_counts);
+  auto [recv, src_offset] = exchange(*tp_.comm, chunks, send_counts, recv_counts, param_shard_.options());
 
   // The owner: assemble each logical gradient and value, then Muon exactly as single-process.
-  std::vector<int64_t> src_offset(static_cast<size_t>(T), 0);
-  for (int q = 1; q < T; ++q) src_offset[static_cast<size_t>(q)] = src_offset[q - 1] + recv_counts[q - 1];
   for (size_t i : gathered) {
     if (grid_.tp_owner[i] != me) continue;
     const int64_t k = plan_.params[i].numel();
@@ -402,12 +415,7 @@ void DistributedMuonWithAdamW::return_gathered_pieces(const std::vector<size_t>&
       if (t == 0) recv_counts[static_cast<size_t>(grid_.tp_owner[i])] += k;
     }
   }
-  const auto opts = param_shard_.options();
-  const at::Tensor send = chunks.empty() ? at::empty({0}, opts) : at::cat(chunks);
-  at::Tensor recv = at::empty({std::accumulate(recv_counts.begin(), recv_counts.end(), int64_t{0})}, opts);
-  tp_.comm->all_to_all(recv, send, send_counts, recv_counts);
-  std::vector<int64_t> src_offset(static_cast<size_t>(T), 0);
-  for (int q = 1; q < T; ++q) src_offset[static_cast<size_t>(q)] = src_offset[q - 1] + recv_counts[q - 1];
+  auto [recv, src_offset] = exchange(*tp_.comm, chunks, send_counts, recv_counts, param_shard_.options());
   std::map<size_t, int64_t> offset_of;
   for (const auto& s : my_segments_) offset_of[s.param] = s.buffer_offset - base;
   for (size_t i : gathered) {
