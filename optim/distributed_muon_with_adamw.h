@@ -88,6 +88,9 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// The whole plan: the layout plus the tensor-parallel owners (grid.tp == 1 without TP).
   const GridPlan& grid_plan() const { return grid_; }
   int tp_size() const { return tp_.size(); }
+  int tp_rank() const { return tp_.rank(); }
+  /// The tensor-parallel communicator (null without tensor parallelism).
+  Communicator* tp_comm() const { return tp_.comm; }
   /// The parameters it updates (the live tensors, in construction order).
   const NamedParameters& parameters() const { return params_; }
   const SplitRegistry& splits() const { return splits_; }

@@ -24,6 +24,7 @@
 #include "base/errors.h"
 #include "base/safetensors.h"
 #include "engine/checkpoint/checksum.h"
+#include "engine/checkpoint/grid_comm.h"
 #include "engine/checkpoint/reshard.h"
 
 namespace orthotron {
@@ -37,34 +38,6 @@ constexpr const char* kModelPrefix = "model/";
 constexpr const char* kMetaPrefix = "checkpoint.";
 /// Prefix of an error that is no reason to skip a checkpoint (another world size, model or plan).
 constexpr const char* kFatal = "fatal:";
-
-at::TensorOptions long_options(const Communicator& comm) {
-  return at::TensorOptions().dtype(at::kLong).device(comm.device());
-}
-
-/// Collective: every rank's string, in rank order (lengths, then the bytes packed into int64s).
-std::vector<std::string> all_gather_strings(Communicator& comm, const std::string& mine) {
-  const int world = comm.size();
-  at::Tensor len = at::full({1}, static_cast<int64_t>(mine.size()), long_options(comm));
-  at::Tensor lens = at::empty({world}, long_options(comm));
-  comm.all_gather(lens, len);
-  const at::Tensor lens_cpu = lens.cpu();
-  int64_t longest = 0;
-  for (int r = 0; r < world; ++r) longest = std::max(longest, lens_cpu[r].item<int64_t>());
-  const int64_t words = std::max<int64_t>(1, (longest + 7) / 8);
-  at::Tensor packed = at::zeros({words}, at::kLong);
-  std::memcpy(packed.data_ptr<int64_t>(), mine.data(), mine.size());
-  at::Tensor packed_dev = packed.to(comm.device());
-  at::Tensor all = at::empty({world * words}, long_options(comm));
-  comm.all_gather(all, packed_dev);
-  const at::Tensor all_cpu = all.cpu().contiguous();
-  std::vector<std::string> out;
-  for (int r = 0; r < world; ++r) {
-    const char* p = reinterpret_cast<const char*>(all_cpu.data_ptr<int64_t>() + r * words);
-    out.emplace_back(p, static_cast<size_t>(lens_cpu[r].item<int64_t>()));
-  }
-  return out;
-}
 
 /// "rank R: message; rank Q: message" over the non-empty errors ("" when there are none).
 std::string join_errors(const std::vector<std::string>& errors) {
@@ -202,6 +175,7 @@ struct VerifiedShard {
   /// needs (old rank -> content), and the reason the checkpoint belongs to another model ("" if not).
   bool reshard = false;
   SavedLayout saved;
+  GridPlan old_plan;  ///< the saved grid's plan for this job's parameters
   std::map<int, SafetensorsContent> sources;
   std::string model_error;
   double read_seconds = 0;  ///< reading and verifying the old shards
@@ -272,12 +246,18 @@ SafetensorsContent verify_shard_file(const std::string& dir, const Json& m, int 
   return content;
 }
 
-/// Verifies what rank `rank` of a `world`-rank job reads from checkpoint `dir`: its own shard at
-/// the same world size; at another world size (only with `plan`, the job's owner plan) the saved
-/// layout record against the plan, then every old shard it needs. Model mismatches are recorded in
-/// model_error (load_verified reports them); damage throws FormatError; another world size without
-/// a plan throws a fatal ConfigError.
-VerifiedShard verify_shard(const std::string& dir, int rank, int world, const OwnerPlan* plan,
+/// "TP 2 x DP 2" (or "data-parallel size 4" without tensor parallelism): a grid, for messages.
+std::string grid_name(int tp, int world) {
+  if (tp == 1) return "data-parallel size " + std::to_string(world);
+  return "tensor-parallel size " + std::to_string(tp) + " x data-parallel size " + std::to_string(world / tp);
+}
+
+/// Verifies what grid rank `rank` of a `world`-rank job at tensor-parallel size `tp` reads from
+/// checkpoint `dir`: its own shard on the same grid; on another grid (only with `plan`, the job's
+/// grid plan) the saved layout record against the plan, then every old shard it needs. Model
+/// mismatches are recorded in model_error (load_verified reports them); damage throws FormatError;
+/// another grid without a plan throws a fatal ConfigError.
+VerifiedShard verify_shard(const std::string& dir, int rank, int world, int tp, const GridPlan* plan,
                            const SplitRegistry* splits) {
   const Json m = read_manifest(dir);
   try {
@@ -286,44 +266,54 @@ VerifiedShard verify_shard(const std::string& dir, int rank, int world, const Ow
                         ", this build reads " + std::to_string(kCheckpointFormatVersion));
     }
     const int saved_world = field(m, "world_size", dir).get<int>();
+    const int saved_tp = m.contains("tensor_parallel") ? m.at("tensor_parallel").get<int>() : 1;
+    if (saved_tp < 1 || saved_world % saved_tp != 0) {
+      throw FormatError("'" + dir + "/" + kManifest + "': tensor_parallel " + std::to_string(saved_tp) +
+                        " does not divide world_size " + std::to_string(saved_world));
+    }
+    const bool same_grid = saved_world == world && saved_tp == tp;
     VerifiedShard out;
-    if (saved_world != world && plan == nullptr) {
-      throw ConfigError(std::string(kFatal) + " checkpoint '" + dir + "' was saved at data-parallel size " +
-                        std::to_string(saved_world) + ", this job runs " + std::to_string(world) +
-                        " (verify_checkpoint_shard checks the same world size only; load_checkpoint reshards)");
+    if (!same_grid && plan == nullptr) {
+      throw ConfigError(std::string(kFatal) + " checkpoint '" + dir + "' was saved at " +
+                        grid_name(saved_tp, saved_world) + ", this job runs " + std::to_string(world) +
+                        " (verify_checkpoint_shard checks the same grid only; load_checkpoint reshards)");
     }
     if (splits != nullptr) out.split_error = describe_split_mismatch(field(m, "splits", dir), *splits);
-    if (saved_world != world) {
+    if (!same_grid) {
       const auto start = std::chrono::steady_clock::now();
       const std::string where = dir + "/" + kManifest;
       out.reshard = true;
       out.saved = parse_saved_layout(field(m, "layout", dir), where);
-      if (out.saved.world != saved_world) {
-        throw FormatError("'" + where + "': layout record world_size " + std::to_string(out.saved.world) +
-                          ", the manifest says " + std::to_string(saved_world));
+      if (out.saved.world * out.saved.tp != saved_world || out.saved.tp != saved_tp) {
+        throw FormatError("'" + where + "': layout record grid " + std::to_string(out.saved.tp) + " x " +
+                          std::to_string(out.saved.world) + ", the manifest says world_size " +
+                          std::to_string(saved_world) + " with tensor_parallel " + std::to_string(saved_tp));
       }
       const std::string saved_hash = field(m, "plan_hash", dir).get<std::string>();
       if (!field(m, "shards", dir).is_array() || static_cast<int>(m.at("shards").size()) != saved_world) {
         throw FormatError("'" + where + "': 'shards' must list " + std::to_string(saved_world) + " shards");
       }
       std::map<int, SafetensorsContent> shapes_read;  // old shards read only to name a mismatching shape
-      out.model_error = describe_plan_mismatch(out.saved, saved_hash, *plan, [&](const std::string& name, int r) {
-        if (!shapes_read.count(r)) shapes_read[r] = verify_shard_file(dir, m, r, saved_world);
-        auto it = shapes_read[r].tensors.find(kModelPrefix + name);
-        if (it == shapes_read[r].tensors.end()) {
-          throw FormatError("shard " + std::to_string(r) + " of '" + dir + "' has no tensor '" + kModelPrefix + name +
-                            "'");
-        }
-        return it->second.sizes().vec();
-      });
+      out.model_error =
+          describe_plan_mismatch(out.saved, saved_hash, *plan, *splits, [&](const std::string& name, int r) {
+            if (!shapes_read.count(r)) shapes_read[r] = verify_shard_file(dir, m, r, saved_world);
+            auto it = shapes_read[r].tensors.find(kModelPrefix + name);
+            if (it == shapes_read[r].tensors.end()) {
+              throw FormatError("shard " + std::to_string(r) + " of '" + dir + "' has no tensor '" + kModelPrefix +
+                                name + "'");
+            }
+            return it->second.sizes().vec();
+          });
       if (out.model_error.empty()) {
         // Same plan: the saved record must be the one the plan recomputed at the old size writes.
-        const SavedLayout expect = layout_of(make_owner_plan(plan->params, saved_world));
+        out.old_plan = saved_grid_plan(out.saved, *plan, *splits);
+        const SavedLayout expect = layout_of(out.old_plan);
         if (out.saved.owners != expect.owners || out.saved.adamw_ranges != expect.adamw_ranges ||
-            out.saved.shard_len != expect.shard_len || out.saved.plan_hash != expect.plan_hash) {
+            out.saved.shard_len != expect.shard_len || out.saved.plan_hash != expect.plan_hash ||
+            out.saved.cuts != expect.cuts || out.saved.tp_owners != expect.tp_owners) {
           throw FormatError("'" + where + "': the layout record disagrees with the owner plan it names (damaged)");
         }
-        for (int r : reshard_sources(out.saved, *plan, rank))
+        for (int r : reshard_sources(out.saved, out.old_plan, *plan, rank / tp))
           out.sources[r] = verify_shard_file(dir, m, r, saved_world);
       }
       out.read_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
@@ -354,15 +344,15 @@ VerifiedShard verify_shard(const std::string& dir, int rank, int world, const Ow
 
 /// Collective verification: every rank checks its shard; the outcome is agreed. Returns "" when
 /// every rank verified, else the joined reasons; `fatal` when a reason is no ground to skip.
-std::string verify_everywhere(const std::string& dir, Communicator& comm, const OwnerPlan& plan,
-                              const SplitRegistry& splits, VerifiedShard& out, bool& fatal) {
+std::string verify_everywhere(const std::string& dir, GridComm& comm, const GridPlan& plan, const SplitRegistry& splits,
+                              VerifiedShard& out, bool& fatal) {
   std::string error;
   try {
-    out = verify_shard(dir, comm.rank(), comm.size(), &plan, &splits);
+    out = verify_shard(dir, comm.rank(), comm.size(), comm.tp_size(), &plan, &splits);
   } catch (const std::exception& e) {
     error = e.what();  // verify_shard marks the reasons that are no ground to skip with kFatal
   }
-  const std::vector<std::string> errors = all_gather_strings(comm, error);
+  const std::vector<std::string> errors = comm.all_gather_strings(error);
   fatal = false;
   for (const auto& e : errors) fatal = fatal || e.rfind(kFatal, 0) == 0;
   return join_errors(errors);
@@ -374,24 +364,27 @@ void refuse_other_splits(const VerifiedShard& v) {
   if (!v.split_error.empty()) throw StateDictError("checkpoint saved with another split registry: " + v.split_error);
 }
 
-/// The load of a checkpoint saved at another world size: every rank assembles its new shard from
-/// the old shards it verified, then loads it through the same two calls as the same-size path.
+/// The load of a checkpoint saved on another grid: every rank assembles its new shard from the old
+/// shards it verified, then loads it through the same two calls as the same-grid path.
 void load_resharded(VerifiedShard& v, DistributedMuonWithAdamW& opt) {
-  Communicator& comm = opt.comm();
-  const std::string mismatch = join_errors(all_gather_strings(comm, v.model_error));
+  GridComm comm(opt);
+  const std::string mismatch = join_errors(comm.all_gather_strings(v.model_error));
   if (!mismatch.empty()) {
-    throw StateDictError("checkpoint of another model (saved at data-parallel size " + std::to_string(v.saved.world) +
-                         ", this job runs " + std::to_string(comm.size()) + "): " + mismatch);
+    const bool dp_only = v.saved.tp == 1 && comm.tp_size() == 1;
+    throw StateDictError("checkpoint of another model (saved at " + grid_name(v.saved.tp, v.saved.world * v.saved.tp) +
+                         ", this job runs " +
+                         (dp_only ? std::to_string(comm.size()) : grid_name(comm.tp_size(), comm.size())) +
+                         "): " + mismatch);
   }
   refuse_other_splits(v);
   ReshardedShard shard;
   std::string error;
   try {
-    shard = assemble_reshard(v.saved, v.sources, opt.plan(), comm.rank());
+    shard = assemble_reshard(v.saved, v.old_plan, v.sources, opt.grid_plan(), comm.dp_rank());
   } catch (const std::exception& e) {
     error = e.what();
   }
-  const std::string failure = join_errors(all_gather_strings(comm, error));
+  const std::string failure = join_errors(comm.all_gather_strings(error));
   if (!failure.empty()) throw FormatError("resharding the checkpoint failed: " + failure);
   v.sources.clear();
   opt.load_parameter_shard(shard.model);
@@ -442,19 +435,20 @@ void load_verified(VerifiedShard& v, DistributedMuonWithAdamW& opt) {
     error = "the checkpoint's shard holds " + std::to_string(model.size()) + " parameters, this rank holds " +
             std::to_string(expected_count) + " (another model?)";
   }
-  const std::string failure = join_errors(all_gather_strings(opt.comm(), error));
+  GridComm comm(opt);
+  const std::string failure = join_errors(comm.all_gather_strings(error));
   if (!failure.empty()) throw StateDictError("checkpoint of another model: " + failure);
   refuse_other_splits(v);
-  if (v.plan_hash != hex64(opt.plan().hash)) {
+  if (v.plan_hash != hex64(opt.grid_plan().hash)) {
     throw StateDictError("checkpoint saved with owner plan " + v.plan_hash + ", this job's plan is " +
-                         hex64(opt.plan().hash) + " (routing or splits differ)");
+                         hex64(opt.grid_plan().hash) + " (routing or splits differ)");
   }
   opt.load_parameter_shard(model);
   v.progress.state_load = opt.load_state_dict(sd);
   if (!parameters_equal_across_ranks(opt)) {
     throw InvariantError("after the checkpoint load the parameters differ across data-parallel ranks");
   }
-  set_cpu_rng_state_hex(v.rng_state, "checkpoint manifest, rank " + std::to_string(opt.comm().rank()));
+  set_cpu_rng_state_hex(v.rng_state, "checkpoint manifest, rank " + std::to_string(comm.rank()));
   v.progress.rng_restored = true;
 }
 
@@ -535,7 +529,7 @@ std::vector<std::string> list_checkpoints(const std::string& root) {
 /// One save: identity, paths, this rank's host copies, and the outcome of its shard write.
 struct SaveJob {
   std::chrono::steady_clock::time_point start;
-  int rank = 0, world = 1;
+  int rank = 0, world = 1, tp = 1;  ///< grid rank, grid size, tensor-parallel size
   std::string save_id, root, name, final_dir, tmp_dir, file;
   CheckpointProgress progress;
   std::string config_yaml;
@@ -551,35 +545,26 @@ struct SaveJob {
 
 namespace {
 
-/// Collective: the identity, paths and host copies of one save (the only part of an async save that
-/// blocks training). `clone` forces a host copy even of tensors already on the host.
-/// InvalidArgument on every rank (no collective has run) when `opt` is tensor-parallel: the shard
-/// files are named by data-parallel rank, so the TP ranks of a DP group would write one file.
-void require_data_parallel_only(const DistributedMuonWithAdamW& opt, const std::string& what) {
-  if (opt.tp_size() > 1) {
-    throw InvalidArgument(what + ": checkpoints of a tensor-parallel optimizer (tensor-parallel size " +
-                          std::to_string(opt.tp_size()) + ") are not supported yet");
-  }
-}
-
+/// Collective over the grid: the identity, paths and host copies of one save (the only part of an
+/// async save that blocks training). `clone` forces a host copy even of tensors already on the host.
 std::unique_ptr<SaveJob> prepare_save(const std::string& root, const CheckpointProgress& progress,
                                       const DistributedMuonWithAdamW& opt, const std::string& config_yaml,
                                       int64_t keep_last, bool clone) {
-  require_data_parallel_only(opt, "save_checkpoint '" + root + "'");
   auto job = std::make_unique<SaveJob>();
   job->start = std::chrono::steady_clock::now();
-  Communicator& comm = opt.comm();
+  GridComm comm(opt);
   job->rank = comm.rank();
   job->world = comm.size();
+  job->tp = comm.tp_size();
   // One identity per save: a random id from rank 0.
-  at::Tensor id = at::zeros({1}, long_options(comm));
+  at::Tensor id = at::zeros({1}, comm.long_options());
   if (job->rank == 0) {
     std::random_device rd;
     const uint64_t v = (static_cast<uint64_t>(rd()) << 32) ^ rd();
     id.fill_(static_cast<int64_t>(v >> 1));
   }
-  comm.broadcast(id, 0);
-  job->rng = all_gather_strings(comm, cpu_rng_state_hex());
+  comm.broadcast_from_first(id);
+  job->rng = comm.all_gather_strings(cpu_rng_state_hex());
   job->save_id = hex64(static_cast<uint64_t>(id.cpu().item<int64_t>()));
   job->root = root;
   job->name = checkpoint_name(progress.iteration);
@@ -611,12 +596,9 @@ std::unique_ptr<SaveJob> prepare_save(const std::string& root, const CheckpointP
           {"begin", s.param_begin}, {"end", s.param_begin + s.count}, {"whole", opt.plan().owner[s.param] >= 0}};
     }
     job->meta[m + "model_ranges"] = ranges.dump();
-    Json layout;
-    if (sd.metadata.count("orthotron.layout")) layout = Json::parse(sd.metadata.at("orthotron.layout"));
-    layout.erase("rank");  // nothing rank-specific in the shared record
-    job->layout = layout.dump();
+    job->layout = layout_record(opt.grid_plan()).dump();  // nothing rank-specific in the shared record
     job->splits = splits_record(opt.splits()).dump();
-    job->plan_hash = hex64(opt.plan().hash);
+    job->plan_hash = hex64(opt.grid_plan().hash);
   } catch (const std::exception& e) {
     job->error = e.what();
   }
@@ -653,13 +635,13 @@ void write_shard(SaveJob& job) {
 
 /// Collective: the barrier with every rank's outcome, then rank 0's commit (manifest, rename,
 /// directory fsync, latest tracker, retention); FormatError on every rank when anything failed.
-SaveResult commit_save(SaveJob& job, Communicator& comm) {
+SaveResult commit_save(SaveJob& job, GridComm& comm) {
   const int rank = job.rank;
   SaveResult result;
   result.bytes = job.bytes;
   // 2. Barrier with the outcome: every rank's shard record (or error) reaches every rank.
-  const std::vector<std::string> errors = all_gather_strings(comm, job.error);
-  const std::vector<std::string> infos = all_gather_strings(comm, job.error.empty() ? job.info : std::string());
+  const std::vector<std::string> errors = comm.all_gather_strings(job.error);
+  const std::vector<std::string> infos = comm.all_gather_strings(job.error.empty() ? job.info : std::string());
   std::string failure = join_errors(errors);
   const std::string& root = job.root;
   const std::string& final_dir = job.final_dir;
@@ -683,6 +665,7 @@ SaveResult commit_save(SaveJob& job, Communicator& comm) {
                              {"nan_iterations", progress.nan},
                              {"lr_schedule", lr},
                              {"world_size", job.world},
+                             {"tensor_parallel", job.tp},
                              {"plan_hash", job.plan_hash},
                              {"layout", Json::parse(job.layout)},
                              {"splits", Json::parse(job.splits)},
@@ -725,7 +708,7 @@ SaveResult commit_save(SaveJob& job, Communicator& comm) {
     }
   }
   if (!failure.empty() && rank == 0) remove_quietly(tmp_dir);
-  if (failure.empty()) failure = join_errors(all_gather_strings(comm, commit_error));
+  if (failure.empty()) failure = join_errors(comm.all_gather_strings(commit_error));
   if (!failure.empty()) {
     throw FormatError("save_checkpoint of iteration " + std::to_string(progress.iteration) + " under '" + root +
                       "': " + failure + " (earlier checkpoints are untouched)");
@@ -742,12 +725,13 @@ SaveResult save_checkpoint(const std::string& root, const CheckpointProgress& pr
                            const DistributedMuonWithAdamW& opt, const std::string& config_yaml, int64_t keep_last) {
   std::unique_ptr<SaveJob> job = prepare_save(root, progress, opt, config_yaml, keep_last, false);
   write_shard(*job);
-  return commit_save(*job, opt.comm());
+  GridComm comm(opt);
+  return commit_save(*job, comm);
 }
 
 AsyncSave::AsyncSave(const std::string& root, const CheckpointProgress& progress, const DistributedMuonWithAdamW& opt,
                      const std::string& config_yaml, int64_t keep_last)
-    : comm_(opt.comm()), job_(prepare_save(root, progress, opt, config_yaml, keep_last, true)) {
+    : comm_(opt), job_(prepare_save(root, progress, opt, config_yaml, keep_last, true)) {
   blocked_seconds_ = std::chrono::duration<double>(std::chrono::steady_clock::now() - job_->start).count();
   SaveJob* job = job_.get();
   std::atomic<bool>* done = &done_;
@@ -766,8 +750,8 @@ int64_t AsyncSave::iteration() const {
 }
 
 bool AsyncSave::ready() {
-  at::Tensor pending = at::full({1}, done_.load() ? 0 : 1, long_options(comm_));
-  comm_.all_reduce(pending, ReduceOp::kMax);
+  at::Tensor pending = at::full({1}, done_.load() ? 0 : 1, comm_.long_options());
+  comm_.all_reduce_max(pending);
   return pending.cpu().item<int64_t>() == 0;
 }
 
@@ -779,14 +763,14 @@ SaveResult AsyncSave::finish() {
 }
 
 CheckpointProgress verify_checkpoint_shard(const std::string& path, int rank, int world) {
-  return verify_shard(path, rank, world, nullptr, nullptr).progress;
+  return verify_shard(path, rank, world, 1, nullptr, nullptr).progress;
 }
 
 CheckpointProgress load_checkpoint(const std::string& path, DistributedMuonWithAdamW& opt) {
-  require_data_parallel_only(opt, "load_checkpoint '" + path + "'");
   VerifiedShard v;
   bool fatal = false;
-  const std::string failure = verify_everywhere(path, opt.comm(), opt.plan(), opt.splits(), v, fatal);
+  GridComm comm(opt);
+  const std::string failure = verify_everywhere(path, comm, opt.grid_plan(), opt.splits(), v, fatal);
   if (!failure.empty()) {
     if (fatal) throw ConfigError("checkpoint '" + path + "': " + failure);
     throw FormatError("checkpoint '" + path + "' is incomplete or damaged: " + failure);
@@ -797,27 +781,26 @@ CheckpointProgress load_checkpoint(const std::string& path, DistributedMuonWithA
 
 bool load_latest_checkpoint(const std::string& root, DistributedMuonWithAdamW& opt, CheckpointProgress& progress,
                             std::string& loaded_path, std::vector<std::string>& warnings) {
-  require_data_parallel_only(opt, "load_latest_checkpoint '" + root + "'");
-  Communicator& comm = opt.comm();
+  GridComm comm(opt);
   // Rank 0's view of the directory decides the candidates, so every rank walks the same list.
   std::vector<int64_t> iterations;
   if (comm.rank() == 0) {
     for (const auto& p : list_checkpoints(root)) iterations.push_back(std::stoll(base_name(p).substr(5)));
   }
-  at::Tensor count = at::full({1}, static_cast<int64_t>(iterations.size()), long_options(comm));
-  comm.broadcast(count, 0);
+  at::Tensor count = at::full({1}, static_cast<int64_t>(iterations.size()), comm.long_options());
+  comm.broadcast_from_first(count);
   const int64_t n = count.cpu().item<int64_t>();
   if (n == 0) return false;
   at::Tensor list = at::zeros({n}, at::kLong);
   for (int64_t i = 0; i < static_cast<int64_t>(iterations.size()); ++i) list[i] = iterations[static_cast<size_t>(i)];
-  at::Tensor list_dev = list.to(comm.device());
-  comm.broadcast(list_dev, 0);
+  at::Tensor list_dev = list.to(comm.long_options().device());
+  comm.broadcast_from_first(list_dev);
   list = list_dev.cpu();
   for (int64_t i = 0; i < n; ++i) {
     const std::string path = root + "/" + checkpoint_name(list[i].item<int64_t>());
     VerifiedShard v;
     bool fatal = false;
-    const std::string failure = verify_everywhere(path, comm, opt.plan(), opt.splits(), v, fatal);
+    const std::string failure = verify_everywhere(path, comm, opt.grid_plan(), opt.splits(), v, fatal);
     if (fatal) throw ConfigError("checkpoint '" + path + "': " + failure);
     if (!failure.empty()) {
       warnings.push_back("skipping checkpoint '" + path + "': " + failure);
@@ -838,11 +821,14 @@ bool parameters_equal_across_ranks(const DistributedMuonWithAdamW& opt) {
     crc = crc32_update(crc, c.data_ptr(), c.nbytes());
   }
   Communicator& comm = opt.comm();
-  // max(crc) and max(-crc) = -min(crc) in one all_reduce.
+  // max(crc) and max(-crc) = -min(crc) in one all_reduce over the data-parallel group (TP pieces differ).
   at::Tensor both = at::tensor({static_cast<int64_t>(crc), -static_cast<int64_t>(crc)}, at::kLong).to(comm.device());
   comm.all_reduce(both, ReduceOp::kMax);
   const at::Tensor b = both.cpu();
-  return b[0].item<int64_t>() == -b[1].item<int64_t>();
+  at::Tensor unequal =
+      at::full({1}, b[0].item<int64_t>() == -b[1].item<int64_t>() ? 0 : 1, at::kLong).to(comm.device());
+  if (opt.tp_comm() != nullptr) opt.tp_comm()->all_reduce(unequal, ReduceOp::kMax);  // every TP rank agrees
+  return unequal.cpu().item<int64_t>() == 0;
 }
 
 }  // namespace orthotron

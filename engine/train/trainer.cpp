@@ -76,11 +76,6 @@ Trainer::Trainer(EngineConfig config, Communicator& world)
                       " does not divide the world size " + std::to_string(world_.size()) +
                       " (the data-parallel size is world / tensor_parallel)");
   }
-  if (tp > 1 && (!config_.checkpoint.dir.empty() || config_.checkpoint.resume != "none")) {
-    throw ConfigError(config_.source + ": checkpoints with parallel.tensor_parallel = " + std::to_string(tp) +
-                      " are not supported yet; set checkpoint.dir: \"\" and checkpoint.resume: none, or "
-                      "tensor_parallel: 1");
-  }
   grid_ = std::make_unique<ProcessGrid>(world_, tp);
   // Vocabulary: the tokenizer's unless the model names one; it must cover the tokenizer's ids.
   const std::string tokenizer_model =
@@ -149,7 +144,7 @@ void Trainer::resume() {
                 seconds_since(start));
   log("[orthotron] resumed from checkpoint '" + path + "'" + buf + "; parameters bitwise equal on every rank; " +
       (resumed_.rng_restored ? "RNG states restored"
-                             : "RNG states not restored (saved at another data-parallel size; no training step draws "
+                             : "RNG states not restored (saved on another grid; no training step draws "
                                "random numbers)"));
   const LoadReport& r = resumed_.state_load;
   if (!r.complete() || !r.changed_hyperparameters.empty() || !r.converted.empty()) {

@@ -23,24 +23,7 @@ using orthotron::testing::GptShape;
 
 using orthotron::testing::world;
 
-/// A checkpoint root every rank agrees on (named by rank 0's process id), removed by rank 0 when
-/// every rank is done with it.
-struct SharedRoot {
-  std::string path;
-  explicit SharedRoot(const std::string& tag) {
-    at::Tensor id = at::full({1}, static_cast<int64_t>(::getpid()), at::kLong);
-    world().broadcast(id, 0);
-    path = ::testing::TempDir() + "/orthotron_checkpoint_load_" + tag + "_" + std::to_string(id.item<int64_t>());
-  }
-  ~SharedRoot() {
-    at::Tensor done = at::zeros({1}, at::kLong);
-    world().all_reduce(done, ReduceOp::kSum);  // a barrier
-    if (world().rank() == 0) {
-      const int rc = std::system(("rm -rf '" + path + "'").c_str());
-      (void)rc;
-    }
-  }
-};
+using orthotron::testing::SharedRoot;
 
 struct Job {
   NamedParameters params;

@@ -117,6 +117,22 @@ at::Tensor exact_grad(at::IntArrayRef shape, uint64_t seed) {
   return at::randint(-4096, 4096, shape, at::kLong).to(at::kFloat) / 1024.0;
 }
 
+// One step's gradients: every logical parameter's gradient is the mean of D exactly summable
+// per-DP-rank gradients; `ref` (logical, single process) gets the mean, `mine` (rank (t, d)'s pieces
+// of a T x D grid) gets its piece of DP rank d's gradient.
+void set_exact_grads(const NamedParameters& ref, const NamedParameters& mine, const TensorParallelLayout& layout, int T,
+                     int t, int D, int d, int step) {
+  for (size_t i = 0; i < ref.size(); ++i) {
+    at::Tensor sum = at::zeros(ref[i].tensor.sizes());
+    for (int q = 0; q < D; ++q) {
+      const at::Tensor g = exact_grad(ref[i].tensor.sizes(), 1000003ULL * step + 1009ULL * q + i);
+      sum += g;
+      if (q == d) mine[i].tensor.mutable_grad() = tp_piece(g, layout.of(mine[i].name), t, T);
+    }
+    ref[i].tensor.mutable_grad() = sum / static_cast<double>(D);
+  }
+}
+
 // Runs `steps` steps of the TP x DP optimizer on TP pieces and of the single-process container on
 // the logical parameters with the same gradients; expects every piece bitwise equal to the
 // reference's piece, and the grid's Newton-Schulz matrices to add up to the reference's.
@@ -132,15 +148,7 @@ void expect_grid_step_bitwise(int T, SplitGranularity split) {
   DistributedMuonWithAdamW gopt(mine, grid.dp(), test_groups(), default_routing_rules(), whole.splits(),
                                 TensorParallelContext{&grid.tp(), layout});
   for (int step = 0; step < 4; ++step) {
-    for (size_t i = 0; i < ref.size(); ++i) {
-      at::Tensor sum = at::zeros(ref[i].tensor.sizes());
-      for (int q = 0; q < D; ++q) {
-        const at::Tensor g = exact_grad(ref[i].tensor.sizes(), 1000003ULL * step + 1009ULL * q + i);
-        sum += g;
-        if (q == d) mine[i].tensor.mutable_grad() = tp_piece(g, layout.of(mine[i].name), t, T);
-      }
-      ref[i].tensor.mutable_grad() = sum / static_cast<double>(D);
-    }
+    set_exact_grads(ref, mine, layout, T, t, D, d, step);
     sopt.step();
     gopt.step();
   }
@@ -310,15 +318,97 @@ TEST(TensorParallelMuon, StateDictRoundTripOnTheSameGrid) {
   }
   for (size_t i = 0; i < a.size(); ++i) EXPECT_TRUE(at::equal(a[i].tensor, b[i].tensor)) << a[i].name;
   EXPECT_EQ(opt_a->state_elements(), opt_b->state_elements());
-  // Sharded checkpoints do not know the TP grid yet: refused on every rank, before any collective.
-  try {
-    save_checkpoint("/tmp/orthotron-tp-refused", CheckpointProgress{}, *opt_a, "", 0);
-    FAIL() << "expected InvalidArgument";
-  } catch (const InvalidArgument& e) {
-    EXPECT_NE(std::string(e.what()).find("checkpoints of a tensor-parallel optimizer (tensor-parallel size 2) are not "
-                                         "supported yet"),
-              std::string::npos)
-        << e.what();
+}
+
+// One grid of the checkpoint test: T x D over the world, or (alone) every rank a 1 x 1 grid of its
+// own, each with the model's pieces and the distributed optimizer over them.
+struct GridJob {
+  std::unique_ptr<ProcessGrid> grid;
+  std::unique_ptr<GptModel> model;
+  std::unique_ptr<DistributedMuonWithAdamW> opt;
+  int T = 1, D = 1, t = 0, d = 0;
+  std::string name;
+
+  GridJob(int tp, bool alone, const GptOptions& o, uint64_t seed) {
+    grid = std::make_unique<ProcessGrid>(world(), alone ? world().size() : tp);
+    Communicator* tp_comm = alone ? nullptr : &grid->tp();
+    Communicator& dp_comm = grid->dp();  // alone: the DP group of a W x 1 grid, of size 1
+    model = std::make_unique<GptModel>(o, seed, at::kCPU, tp > 1 ? tp_comm : nullptr);
+    T = alone ? 1 : tp;
+    D = dp_comm.size();
+    t = alone ? 0 : grid->coords().tp_rank;
+    d = dp_comm.rank();
+    opt = std::make_unique<DistributedMuonWithAdamW>(
+        model->parameters(), dp_comm, test_groups(), default_routing_rules(), GptModel(o, seed).splits(),
+        T > 1 ? TensorParallelContext{tp_comm, model->tp_layout()} : TensorParallelContext{});
+    name = "TP " + std::to_string(T) + " x DP " + std::to_string(D) + (alone ? " (each rank alone)" : "");
+  }
+  TensorParallelLayout layout() const { return T > 1 ? model->tp_layout() : TensorParallelLayout{}; }
+};
+
+// A checkpoint saved on one grid resumes on another (DP, TP or both changed) exactly: right after
+// the load every piece equals the single-process reference's, and two more steps with the same
+// exactly summable gradients stay bitwise equal to it, which holds only if every momentum, AdamW
+// moment and step count came back.
+TEST(TensorParallelCheckpoint, ResumesOnAnotherGridBitwise) {
+  if (tp_sizes().empty()) GTEST_SKIP() << "needs 2 or more ranks";
+  const int W = world().size();
+  struct Case {
+    int save_tp;
+    std::vector<std::pair<int, bool>> loads;  // (TP, alone)
+  };
+  std::vector<Case> cases = {{2, {{1, false}, {1, true}, {2, false}}}, {1, {{2, false}}}};
+  if (W == 4) cases = {{2, {{1, false}, {1, true}, {2, false}, {4, false}}}, {1, {{2, false}}}, {4, {{2, false}}}};
+  for (SplitGranularity split : {SplitGranularity::kQkv, SplitGranularity::kPerHead}) {
+    const GptOptions o = tp_options(split);
+    for (const Case& c : cases) {
+      const orthotron::testing::SharedRoot root("tp_checkpoint");
+      const std::string& dir = root.path;
+      GridJob saver(c.save_tp, false, o, 31);
+      // The reference runs 3 steps on the saver's gradients, then 2 on each loader's.
+      GptModel whole(o, 31);
+      const NamedParameters start = orthotron::testing::clone_params(whole.parameters());
+      for (int step = 0; step < 3; ++step) {
+        NamedParameters unused = orthotron::testing::clone_params(whole.parameters());
+        set_exact_grads(unused, saver.model->parameters(), saver.layout(), saver.T, saver.t, saver.D, saver.d, step);
+        saver.opt->step();
+      }
+      CheckpointProgress progress;
+      progress.iteration = 3;
+      save_checkpoint(dir, progress, *saver.opt, "", 0);
+      const std::string path = dir + "/" + checkpoint_name(3);
+      for (const auto& [load_tp, alone] : c.loads) {
+        GridJob loader(load_tp, alone, o, 77);  // other initial values: everything must come from the file
+        NamedParameters ref = orthotron::testing::clone_params(start);
+        MuonWithAdamW sopt(ref, test_groups(), default_routing_rules(), whole.splits());
+        NamedParameters unused = orthotron::testing::clone_params(loader.model->parameters());
+        for (int step = 0; step < 3; ++step) {
+          set_exact_grads(ref, unused, saver.layout(), saver.T, saver.t, saver.D, saver.d, step);
+          sopt.step();
+        }
+        const std::string what = "saved on " + saver.name + " " + to_string(split) + ", loaded on " + loader.name;
+        const CheckpointProgress got = load_checkpoint(path, *loader.opt);
+        EXPECT_EQ(got.iteration, 3) << what;
+        auto expect_pieces_equal = [&](const std::string& when) {
+          for (size_t i = 0; i < ref.size(); ++i) {
+            const auto& p = loader.model->parameters()[i];
+            const at::Tensor want = tp_piece(ref[i].tensor.detach(), loader.layout().of(p.name), loader.t, loader.T);
+            EXPECT_TRUE(at::equal(p.tensor, want))
+                << what << ", " << when << ": " << p.name << " differs on rank " << world().rank() << ", max abs diff "
+                << orthotron::testing::max_abs_diff(p.tensor, want);
+          }
+        };
+        expect_pieces_equal("after the load");
+        for (int step = 3; step < 5; ++step) {
+          set_exact_grads(ref, loader.model->parameters(), loader.layout(), loader.T, loader.t, loader.D, loader.d,
+                          step);
+          sopt.step();
+          loader.opt->step();
+        }
+        expect_pieces_equal("two steps after the load");
+        for (const auto& p : ref) EXPECT_EQ(loader.opt->step_count(p.name), 5) << what << ": " << p.name;
+      }
+    }
   }
 }
 
