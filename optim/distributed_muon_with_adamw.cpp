@@ -504,7 +504,7 @@ LoadReport DistributedMuonWithAdamW::load_state_dict(const StateDict& sd, const 
       if (saved_world != plan_.world) {
         throw StateDictError("load_state_dict: state saved at data-parallel world size " + std::to_string(saved_world) +
                              ", this job runs " + std::to_string(plan_.world) +
-                             " (resuming at another world size is not supported yet)");
+                             " (a state dict loads on its own grid; load_checkpoint reshards checkpoints)");
       }
       const int64_t saved_tp = layout.contains("tensor_parallel") ? layout_int(layout, "tensor_parallel") : 1;
       if (saved_tp != tp_.size()) {

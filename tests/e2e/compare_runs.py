@@ -3,9 +3,11 @@
 
 usage: compare_runs.py LABEL ITERATIONS TOLERANCE REFERENCE.jsonl OTHER.jsonl [OTHER.jsonl ...]
 
-Every run must log ITERATIONS "train" records in metrics.jsonl; each one's loss and gradient norm
-must lie within TOLERANCE (relative) of the reference's at the same iteration. Exits 1 naming the
-first iteration and key that differ; prints the worst relative difference otherwise.
+The reference must log "train" records for iterations 1..ITERATIONS in metrics.jsonl, every other
+run for iterations k..ITERATIONS (k > 1: a run resumed from a checkpoint of iteration k - 1); each
+record's loss and gradient norm must lie within TOLERANCE (relative) of the reference's at the same
+iteration. Exits 1 naming the first iteration and key that differ; prints the worst relative
+difference otherwise.
 """
 import json
 import sys
@@ -18,14 +20,19 @@ def train_records(path):
 
 def main(argv):
     label, iterations, tolerance = argv[1], int(argv[2]), float(argv[3])
-    ref = train_records(argv[4])
+    ref = {r["iteration"]: r for r in train_records(argv[4])}
+    if sorted(ref) != list(range(1, iterations + 1)):
+        print(f"{label}: the reference {argv[4]} logged iterations {sorted(ref)}, expected 1..{iterations}")
+        return 1
     worst = 0.0
     for other in argv[5:]:
         rows = train_records(other)
-        if len(rows) != iterations or len(ref) != iterations:
-            print(f"{label}: expected {iterations} train records, got {len(ref)} (reference) and {len(rows)} ({other})")
+        its = [r["iteration"] for r in rows]
+        if not its or its != list(range(its[0], iterations + 1)):
+            print(f"{label}: {other} logged iterations {its}, expected k..{iterations}")
             return 1
-        for a, b in zip(ref, rows):
+        for b in rows:
+            a = ref[b["iteration"]]
             for key in ("loss", "grad_norm"):
                 rel = abs(a[key] - b[key]) / abs(a[key])
                 worst = max(worst, rel)

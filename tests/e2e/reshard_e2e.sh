@@ -25,17 +25,10 @@ common=(--config "$src/configs/gpt_tiny.yaml" --set logging.progress=false --set
 # The union of a checkpoint's shards, assembled through its own manifest's layout record, equals
 # another's bitwise; each tensor of each shard is used exactly once.
 union_equal() {
-  python3 - "$@" <<'PY'
-import json, os, struct, sys
+  PYTHONPATH="$src/tests/e2e" python3 - "$@" <<'PY'
+import json, os, sys
+from checkpoint_shards import read_shard
 old_dir, new_dir, new_world = sys.argv[1], sys.argv[2], int(sys.argv[3])
-
-def read_shard(path):  # u64 header length, JSON header, data
-    data = open(path, "rb").read()
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
-    meta = header.pop("__metadata__", {})
-    return {k: (v["dtype"], v["shape"], data[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
-            for k, v in header.items()}, meta
 
 def union(d):
     m = json.load(open(os.path.join(d, "manifest.json")))
