@@ -20,7 +20,10 @@ rank), and every tensor matches its recorded CRC-32 (a damaged shard is reported
 Reassembly: "model/<name>" in a shard is a whole matrix (its owner's copy) or a 1-D element slice of
 the flattened parameter; the ranges come from the shard metadata checkpoint.model_ranges (or the
 manifest's layout record), full shapes from the optimizer state metadata. Every element of every
-parameter must be covered exactly once.
+parameter must be covered exactly once. A checkpoint saved with tensor parallelism (manifest
+"tensor_parallel" T > 1) holds pieces: shard r is tensor-parallel rank r % T; each rank's piece is
+reassembled as above, then the pieces are joined by the layout record's cut ("tp_cuts": rows, in
+blocks, or columns; a parameter without a cut is replicated and rank 0's copy is taken).
 
 Llama names: linear_qkv is de-interleaved (Megatron's grouped-query layout: per key/value group, its
 query heads, then one key head, then one value head) into q_proj/k_proj/v_proj with
@@ -195,6 +198,8 @@ class Checkpoint:
         self.path = resolve_checkpoint(path)
         self.manifest = read_manifest(self.path)
         self.shards = [Shard(self.path, self.manifest, r) for r in range(self.manifest["world_size"])]
+        self.tp = int(self.manifest.get("tensor_parallel", 1))
+        self.cuts = (self.manifest.get("layout") or {}).get("tp_cuts", {}) if self.tp > 1 else {}
         self.pieces = {}  # name -> [(rank, begin, end, whole)]
         shapes = {}
         for s in self.shards:
@@ -209,31 +214,62 @@ class Checkpoint:
             missing = set(ranges) - {k[len(MODEL_PREFIX):] for k in s.model_keys()}
             if missing:
                 raise CheckpointError(f"shard '{s.path}': the ranges name {sorted(missing)[0]!r}, which the shard does not hold")
-        self.shapes = {}
+        self.piece_shapes = {}  # one tensor-parallel rank's piece (the whole parameter without TP)
+        self.shapes = {}  # the whole parameter
         self.dtypes = {}
         for name, pieces in self.pieces.items():
             whole = [p for p in pieces if p[3]]
             first = self.shards[pieces[0][0]].handle.get_slice(MODEL_PREFIX + name)
             if whole:
-                self.shapes[name] = list(self.shards[whole[0][0]].handle.get_slice(MODEL_PREFIX + name).get_shape())
+                self.piece_shapes[name] = list(self.shards[whole[0][0]].handle.get_slice(MODEL_PREFIX + name).get_shape())
             elif name in shapes:
-                self.shapes[name] = shapes[name]
+                self.piece_shapes[name] = shapes[name]
             else:
                 raise CheckpointError(f"parameter '{name}': only element slices and no recorded full shape")
+            self.shapes[name] = list(self.piece_shapes[name])
+            cut = self.cuts.get(name)
+            if cut is not None:
+                dim = {"rows": 0, "columns": 1}.get(cut.get("cut"))
+                if dim is None or dim >= len(self.shapes[name]):
+                    raise CheckpointError(f"parameter '{name}': tensor-parallel cut {cut} does not fit shape {self.shapes[name]}")
+                self.shapes[name][dim] *= self.tp
             self.dtypes[name] = first.get_dtype()
         self.config = parse_config_yaml(self.manifest.get("config", ""))
 
     def summary(self):
         m = self.manifest
         total = sum(s.bytes for s in self.shards)
-        return (f"checkpoint '{self.path}': iteration {m['iteration']}, world size {m['world_size']}, save id {m['save_id']}, "
+        grid = f", tensor-parallel {self.tp}" if self.tp > 1 else ""
+        return (f"checkpoint '{self.path}': iteration {m['iteration']}, world size {m['world_size']}{grid}, save id {m['save_id']}, "
                 f"format version {m['format_version']}, {len(self.pieces)} parameters, "
                 f"{sum(numel(s) for s in self.shapes.values())} elements, {total} bytes in {len(self.shards)} shard(s): verified")
 
     def parameter(self, name):
         """The full parameter, reassembled from its pieces; every element exactly once."""
-        shape = self.shapes[name]
-        pieces = self.pieces[name]
+        if self.tp == 1:
+            return self.piece(name, self.pieces[name])
+        by_rank = {}
+        for p in self.pieces[name]:
+            by_rank.setdefault(p[0] % self.tp, []).append(p)
+        cut = self.cuts.get(name)
+        if cut is None:  # replicated: every tensor-parallel rank holds the same copy
+            return self.piece(name, by_rank.get(0, []))
+        missing = [t for t in range(self.tp) if t not in by_rank]
+        if missing:
+            raise CheckpointError(f"parameter '{name}': no piece of tensor-parallel rank {missing[0]}")
+        parts = [self.piece(name, by_rank[t]) for t in range(self.tp)]
+        if cut["cut"] == "columns":
+            return torch.cat(parts, 1)
+        blocks = int(cut.get("blocks", 1))
+        r = parts[0].shape[0] // blocks  # rows are [block 0 of every rank, block 1 of every rank, ...]
+        return torch.cat([p[b * r:(b + 1) * r] for b in range(blocks) for p in parts], 0)
+
+    def piece(self, name, pieces):
+        """One tensor-parallel rank's piece of a parameter (the parameter without TP) from its whole copy or
+        element slices; every element exactly once."""
+        shape = self.piece_shapes[name]
+        if not pieces:
+            raise CheckpointError(f"parameter '{name}': no piece in any shard")
         whole = [p for p in pieces if p[3]]
         if whole:
             if len(pieces) != 1:

@@ -8,7 +8,8 @@
 #      the shapes the resolved config implies, and (b) the Llama export's q/k/v re-interleaved in
 #      Megatron's grouped-query order and gate;up concatenated equal linear_qkv and linear_fc1,
 #      every other tensor is its renamed Megatron parameter, and nothing is left over; the 4-rank
-#      checkpoint re-saved at 2 ranks by a resume at its last iteration exports bitwise the same model;
+#      checkpoint re-saved at 2 ranks by a resume at its last iteration exports bitwise the same model,
+#      and so does a TP 2 x DP 2 checkpoint and its re-save at TP 1 x DP 1;
 #   2. tied embeddings: the Llama export has no lm_head.weight;
 #   3. bad input: a flipped byte (the error names the tensor), a truncated shard, a missing shard
 #      and a directory that is no checkpoint each fail with a clear message and write no output.
@@ -37,17 +38,10 @@ common=(--config "$src/configs/gpt_tiny.yaml" --set logging.progress=false --set
 
 # The independent check: CHECKPOINT_DIR MEGATRON_EXPORT LLAMA_EXPORT.
 check() {
-  python3 - "$@" <<'PY'
+  PYTHONPATH="$src/tests/e2e" python3 - "$@" <<'PY'
 import json, os, re, struct, sys
+from checkpoint_shards import read_shard as read  # safetensors by hand: no safetensors, no torch
 ckpt, meg_path, llama_path = sys.argv[1:4]
-
-def read(path):  # safetensors by hand: u64 header length, JSON header, data
-    data = open(path, "rb").read()
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
-    meta = header.pop("__metadata__", {})
-    return {k: (v["dtype"], v["shape"], data[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]])
-            for k, v in header.items()}, meta
 
 m = json.load(open(os.path.join(ckpt, "manifest.json")))
 layout = m["layout"]
@@ -161,28 +155,42 @@ for np in 1 2 4; do
 done
 grep ", rank [0-9]: \[" "$work/np2.list" | head -1 | sed 's/^/export_e2e: a split AdamW parameter: /' || true
 
+# exports_equal LABEL A.safetensors B.safetensors: the same tensors, bitwise.
+exports_equal() {
+  PYTHONPATH="$src/tests/e2e" python3 - "$@" <<'PY'
+import sys
+from checkpoint_shards import read_shard
+label, (a, _), (b, _) = sys.argv[1], read_shard(sys.argv[2]), read_shard(sys.argv[3])
+if sorted(a) != sorted(b) or any(a[k] != b[k] for k in a):
+    sys.exit(f"exports differ: {[k for k in a if a.get(k) != b.get(k)][:3]}")
+print(f"export_e2e: {label}: the same {len(a)} tensors bitwise")
+PY
+}
+
 # 1b. The same model under another layout: the 4-rank checkpoint resumed at 2 ranks at its last
 #     iteration is saved again right away (resharded by the engine); its Megatron export must equal the
 #     4-rank one tensor for tensor, bitwise.
 launch 2 "$bin" "${common[@]}" --set checkpoint.resume="$work/np4/ck/iter_0000002" --set checkpoint.dir="$work/re/ck" \
   --set logging.output_dir="$work/re/out" >"$work/re.log" 2>&1 || { cat "$work/re.log"; fail "reshard: resumed run"; }
 export_py "$work/re/ck" --out "$work/re/megatron.safetensors" >/dev/null || fail "reshard: Megatron export"
-python3 - "$work/np4/megatron.safetensors" "$work/re/megatron.safetensors" "$work/re/ck/iter_0000002/manifest.json" <<'PY' ||
-import json, struct, sys
-def read(path):
-    data = open(path, "rb").read()
-    n = struct.unpack("<Q", data[:8])[0]
-    header = json.loads(data[8:8 + n])
-    header.pop("__metadata__", None)
-    return {k: (v["dtype"], v["shape"], data[8 + n + v["data_offsets"][0]:8 + n + v["data_offsets"][1]]) for k, v in header.items()}
-a, b = read(sys.argv[1]), read(sys.argv[2])
-if json.load(open(sys.argv[3]))["world_size"] != 2:
-    sys.exit("the resaved checkpoint is not a 2-rank one")
-if sorted(a) != sorted(b) or any(a[k] != b[k] for k in a):
-    sys.exit(f"exports differ: {[k for k in a if a.get(k) != b.get(k)][:3]}")
-print(f"export_e2e: the 4-rank checkpoint and its 2-rank re-save export the same {len(a)} tensors bitwise")
-PY
-  fail "reshard: the exports of the same model at 4 and 2 ranks differ"
+grep -q '"world_size": 2' "$work/re/ck/iter_0000002/manifest.json" || fail "reshard: the re-save is not a 2-rank one"
+exports_equal "the 4-rank checkpoint and its 2-rank re-save" "$work/np4/megatron.safetensors" \
+  "$work/re/megatron.safetensors" || fail "reshard: the exports of the same model at 4 and 2 ranks differ"
+
+# 1c. Tensor parallelism: a TP 2 x DP 2 checkpoint (pieces joined by the manifest's cuts) exports the
+#     same model as its re-save at TP 1 x DP 1, bitwise, in Megatron and Llama names.
+launch 4 "$bin" "${common[@]}" --set parallel.tensor_parallel=2 --set checkpoint.dir="$work/tp/ck" \
+  --set logging.output_dir="$work/tp/out" >"$work/tp.log" 2>&1 || { cat "$work/tp.log"; fail "tp: training run"; }
+launch 1 "$bin" "${common[@]}" --set checkpoint.resume="$work/tp/ck/iter_0000002" --set checkpoint.dir="$work/tp1/ck" \
+  --set logging.output_dir="$work/tp1/out" >"$work/tp1.log" 2>&1 || { cat "$work/tp1.log"; fail "tp: re-save at TP 1"; }
+for names in megatron llama; do
+  export_py "$work/tp/ck" --out "$work/tp/$names.safetensors" --names "$names" >"$work/tp.export" 2>&1 ||
+    { cat "$work/tp.export"; fail "tp: $names export"; }
+  export_py "$work/tp1/ck" --out "$work/tp1/$names.safetensors" --names "$names" >/dev/null || fail "tp1: $names export"
+  exports_equal "TP 2 x DP 2 and its TP 1 re-save, $names names" "$work/tp/$names.safetensors" \
+    "$work/tp1/$names.safetensors" || fail "tp: the $names exports at TP 2 and TP 1 differ"
+done
+grep -q "tensor-parallel 2" "$work/tp.export" || fail "tp: the summary does not name the TP size"
 
 # 2. Tied embeddings: no lm_head.
 launch 2 "$bin" "${common[@]}" --set model.tie_embeddings=true --set checkpoint.dir="$work/tied/ck" \
