@@ -7,9 +7,10 @@
 #   2. checkpoints: TP 2 x DP 2's checkpoint of iteration 4 resumed at TP 1 x DP 4 and at TP 1 x DP 1,
 #      and TP 1 x DP 1's resumed at TP 2 x DP 2, train iterations 5 to 8 as the uninterrupted runs
 #      do (same tolerance);
-#   3. parameters: TP 2 x DP 2's final checkpoint rewritten at TP 1 x DP 1 (a resume at the last
-#      iteration saves right away) holds the parameters of the TP 1 run within a stated tolerance,
-#      and rewritten back at TP 2 x DP 2 equals the original shard by shard, bitwise;
+#   3. parameters: TP 2 x DP 2's final checkpoint (saved asynchronously) rewritten at TP 1 x DP 1 (a
+#      resume at the last iteration saves right away) holds the parameters of the TP 1 run within a
+#      stated tolerance, and rewritten back at TP 2 x DP 2 (found by resume=auto, replaced in place)
+#      equals the original shard by shard, bitwise;
 #   4. a TP size that does not divide the query groups, and one that does not divide the world,
 #      stop the job naming the keys.
 #   usage: tensor_parallel_e2e.sh SOURCE_DIR PRETRAIN_BINARY
@@ -35,7 +36,7 @@ run() {
 saving=(--set checkpoint.save_interval=4)
 run tp1 1 1 16 "${saving[@]}" --set checkpoint.dir="$work/ck_tp1"
 run tp2 2 2 16
-run tp2dp2 4 2 8 "${saving[@]}" --set checkpoint.dir="$work/ck_tp2dp2"
+run tp2dp2 4 2 8 "${saving[@]}" --set checkpoint.dir="$work/ck_tp2dp2" --set checkpoint.async=true
 grep -q "4 rank(s): tensor-parallel 2 x data-parallel 2" "$work/tp2dp2.log" || fail "the grid is not logged"
 grep -q "tensor-parallel: TP=2 x DP=2; Muon parameters gathered to one TP owner" "$work/tp2dp2.log" ||
   fail "the grid plan is not logged"
@@ -70,7 +71,10 @@ python3 "$src/tests/e2e/compare_runs.py" "tensor_parallel_e2e: resumed from TP 1
 run as_tp1 1 1 16 --set checkpoint.resume="$work/ck_tp2dp2/iter_0000008" --set checkpoint.dir="$work/ck_as_tp1"
 python3 "$src/tests/e2e/checkpoint_shards.py" close "$work/ck_as_tp1/iter_0000008" "$work/ck_tp1/iter_0000008" 2e-3 ||
   fail "TP 2 x DP 2's parameters differ from TP 1's"
-run back 4 2 8 --set checkpoint.resume="$work/ck_as_tp1/iter_0000008" --set checkpoint.dir="$work/ck_back"
+cp -r "$work/ck_as_tp1" "$work/ck_back"  # resume=auto finds its iteration 8 and the end save replaces it
+run back 4 2 8 --set checkpoint.resume=auto --set checkpoint.dir="$work/ck_back"
+grep -q "resumed from checkpoint '$work/ck_back/iter_0000008' at iteration 8" "$work/back.log" ||
+  { cat "$work/back.log"; fail "back: resume=auto did not pick the TP 1 checkpoint"; }
 python3 "$src/tests/e2e/checkpoint_shards.py" same "$work/ck_tp2dp2/iter_0000008" "$work/ck_back/iter_0000008" ||
   fail "TP 2 x DP 2 -> TP 1 x DP 1 -> TP 2 x DP 2 changed the checkpoint"
 
