@@ -53,24 +53,20 @@ std::string OwnerPlan::summary() const {
   return out.str();
 }
 
-OwnerPlan make_owner_plan(const std::vector<PlanParam>& params, int world) {
+std::vector<int> assign_muon_owners(const std::vector<PlanParam>& params, int world,
+                                    std::vector<double>& ns_cost_per_rank,
+                                    std::vector<int64_t>& muon_elements_per_rank) {
   if (world < 1) throw InvalidArgument("owner plan: world size must be >= 1, got " + std::to_string(world));
   std::set<std::string> names;
   for (const auto& p : params) {
     if (!names.insert(p.name).second) throw InvalidArgument("owner plan: parameter name '" + p.name + "' repeats");
   }
-  OwnerPlan plan;
-  plan.world = world;
-  plan.params = params;
-  plan.owner.assign(params.size(), -1);
-  plan.ns_cost_per_rank.assign(static_cast<size_t>(world), 0.0);
-  plan.muon_elements_per_rank.assign(static_cast<size_t>(world), 0);
-  plan.adamw_elements_per_rank.assign(static_cast<size_t>(world), 0);
-
-  // 1. Owners: LPT by NS cost; ties by larger shape (lexicographic), then name.
+  std::vector<int> owner(params.size(), -1);
+  ns_cost_per_rank.assign(static_cast<size_t>(world), 0.0);
+  muon_elements_per_rank.assign(static_cast<size_t>(world), 0);
+  // LPT by NS cost; ties by larger shape (lexicographic), then name.
   std::vector<size_t> muon;
   for (size_t i = 0; i < params.size(); ++i) {
-    plan.total_elements += params[i].numel();
     if (params[i].algorithm == Algorithm::kMuon) muon.push_back(i);
   }
   std::sort(muon.begin(), muon.end(), [&](size_t a, size_t b) {
@@ -82,17 +78,53 @@ OwnerPlan make_owner_plan(const std::vector<PlanParam>& params, int world) {
     int best = 0;
     for (int r = 1; r < world; ++r) {
       const auto ur = static_cast<size_t>(r), ub = static_cast<size_t>(best);
-      if (plan.ns_cost_per_rank[ur] < plan.ns_cost_per_rank[ub] ||
-          (plan.ns_cost_per_rank[ur] == plan.ns_cost_per_rank[ub] &&
-           plan.muon_elements_per_rank[ur] < plan.muon_elements_per_rank[ub])) {
+      if (ns_cost_per_rank[ur] < ns_cost_per_rank[ub] ||
+          (ns_cost_per_rank[ur] == ns_cost_per_rank[ub] && muon_elements_per_rank[ur] < muon_elements_per_rank[ub])) {
         best = r;
       }
     }
-    plan.owner[i] = best;
-    plan.ns_cost_per_rank[static_cast<size_t>(best)] += params[i].ns_cost;
-    plan.muon_elements_per_rank[static_cast<size_t>(best)] += params[i].numel();
+    owner[i] = best;
+    ns_cost_per_rank[static_cast<size_t>(best)] += params[i].ns_cost;
+    muon_elements_per_rank[static_cast<size_t>(best)] += params[i].numel();
   }
+  return owner;
+}
 
+uint64_t plan_layout_hash(int world, int64_t shard_len, const std::vector<PlanParam>& params,
+                          const std::vector<int>& owner, const std::vector<PlanSegment>& segments) {
+  uint64_t h = kFnv1aOffset;
+  h = fnv1a_value(h, world);
+  h = fnv1a_value(h, shard_len);
+  for (size_t i = 0; i < params.size(); ++i) {
+    h = fnv1a(h, params[i].name.data(), params[i].name.size());
+    for (int64_t d : params[i].shape) h = fnv1a_value(h, d);
+    h = fnv1a_value(h, static_cast<int>(params[i].algorithm));
+    h = fnv1a_value(h, params[i].group);
+    for (const auto& m : params[i].matrices) {
+      h = fnv1a_value(h, m.m);
+      h = fnv1a_value(h, m.n);
+      h = fnv1a_value(h, m.count);
+    }
+    h = fnv1a_value(h, params[i].ns_cost);
+    h = fnv1a_value(h, owner[i]);
+  }
+  for (const auto& s : segments) {
+    h = fnv1a_value(h, s.param);
+    h = fnv1a_value(h, s.param_begin);
+    h = fnv1a_value(h, s.count);
+    h = fnv1a_value(h, s.buffer_offset);
+  }
+  return h;
+}
+
+OwnerPlan make_owner_plan(const std::vector<PlanParam>& params, int world) {
+  OwnerPlan plan;
+  plan.world = world;
+  plan.params = params;
+  // 1. Owners.
+  plan.owner = assign_muon_owners(params, world, plan.ns_cost_per_rank, plan.muon_elements_per_rank);
+  plan.adamw_elements_per_rank.assign(static_cast<size_t>(world), 0);
+  for (const auto& p : params) plan.total_elements += p.numel();
   // 2. Shard length.
   const int64_t max_muon = *std::max_element(plan.muon_elements_per_rank.begin(), plan.muon_elements_per_rank.end());
   plan.shard_len = std::max<int64_t>({max_muon, (plan.total_elements + world - 1) / world, 1});
@@ -129,29 +161,7 @@ OwnerPlan make_owner_plan(const std::vector<PlanParam>& params, int world) {
   }
 
   // 4. Hash of everything that must agree across ranks.
-  uint64_t h = kFnv1aOffset;
-  h = fnv1a_value(h, plan.world);
-  h = fnv1a_value(h, plan.shard_len);
-  for (size_t i = 0; i < params.size(); ++i) {
-    h = fnv1a(h, params[i].name.data(), params[i].name.size());
-    for (int64_t d : params[i].shape) h = fnv1a_value(h, d);
-    h = fnv1a_value(h, static_cast<int>(params[i].algorithm));
-    h = fnv1a_value(h, params[i].group);
-    for (const auto& m : params[i].matrices) {
-      h = fnv1a_value(h, m.m);
-      h = fnv1a_value(h, m.n);
-      h = fnv1a_value(h, m.count);
-    }
-    h = fnv1a_value(h, params[i].ns_cost);
-    h = fnv1a_value(h, plan.owner[i]);
-  }
-  for (const auto& s : plan.segments) {
-    h = fnv1a_value(h, s.param);
-    h = fnv1a_value(h, s.param_begin);
-    h = fnv1a_value(h, s.count);
-    h = fnv1a_value(h, s.buffer_offset);
-  }
-  plan.hash = h;
+  plan.hash = plan_layout_hash(world, plan.shard_len, params, plan.owner, plan.segments);
   return plan;
 }
 

@@ -71,6 +71,19 @@ struct OwnerPlan {
 /// never on addresses, ranks or timing. InvalidArgument for world < 1 or duplicate names.
 OwnerPlan make_owner_plan(const std::vector<PlanParam>& params, int world);
 
+/// The Muon owners both layouts use: longest-processing-time first by NS cost (ties: larger shape,
+/// then name), each to the rank with the least cost so far (ties: fewer Muon elements, then lower
+/// rank); -1 for AdamW parameters. Fills the per-rank NS cost and owned Muon elements.
+/// InvalidArgument for world < 1 or duplicate names.
+std::vector<int> assign_muon_owners(const std::vector<PlanParam>& params, int world,
+                                    std::vector<double>& ns_cost_per_rank,
+                                    std::vector<int64_t>& muon_elements_per_rank);
+
+/// FNV-1a over a layout: world, shard length, every parameter (name, shape, routing, group,
+/// matrices, NS cost, owner) and every segment. Both layouts hash with it.
+uint64_t plan_layout_hash(int world, int64_t shard_len, const std::vector<PlanParam>& params,
+                          const std::vector<int>& owner, const std::vector<PlanSegment>& segments);
+
 /// PlanParams for named shapes routed by `groups`/`assignment`, with matrices and NS costs from `splits`.
 std::vector<PlanParam> plan_params(const std::vector<Assignment>& assignment, const std::vector<ParamGroup>& groups,
                                    const SplitRegistry& splits);
