@@ -55,7 +55,8 @@ void check_hash_agrees(Communicator& comm, uint64_t hash, const std::string& sum
 
 DistributedMuonWithAdamW::DistributedMuonWithAdamW(NamedParameters params, Communicator& dp,
                                                    std::vector<ParamGroup> groups, std::vector<RoutingRule> rules,
-                                                   SplitRegistry splits, TensorParallelContext tp)
+                                                   SplitRegistry splits, TensorParallelContext tp,
+                                                   const std::string& shard_layout)
     : dp_(dp), tp_(std::move(tp)), params_(std::move(params)), groups_(std::move(groups)), splits_(std::move(splits)) {
   validate_groups(groups_);
   if (tp_.comm == nullptr) tp_.layout = TensorParallelLayout{};
@@ -76,7 +77,8 @@ DistributedMuonWithAdamW::DistributedMuonWithAdamW(NamedParameters params, Commu
   }
   for (size_t i = 0; i < params_.size(); ++i) index_[params_[i].name] = i;
   steps_.assign(params_.size(), 0);
-  grid_ = make_grid_plan(plan_params(assignment_, groups_, splits_), splits_, tp_.layout, dp_.size(), tp_.rank());
+  grid_ = make_grid_plan(plan_params(assignment_, groups_, splits_), splits_, tp_.layout, dp_.size(), tp_.rank(),
+                         shard_layout);
   plan_ = grid_.dp;
   audit_params_ = plan_.params;
   for (size_t i = 0; i < params_.size(); ++i) {
@@ -91,6 +93,7 @@ DistributedMuonWithAdamW::DistributedMuonWithAdamW(NamedParameters params, Commu
   param_buffer_ = at::zeros({plan_.buffer_len()}, opts);
   param_shard_ = at::zeros({plan_.shard_len}, opts);
   my_segments_ = plan_.shard_segments(dp_.rank());
+  holdings_ = plan_.holdings(dp_.rank());
   sync_parameters();
 }
 
@@ -106,7 +109,7 @@ const ParamSplit* DistributedMuonWithAdamW::split_for(size_t i) const {
 int64_t DistributedMuonWithAdamW::state_elements() const {
   if (tp_.size() == 1) return plan_.state_elements(dp_.rank());
   int64_t n = 0;
-  for (const auto& s : my_segments_) {
+  for (const auto& s : holdings_) {
     if (plan_.owner[s.param] < 0) {
       n += 2 * s.count;
     } else if (keeps_state(s.param)) {
@@ -170,7 +173,7 @@ void DistributedMuonWithAdamW::sync_parameters() {
 
 std::map<std::string, at::Tensor> DistributedMuonWithAdamW::parameter_shard() const {
   std::map<std::string, at::Tensor> out;
-  for (const auto& s : my_segments_) {
+  for (const auto& s : holdings_) {
     const at::Tensor& p = params_[s.param].tensor;
     out[params_[s.param].name] = plan_.owner[s.param] >= 0
                                      ? p.detach().clone()
@@ -182,7 +185,7 @@ std::map<std::string, at::Tensor> DistributedMuonWithAdamW::parameter_shard() co
 void DistributedMuonWithAdamW::load_parameter_shard(const std::map<std::string, at::Tensor>& shard) {
   std::string error;
   std::map<std::string, at::Tensor> converted;  // in the live dtype
-  for (const auto& s : my_segments_) {
+  for (const auto& s : holdings_) {
     const std::string& name = params_[s.param].name;
     const at::Tensor& p = params_[s.param].tensor;
     auto it = shard.find(name);
@@ -202,9 +205,9 @@ void DistributedMuonWithAdamW::load_parameter_shard(const std::map<std::string, 
     }
     if (!error.empty()) break;
   }
-  if (error.empty() && shard.size() != my_segments_.size()) {
+  if (error.empty() && shard.size() != holdings_.size()) {
     for (const auto& [name, t] : shard) {
-      if (!index_.count(name) || std::none_of(my_segments_.begin(), my_segments_.end(),
+      if (!index_.count(name) || std::none_of(holdings_.begin(), holdings_.end(),
                                               [&](const PlanSegment& s) { return s.param == index_.at(name); })) {
         error = "load_parameter_shard: parameter '" + name + "' is not held by this rank (or not a parameter)";
         break;
@@ -219,10 +222,16 @@ void DistributedMuonWithAdamW::load_parameter_shard(const std::map<std::string, 
   }
   c10::NoGradGuard no_grad;
   const int64_t base = static_cast<int64_t>(dp_.rank()) * plan_.shard_len;
-  for (const auto& s : my_segments_) {
-    param_shard_.narrow(0, s.buffer_offset - base, s.count)
-        .copy_(converted.at(params_[s.param].name).reshape(-1).to(param_shard_.device()));
+  std::vector<at::Tensor> owned;  // layout B: the whole matrices this rank owns, in parameter order
+  for (const auto& s : holdings_) {
+    const at::Tensor v = converted.at(params_[s.param].name).reshape(-1).to(param_shard_.device());
+    if (element_wise() && plan_.owner[s.param] >= 0) {
+      owned.push_back(v);
+    } else {
+      param_shard_.narrow(0, s.buffer_offset - base, s.count).copy_(v);
+    }
   }
+  if (element_wise()) scatter_owned_values(owned);
   gather_shards_into_params();
 }
 
@@ -309,6 +318,7 @@ void DistributedMuonWithAdamW::step() {
       gathered.push_back(i);
       continue;
     }
+    if (element_wise()) continue;  // layout B: the owner steps the whole matrix below
     // The shard slice is flat: the matrix view takes the parameter's (piece's) shape from the plan.
     const c10::IntArrayRef shape(plan_.params[i].shape);
     at::Tensor& m = momentum_[i];
@@ -319,6 +329,26 @@ void DistributedMuonWithAdamW::step() {
   }
   std::vector<at::Tensor> logical_values;
   if (tp) send_gathered_to_owners(gathered, shard_grad, tasks, logical_values, stepped_muon);
+  // Layout B: every owned matrix's gradient, whole, from the shards holding its pieces; the owner
+  // steps a copy of the current value (every rank holds every parameter).
+  std::vector<at::Tensor> owned;  // in parameter order
+  if (element_wise()) {
+    std::vector<at::Tensor> grads = gather_to_owners(shard_grad);
+    size_t k = 0;
+    for (size_t i = 0; i < n; ++i) {
+      if (plan_.owner[i] != dp_.rank()) continue;
+      const c10::IntArrayRef shape(plan_.params[i].shape);
+      owned.push_back(params_[i].tensor.detach().clone().view(-1));
+      const at::Tensor grad = grads[k++].view(shape);
+      if (!any[i]) continue;
+      const ParamGroup& g = groups_[assignment_[i].group_index];
+      at::Tensor& m = momentum_[i];
+      if (!m.defined()) m = at::zeros(shape, grad.options());
+      tasks.push_back({owned.back().view(shape), muon_momentum_direction(grad, m, g.muon), split_for(i),
+                       assignment_[i].group_index, &g.muon, params_[i].name});
+      stepped_muon.push_back(i);
+    }
+  }
   last_ns_counts_ = apply_muon_tasks(tasks);
   if (debug_checks_enabled()) {
     check_ns_counts(expected_ns_counts(audit_params_, stepped_muon), last_ns_counts_, groups_,
@@ -326,6 +356,7 @@ void DistributedMuonWithAdamW::step() {
                         (tp ? " (tensor-parallel rank " + std::to_string(tp_.rank()) + ")" : std::string()));
   }
   if (tp) return_gathered_pieces(gathered, logical_values);
+  if (element_wise()) scatter_owned_values(owned);
 
   // 4. Every rank receives every updated parameter.
   gather_shards_into_params();
@@ -349,6 +380,86 @@ std::pair<at::Tensor, std::vector<int64_t>> exchange(Communicator& comm, const s
 }
 
 }  // namespace
+
+std::vector<at::Tensor> DistributedMuonWithAdamW::gather_to_owners(const at::Tensor& shard_grad) {
+  const int W = dp_.size(), me = dp_.rank();
+  const int64_t base = static_cast<int64_t>(me) * plan_.shard_len;
+  // Sent to q: this shard's pieces of q's matrices, in buffer (= parameter) order.
+  std::vector<int64_t> send_counts(static_cast<size_t>(W), 0), recv_counts(static_cast<size_t>(W), 0);
+  std::vector<std::vector<at::Tensor>> by_dest(static_cast<size_t>(W));
+  for (const auto& s : my_segments_) {
+    const int q = plan_.owner[s.param];
+    if (q < 0 || q == me) continue;
+    by_dest[static_cast<size_t>(q)].push_back(shard_grad.narrow(0, s.buffer_offset - base, s.count));
+    send_counts[static_cast<size_t>(q)] += s.count;
+  }
+  std::vector<at::Tensor> chunks;
+  for (auto& d : by_dest) chunks.insert(chunks.end(), d.begin(), d.end());
+  for (const auto& s : plan_.segments) {
+    if (plan_.owner[s.param] == me && s.rank != me) recv_counts[static_cast<size_t>(s.rank)] += s.count;
+  }
+  auto [recv, src_offset] = exchange(dp_, chunks, send_counts, recv_counts, shard_grad.options());
+  // Each owned matrix whole: its own shard's piece and every other shard's, in segment order.
+  std::vector<at::Tensor> out;
+  std::map<size_t, size_t> slot;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (plan_.owner[i] != me) continue;
+    slot[i] = out.size();
+    out.push_back(at::empty({plan_.params[i].numel()}, shard_grad.options()));
+  }
+  for (const auto& s : plan_.segments) {
+    if (plan_.owner[s.param] != me) continue;
+    at::Tensor dst = out[slot.at(s.param)].narrow(0, s.param_begin, s.count);
+    if (s.rank == me) {
+      dst.copy_(shard_grad.narrow(0, s.buffer_offset - base, s.count));
+    } else {
+      int64_t& o = src_offset[static_cast<size_t>(s.rank)];
+      dst.copy_(recv.narrow(0, o, s.count));
+      o += s.count;
+    }
+  }
+  return out;
+}
+
+void DistributedMuonWithAdamW::scatter_owned_values(const std::vector<at::Tensor>& owned) {
+  const int W = dp_.size(), me = dp_.rank();
+  const int64_t base = static_cast<int64_t>(me) * plan_.shard_len;
+  std::map<size_t, size_t> slot;
+  for (size_t i = 0, k = 0; i < params_.size(); ++i) {
+    if (plan_.owner[i] == me) slot[i] = k++;
+  }
+  if (slot.size() != owned.size()) {
+    throw InvariantError("scatter_owned_values: " + std::to_string(owned.size()) + " values for the " +
+                         std::to_string(slot.size()) + " matrices rank " + std::to_string(me) + " owns");
+  }
+  // Sent to q: the pieces of this rank's matrices that sit in q's shard, in parameter order.
+  std::vector<int64_t> send_counts(static_cast<size_t>(W), 0), recv_counts(static_cast<size_t>(W), 0);
+  std::vector<std::vector<at::Tensor>> by_dest(static_cast<size_t>(W));
+  for (const auto& s : plan_.segments) {
+    if (plan_.owner[s.param] != me) continue;
+    const at::Tensor piece = owned[slot.at(s.param)].narrow(0, s.param_begin, s.count);
+    if (s.rank == me) {
+      param_shard_.narrow(0, s.buffer_offset - base, s.count).copy_(piece);
+    } else {
+      by_dest[static_cast<size_t>(s.rank)].push_back(piece);
+      send_counts[static_cast<size_t>(s.rank)] += s.count;
+    }
+  }
+  std::vector<at::Tensor> chunks;
+  for (auto& d : by_dest) chunks.insert(chunks.end(), d.begin(), d.end());
+  for (const auto& s : my_segments_) {
+    const int q = plan_.owner[s.param];
+    if (q >= 0 && q != me) recv_counts[static_cast<size_t>(q)] += s.count;
+  }
+  auto [recv, src_offset] = exchange(dp_, chunks, send_counts, recv_counts, param_shard_.options());
+  for (const auto& s : my_segments_) {
+    const int q = plan_.owner[s.param];
+    if (q < 0 || q == me) continue;
+    int64_t& o = src_offset[static_cast<size_t>(q)];
+    param_shard_.narrow(0, s.buffer_offset - base, s.count).copy_(recv.narrow(0, o, s.count));
+    o += s.count;
+  }
+}
 
 void DistributedMuonWithAdamW::send_gathered_to_owners(const std::vector<size_t>& gathered,
                                                        const at::Tensor& shard_grad, std::vector<MuonTask>& tasks,
@@ -428,16 +539,15 @@ void DistributedMuonWithAdamW::return_gathered_pieces(const std::vector<size_t>&
 
 StateDict DistributedMuonWithAdamW::state_dict() const {
   nlohmann::json owners = nlohmann::json::object(), ranges = nlohmann::json::object();
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (plan_.owner[i] >= 0) owners[params_[i].name] = plan_.owner[i];
+  }
   for (const auto& s : plan_.segments) {
-    const std::string& name = params_[s.param].name;
-    if (plan_.owner[s.param] >= 0) {
-      owners[name] = s.rank;
-    } else {
-      ranges[name].push_back({s.rank, s.param_begin, s.param_begin + s.count});
-    }
+    if (plan_.owner[s.param] < 0)
+      ranges[params_[s.param].name].push_back({s.rank, s.param_begin, s.param_begin + s.count});
   }
   std::vector<StateEntry> entries;
-  for (const auto& s : my_segments_) {
+  for (const auto& s : holdings_) {
     const size_t i = s.param;
     if (!keeps_state(i)) continue;
     const ParamGroup& g = groups_[assignment_[i].group_index];
@@ -463,6 +573,7 @@ StateDict DistributedMuonWithAdamW::state_dict() const {
     layout["tensor_parallel"] = tp_.size();
     layout["tp_rank"] = tp_.rank();
   }
+  if (element_wise()) layout["shard_layout"] = to_string(plan_.layout);
   return encode_optimizer_state(groups_, entries, layout);
 }
 
@@ -485,7 +596,7 @@ LoadReport DistributedMuonWithAdamW::load_state_dict(const StateDict& sd, const 
   std::vector<size_t> expected_param;  // parameter index of each expected entry
   try {
     std::vector<ExpectedParam> expected;
-    for (const auto& s : my_segments_) {
+    for (const auto& s : holdings_) {
       const size_t i = s.param;
       if (!keeps_state(i)) continue;
       const ParamGroup& g = groups_[assignment_[i].group_index];
@@ -562,7 +673,7 @@ LoadReport DistributedMuonWithAdamW::load_state_dict(const StateDict& sd, const 
   }
   // Step counters of parameters held elsewhere: every rank keeps them, so take them from the holders.
   at::Tensor steps = at::zeros({static_cast<int64_t>(params_.size())}, at::kLong);
-  for (const auto& s : my_segments_) {
+  for (const auto& s : holdings_) {
     if (s.param_begin == 0 && keeps_state(s.param)) steps[static_cast<int64_t>(s.param)] = steps_[s.param];
   }
   at::Tensor steps_dev = steps.to(dp_.device());

@@ -54,9 +54,13 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// splits are those of the logical parameters (tp_logical_shape), and the constructor is collective
   /// over the TP group too (the grid plan's hash is compared there as well). Every rank of the grid
   /// must then call step(), state_dict-loading and sync in the same order.
+  /// `shard_layout` picks the data-parallel layout (layout_choice.h's make_plan): owner_aligned (A,
+  /// the default), element_wise (B: ZeRO-1's even cut, each Muon gradient's pieces sent to its owner
+  /// by one all-to-all and the result's pieces back by a second; not with TP) or auto (the one
+  /// moving fewer bytes; A under TP). grid_plan().layout_reason says which and why.
   DistributedMuonWithAdamW(NamedParameters params, Communicator& dp, std::vector<ParamGroup> groups = default_groups(),
                            std::vector<RoutingRule> rules = default_routing_rules(), SplitRegistry splits = {},
-                           TensorParallelContext tp = {});
+                           TensorParallelContext tp = {}, const std::string& shard_layout = "owner_aligned");
 
   /// Collective. A parameter whose gradient is undefined on some ranks contributes zeros there; a
   /// parameter with no gradient on any rank is skipped (its state does not advance), as in the
@@ -97,12 +101,16 @@ class DistributedMuonWithAdamW : public Optimizer {
   Communicator& comm() const { return dp_; }
   /// Collective: every rank's parameters become the values held in the shards (an all-gather).
   void sync_parameters();
-  /// This rank's segments of the owner plan (buffer order): the Muon matrices it owns whole and
-  /// its AdamW element run (at most one segment per parameter).
+  /// This rank's segments of the plan (buffer order): under layout A the Muon matrices it owns
+  /// whole and its AdamW element run; under layout B pieces of anything (at most one segment per
+  /// parameter either way).
   const std::vector<PlanSegment>& shard_segments() const { return my_segments_; }
-  /// The parameter values this rank holds, keyed by parameter name: an owned Muon matrix whole in
-  /// its shape, an AdamW run as a 1-D slice of the flat parameter (elements [param_begin,
-  /// param_begin + count) of its segment). Copies; local, no communication.
+  /// What this rank keeps state for and checkpoints (OwnerPlan::holdings): the Muon matrices it
+  /// owns, whole, and its shard's AdamW runs. Equal to shard_segments() under layout A.
+  const std::vector<PlanSegment>& holdings() const { return holdings_; }
+  /// The parameter values this rank holds (holdings()), keyed by parameter name: an owned Muon
+  /// matrix whole in its shape, an AdamW run as a 1-D slice of the flat parameter (elements
+  /// [param_begin, param_begin + count) of its segment). Copies; local, no communication.
   std::map<std::string, at::Tensor> parameter_shard() const;
   /// Collective. Each rank writes `shard` (as parameter_shard() returned it, at the same world size
   /// and plan) into the values it holds, then every rank's parameters are re-synchronized from the
@@ -139,6 +147,14 @@ class DistributedMuonWithAdamW : public Optimizer {
                                std::vector<size_t>& stepped);
   /// The updated logical values back to the pieces' holders, into param_shard_. Collective over TP.
   void return_gathered_pieces(const std::vector<size_t>& gathered, const std::vector<at::Tensor>& logical_values);
+  bool element_wise() const { return plan_.layout == ShardLayout::kElementWise; }
+  /// Layout B, collective over DP: every Muon matrix this rank owns, its averaged gradient whole
+  /// (flat), in parameter order, from the shards holding its pieces (one uneven all-to-all).
+  std::vector<at::Tensor> gather_to_owners(const at::Tensor& shard_grad);
+  /// Layout B, collective over DP: `owned` (flat values of every matrix this rank owns, in
+  /// parameter order) into param_shard_ here and, by one uneven all-to-all, into the shards holding
+  /// their other pieces.
+  void scatter_owned_values(const std::vector<at::Tensor>& owned);
 
   Communicator& dp_;
   TensorParallelContext tp_;
@@ -155,6 +171,7 @@ class DistributedMuonWithAdamW : public Optimizer {
   std::map<size_t, at::Tensor> momentum_;  // owned Muon parameters
   std::map<size_t, AdamWState> adamw_;     // AdamW parameters with a run in this shard (slice-sized)
   std::vector<PlanSegment> my_segments_;
+  std::vector<PlanSegment> holdings_;
   at::Tensor grad_buffer_;   // W x S
   at::Tensor param_buffer_;  // W x S
   at::Tensor param_shard_;   // S

@@ -2,45 +2,14 @@
 #include "optim/element_plan.h"
 
 #include <algorithm>
-#include <numeric>
-#include <sstream>
 
 #include "base/fnv1a.h"
 
 namespace orthotron {
 
-double ElementPlan::ns_imbalance() const {
-  const double total = std::accumulate(ns_cost_per_rank.begin(), ns_cost_per_rank.end(), 0.0);
-  if (total == 0) return 1.0;
-  return *std::max_element(ns_cost_per_rank.begin(), ns_cost_per_rank.end()) / (total / world);
-}
-
-std::vector<PlanSegment> ElementPlan::shard_segments(int rank) const {
-  std::vector<PlanSegment> out;
-  for (const auto& s : segments) {
-    if (s.rank == rank) out.push_back(s);
-  }
-  return out;
-}
-
-int64_t ElementPlan::state_elements(int rank) const {
-  return muon_elements_per_rank[static_cast<size_t>(rank)] + 2 * adamw_elements_per_rank[static_cast<size_t>(rank)];
-}
-
-std::string ElementPlan::summary() const {
-  int64_t busiest = 0;
-  for (int r = 0; r < world; ++r) {
-    busiest = std::max(busiest, gather_sent[static_cast<size_t>(r)] + gather_received[static_cast<size_t>(r)]);
-  }
-  std::ostringstream out;
-  out << "element plan: W=" << world << " S=" << shard_len << " P=" << total_elements
-      << " NS imbalance max/mean=" << ns_imbalance() << " Muon gradient all-to-all elements (busiest rank, sent + "
-      << "received)=" << busiest << " hash=" << std::hex << hash;
-  return out.str();
-}
-
-ElementPlan make_element_plan(const std::vector<PlanParam>& params, int world) {
-  ElementPlan plan;
+OwnerPlan make_element_plan(const std::vector<PlanParam>& params, int world) {
+  OwnerPlan plan;
+  plan.layout = ShardLayout::kElementWise;
   plan.world = world;
   plan.params = params;
   plan.owner = assign_muon_owners(params, world, plan.ns_cost_per_rank, plan.muon_elements_per_rank);

@@ -7,6 +7,7 @@
 
 #include "base/errors.h"
 #include "base/fnv1a.h"
+#include "optim/layout_choice.h"
 #include "optim/muon_batch.h"
 
 namespace orthotron {
@@ -35,7 +36,7 @@ std::pair<int64_t, int64_t> GridPlan::tp_exchange_elements(int tp_rank, int dp_r
 }
 
 std::string GridPlan::summary() const {
-  if (tp == 1) return dp.summary();
+  if (tp == 1) return dp.summary() + "\nshard layout: " + layout_reason;
   int64_t n_gathered = 0, n_local = 0;
   for (size_t i = 0; i < logical.size(); ++i) {
     if (logical[i].algorithm != Algorithm::kMuon) continue;
@@ -49,7 +50,7 @@ std::string GridPlan::summary() const {
 }
 
 GridPlan make_grid_plan(const std::vector<PlanParam>& logical, const SplitRegistry& splits,
-                        const TensorParallelLayout& layout, int dp_size, int tp_rank) {
+                        const TensorParallelLayout& layout, int dp_size, int tp_rank, const std::string& shard_layout) {
   const int tp = layout.size;
   if (tp < 1 || tp_rank < 0 || tp_rank >= tp) {
     throw InvalidArgument("grid plan: tensor-parallel rank " + std::to_string(tp_rank) + " of size " +
@@ -95,8 +96,18 @@ GridPlan make_grid_plan(const std::vector<PlanParam>& logical, const SplitRegist
     }
   }
 
-  // 2. Layout A over the pieces: the same on every TP rank (equal piece shapes).
-  plan.dp = make_owner_plan(pieces, dp_size);
+  // 2. The DP layout over the pieces: the same on every TP rank (equal piece shapes).
+  if (tp == 1) {
+    plan.dp = make_plan(pieces, dp_size, shard_layout, &plan.layout_reason);
+  } else if (shard_layout == "element_wise") {
+    throw InvalidArgument("shard layout element_wise is not built for tensor parallelism (TP " + std::to_string(tp) +
+                          "); use owner_aligned or auto");
+  } else {
+    make_plan(pieces, dp_size, shard_layout);  // the setting is checked either way
+    plan.dp = make_owner_plan(pieces, dp_size);
+    plan.layout_reason = shard_layout == "auto" ? "auto: owner_aligned, the only layout built for tensor parallelism"
+                                                : "set to owner_aligned";
+  }
 
   // 3. TP owners, per DP index, by longest-processing-time.
   std::vector<double> gathered_cost(static_cast<size_t>(tp * dp_size), 0.0);

@@ -27,12 +27,13 @@ namespace orthotron {
 
 struct GridPlan {
   int tp = 1;
-  int tp_rank = 0;                 ///< the rank this plan's local splits are for (everything else is rank-independent)
-  OwnerPlan dp;                    ///< layout A over the pieces (PlanParam::shape is the piece's shape)
-  std::vector<PlanParam> logical;  ///< per parameter: logical shape, matrices and NS cost
-  std::vector<TpShard> shard;      ///< per parameter
-  std::vector<char> gathered;      ///< per parameter: Muon, orthogonalized by its TP owner
-  std::vector<int> tp_owner;       ///< per parameter: the TP owner of a gathered one, else -1
+  int tp_rank = 0;  ///< the rank this plan's local splits are for (everything else is rank-independent)
+  OwnerPlan dp;     ///< the DP layout over the pieces (PlanParam::shape is the piece's shape): A, or B without TP
+  std::string layout_reason;                       ///< why dp has its layout (make_plan's `why`)
+  std::vector<PlanParam> logical;                  ///< per parameter: logical shape, matrices and NS cost
+  std::vector<TpShard> shard;                      ///< per parameter
+  std::vector<char> gathered;                      ///< per parameter: Muon, orthogonalized by its TP owner
+  std::vector<int> tp_owner;                       ///< per parameter: the TP owner of a gathered one, else -1
   std::map<std::string, ParamSplit> local_splits;  ///< local Muon parameters with a split: tp_rank's parts
   std::vector<double> ns_cost_per_rank;            ///< per world rank (rank = tp + dp * TP)
   uint64_t hash = 0;                               ///< the DP plan's hash combined with the TP half
@@ -55,7 +56,11 @@ struct GridPlan {
 /// the TP rank with the least gathered cost so far (ties: lower rank). InvalidArgument when a Muon
 /// parameter is replicated across TP > 1 ranks (it would be orthogonalized T times) or a cut
 /// parameter does not divide; ShapeError from the cuts.
+/// `shard_layout` is make_plan's setting for the DP layout (layout_choice.h): owner_aligned,
+/// element_wise or auto. With TP > 1 only layout A is built: element_wise is an InvalidArgument and
+/// auto picks A (saying so in layout_reason).
 GridPlan make_grid_plan(const std::vector<PlanParam>& logical, const SplitRegistry& splits,
-                        const TensorParallelLayout& layout, int dp_size, int tp_rank);
+                        const TensorParallelLayout& layout, int dp_size, int tp_rank,
+                        const std::string& shard_layout = "owner_aligned");
 
 }  // namespace orthotron

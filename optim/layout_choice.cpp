@@ -8,11 +8,10 @@
 
 namespace orthotron {
 
-std::string to_string(ShardLayout layout) {
-  return layout == ShardLayout::kOwnerAligned ? "owner_aligned" : "element_wise";
-}
-
-LayoutCost compare_layouts(const OwnerPlan& a, const ElementPlan& b) {
+LayoutCost compare_layouts(const OwnerPlan& a, const OwnerPlan& b) {
+  if (a.layout != ShardLayout::kOwnerAligned || b.layout != ShardLayout::kElementWise) {
+    throw InvalidArgument("compare_layouts: expects a layout-A plan and a layout-B plan");
+  }
   if (a.world != b.world || a.total_elements != b.total_elements || a.params.size() != b.params.size()) {
     throw InvalidArgument("compare_layouts: the plans are of other parameters or world sizes (W " +
                           std::to_string(a.world) + " and " + std::to_string(b.world) + ", P " +
@@ -38,6 +37,20 @@ LayoutCost compare_layouts(const OwnerPlan& a, const ElementPlan& b) {
                 to_string(c.choice).c_str());
   c.reason = buf;
   return c;
+}
+
+OwnerPlan make_plan(const std::vector<PlanParam>& params, int world, const std::string& setting, std::string* why) {
+  if (setting == "owner_aligned" || setting == "element_wise") {
+    if (why != nullptr) *why = "set to " + setting;
+    return setting == "owner_aligned" ? make_owner_plan(params, world) : make_element_plan(params, world);
+  }
+  if (setting != "auto") {
+    throw ConfigError("shard layout '" + setting + "': expected owner_aligned, element_wise or auto");
+  }
+  OwnerPlan a = make_owner_plan(params, world), b = make_element_plan(params, world);
+  const LayoutCost c = compare_layouts(a, b);
+  if (why != nullptr) *why = "auto: " + c.reason;
+  return c.choice == ShardLayout::kOwnerAligned ? std::move(a) : std::move(b);
 }
 
 }  // namespace orthotron

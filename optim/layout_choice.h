@@ -14,10 +14,6 @@
 
 namespace orthotron {
 
-enum class ShardLayout { kOwnerAligned, kElementWise };
-/// "owner_aligned" (layout A) or "element_wise" (layout B).
-std::string to_string(ShardLayout layout);
-
 struct LayoutCost {
   int64_t zero1 = 0;          ///< ZeRO-1 AdamW: reduce-scatter + all-gather over W x ceil(P / W)
   int64_t owner_aligned = 0;  ///< layout A: the same two collectives over W x S_A (its padding included)
@@ -27,8 +23,14 @@ struct LayoutCost {
   double ratio(int64_t elements) const { return zero1 == 0 ? 1.0 : static_cast<double>(elements) / zero1; }
 };
 
-/// The costs of `a` and `b`, which must be plans of the same parameters at the same W
+/// The costs of `a` (layout A) and `b` (layout B), plans of the same parameters at the same W
 /// (InvalidArgument otherwise).
-LayoutCost compare_layouts(const OwnerPlan& a, const ElementPlan& b);
+LayoutCost compare_layouts(const OwnerPlan& a, const OwnerPlan& b);
+
+/// The plan `setting` names: "owner_aligned", "element_wise", or "auto" (compare_layouts' choice).
+/// `why` (optional) receives compare_layouts' reason under auto, else "set to <setting>".
+/// ConfigError naming the setting and the choices for anything else.
+OwnerPlan make_plan(const std::vector<PlanParam>& params, int world, const std::string& setting,
+                    std::string* why = nullptr);
 
 }  // namespace orthotron

@@ -28,6 +28,22 @@ double OwnerPlan::ns_imbalance() const {
   return *std::max_element(ns_cost_per_rank.begin(), ns_cost_per_rank.end()) / (total / world);
 }
 
+std::string to_string(ShardLayout layout) {
+  return layout == ShardLayout::kOwnerAligned ? "owner_aligned" : "element_wise";
+}
+
+std::vector<PlanSegment> OwnerPlan::holdings(int rank) const {
+  if (layout == ShardLayout::kOwnerAligned) return shard_segments(rank);
+  std::vector<PlanSegment> out;
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (owner[i] == rank) out.push_back({i, 0, params[i].numel(), -1, rank});
+  }
+  for (const auto& s : segments) {
+    if (s.rank == rank && owner[s.param] < 0) out.push_back(s);
+  }
+  return out;
+}
+
 std::vector<PlanSegment> OwnerPlan::shard_segments(int rank) const {
   std::vector<PlanSegment> out;
   for (const auto& s : segments) {
@@ -47,9 +63,10 @@ std::string OwnerPlan::summary() const {
     hi = std::max(hi, state_elements(r));
   }
   std::ostringstream out;
-  out << "owner plan: W=" << world << " S=" << shard_len << " P=" << total_elements << " padding=" << padding() << " ("
-      << padding_ratio() * 100 << "% of P) NS imbalance max/mean=" << ns_imbalance()
-      << " state elements per rank min=" << lo << " max=" << hi << " hash=" << std::hex << hash;
+  out << (layout == ShardLayout::kOwnerAligned ? "owner plan" : "element-wise plan") << ": W=" << world
+      << " S=" << shard_len << " P=" << total_elements << " padding=" << padding() << " (" << padding_ratio() * 100
+      << "% of P) NS imbalance max/mean=" << ns_imbalance() << " state elements per rank min=" << lo << " max=" << hi
+      << " hash=" << std::hex << hash;
   return out.str();
 }
 
@@ -124,6 +141,8 @@ OwnerPlan make_owner_plan(const std::vector<PlanParam>& params, int world) {
   // 1. Owners.
   plan.owner = assign_muon_owners(params, world, plan.ns_cost_per_rank, plan.muon_elements_per_rank);
   plan.adamw_elements_per_rank.assign(static_cast<size_t>(world), 0);
+  plan.gather_sent.assign(static_cast<size_t>(world), 0);
+  plan.gather_received.assign(static_cast<size_t>(world), 0);
   for (const auto& p : params) plan.total_elements += p.numel();
   // 2. Shard length.
   const int64_t max_muon = *std::max_element(plan.muon_elements_per_rank.begin(), plan.muon_elements_per_rank.end());

@@ -35,11 +35,19 @@ struct PlanSegment {
   int rank = 0;  ///< the shard holding it: buffer_offset / shard_len
 };
 
-/// The layout. Rank r's shard is buffer [r * shard_len, (r + 1) * shard_len): first the Muon
-/// parameters r owns, whole, in parameter order; then the next run of AdamW elements (parameters
-/// in order, cut anywhere, since AdamW is element-wise), so every shard has the same length; padding
-/// only where the AdamW elements run out.
+/// The two shard layouts of distributed.md. Owner-aligned (A, make_owner_plan): each Muon matrix
+/// whole in its owner's shard. Element-wise (B, element_plan.h): ZeRO-1's even cut, Muon pieces
+/// travelling to their owner and back.
+enum class ShardLayout { kOwnerAligned, kElementWise };
+/// "owner_aligned" or "element_wise".
+std::string to_string(ShardLayout layout);
+
+/// The layout. Rank r's shard is buffer [r * shard_len, (r + 1) * shard_len). Layout A: first the
+/// Muon parameters r owns, whole, in parameter order; then the next run of AdamW elements
+/// (parameters in order, cut anywhere, since AdamW is element-wise), so every shard has the same
+/// length; padding only where the AdamW elements run out. Layout B: see element_plan.h.
 struct OwnerPlan {
+  ShardLayout layout = ShardLayout::kOwnerAligned;
   int world = 1;
   int64_t shard_len = 0;       ///< S
   int64_t total_elements = 0;  ///< P (Muon + AdamW)
@@ -49,6 +57,10 @@ struct OwnerPlan {
   std::vector<double> ns_cost_per_rank;
   std::vector<int64_t> muon_elements_per_rank;
   std::vector<int64_t> adamw_elements_per_rank;
+  /// Layout B, per rank, elements of the gradient all-to-all: sent (Muon elements in its shard owned
+  /// by others) and received (elements of its own matrices held in other shards); the scatter-back
+  /// moves the reverse. All zero under layout A.
+  std::vector<int64_t> gather_sent, gather_received;
   uint64_t hash = 0;  ///< FNV-1a over everything above
 
   int64_t buffer_len() const { return shard_len * world; }
@@ -59,6 +71,9 @@ struct OwnerPlan {
   double ns_imbalance() const;
   /// Segments of rank r's shard, in buffer order.
   std::vector<PlanSegment> shard_segments(int rank) const;
+  /// What rank r keeps state for and checkpoints: every Muon matrix it owns, whole (one segment from
+  /// element 0; under layout A exactly its shard's Muon segments), then its shard's AdamW segments.
+  std::vector<PlanSegment> holdings(int rank) const;
   /// Optimizer state elements rank r keeps: its Muon momenta + 2 x its AdamW elements.
   int64_t state_elements(int rank) const;
   /// A few lines: W, S, P, padding, NS imbalance, min/max state per rank.

@@ -18,7 +18,7 @@ namespace {
 
 using orthotron::testing::GptShape;
 
-void check_invariants(const ElementPlan& plan) {
+void check_invariants(const OwnerPlan& plan) {
   const int64_t w = plan.world;
   ASSERT_EQ(plan.shard_len, std::max<int64_t>(1, (plan.total_elements + w - 1) / w)) << "ZeRO-1's even cut";
   std::vector<int64_t> covered(plan.params.size(), 0);
@@ -58,12 +58,25 @@ TEST(ElementPlan, SmallGptInvariantsAtManyWorldSizes) {
   const auto params = orthotron::testing::gpt_plan_params(s, orthotron::testing::gpt_splits(s));
   for (int w : {1, 2, 3, 4, 5, 7, 16}) {
     SCOPED_TRACE("W=" + std::to_string(w));
-    const ElementPlan plan = make_element_plan(params, w);
+    const OwnerPlan plan = make_element_plan(params, w);
     check_invariants(plan);
     int64_t state = 0, single = 0;
     for (int r = 0; r < w; ++r) state += plan.state_elements(r);
     for (const auto& p : params) single += (p.algorithm == Algorithm::kMuon ? 1 : 2) * p.numel();
     EXPECT_EQ(state, single) << "every optimizer state element kept exactly once";
+    // Holdings: each Muon matrix whole at its owner, each AdamW element once.
+    std::vector<int64_t> held(params.size(), 0);
+    for (int r = 0; r < w; ++r) {
+      for (const auto& h : plan.holdings(r)) {
+        held[h.param] += h.count;
+        if (plan.owner[h.param] >= 0) {
+          EXPECT_EQ(plan.owner[h.param], r);
+        }
+      }
+    }
+    for (size_t i = 0; i < params.size(); ++i) EXPECT_EQ(held[i], params[i].numel()) << params[i].name;
+    const OwnerPlan a = make_owner_plan(params, w);
+    for (int r = 0; r < w; ++r) EXPECT_EQ(a.holdings(r).size(), a.shard_segments(r).size());
     if (w == 1) {
       EXPECT_EQ(plan.gather_sent[0] + plan.gather_received[0], 0);
     }
@@ -81,6 +94,11 @@ TEST(ElementPlan, DeterministicHashedAndNotLayoutA) {
   dup.push_back(params[0]);
   EXPECT_THROW(make_element_plan(dup, 2), InvalidArgument);
   EXPECT_THROW(compare_layouts(make_owner_plan(params, 4), make_element_plan(params, 2)), InvalidArgument);
+  EXPECT_THROW(compare_layouts(make_owner_plan(params, 4), make_owner_plan(params, 4)), InvalidArgument);
+  EXPECT_EQ(make_plan(params, 4, "element_wise").hash, make_element_plan(params, 4).hash);
+  std::string why;
+  EXPECT_EQ(make_plan(params, 4, "auto", &why).layout, ShardLayout::kOwnerAligned) << why;
+  EXPECT_THROW(make_plan(params, 4, "zero"), ConfigError);
 }
 
 // One 12 x 10 matrix and 40 AdamW elements at W = 4: layout A's shard is the matrix (120), padding
@@ -97,7 +115,7 @@ TEST(ElementPlan, AutoPicksTheLayoutThatMovesFewerElements) {
   v.algorithm = Algorithm::kAdamW;
   const std::vector<PlanParam> params = {m, v};
   const OwnerPlan a = make_owner_plan(params, 4);
-  const ElementPlan b = make_element_plan(params, 4);
+  const OwnerPlan b = make_element_plan(params, 4);
   EXPECT_EQ(a.shard_len, 120);
   EXPECT_EQ(b.shard_len, 40);
   EXPECT_EQ(b.owner[0], 0);
@@ -130,7 +148,7 @@ TEST(ElementPlan, SevenBillionGptUnderLayoutsAAndBAndAuto) {
   for (int w : {8, 64, 1024, 4096}) {
     const auto start = std::chrono::steady_clock::now();
     const OwnerPlan a = make_owner_plan(params, w);
-    const ElementPlan b = make_element_plan(params, w);
+    const OwnerPlan b = make_element_plan(params, w);
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     const LayoutCost c = compare_layouts(a, b);
     EXPECT_EQ(a.ns_imbalance(), b.ns_imbalance()) << "the same owners";
