@@ -271,7 +271,15 @@ VerifiedShard verify_shard(const std::string& dir, int rank, int world, int tp, 
       throw FormatError("'" + dir + "/" + kManifest + "': tensor_parallel " + std::to_string(saved_tp) +
                         " does not divide world_size " + std::to_string(saved_world));
     }
-    const bool same_grid = saved_world == world && saved_tp == tp;
+    // Another shard layout is another grid too: the shards hold other ranges (reshard.h).
+    // (a manifest without a layout record is refused later, where a reshard needs it)
+    const Json saved_record = m.contains("layout") ? m.at("layout") : Json();
+    const std::string saved_layout =
+        saved_record.is_object() && saved_record.contains("shard_layout") && saved_record.at("shard_layout").is_string()
+            ? saved_record.at("shard_layout").get<std::string>()
+            : "owner_aligned";
+    const std::string job_layout = plan == nullptr ? "owner_aligned" : to_string(plan->dp.layout);
+    const bool same_grid = saved_world == world && saved_tp == tp && saved_layout == job_layout;
     VerifiedShard out;
     if (!same_grid && plan == nullptr) {
       throw ConfigError(std::string(kFatal) + " checkpoint '" + dir + "' was saved at " +
@@ -416,7 +424,7 @@ void load_verified(VerifiedShard& v, DistributedMuonWithAdamW& opt) {
   // Another model: every rank names what it holds that does not match, and every rank hears it all.
   std::string error;
   size_t expected_count = 0;
-  for (const auto& seg : opt.shard_segments()) {
+  for (const auto& seg : opt.holdings()) {
     const NamedParameter& p = opt.parameters()[seg.param];
     const std::vector<int64_t> want =
         opt.plan().owner[seg.param] >= 0 ? p.tensor.sizes().vec() : std::vector<int64_t>{seg.count};
@@ -590,7 +598,7 @@ std::unique_ptr<SaveJob> prepare_save(const std::string& root, const CheckpointP
     job->meta[m + "rank"] = std::to_string(job->rank);
     job->meta[m + "world_size"] = std::to_string(job->world);
     Json ranges = Json::object();
-    for (const auto& s : opt.shard_segments()) {
+    for (const auto& s : opt.holdings()) {
       const auto& p = opt.plan().params[s.param];
       ranges[p.name] = {
           {"begin", s.param_begin}, {"end", s.param_begin + s.count}, {"whole", opt.plan().owner[s.param] >= 0}};

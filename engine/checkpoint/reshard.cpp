@@ -270,6 +270,12 @@ SavedLayout parse_saved_layout(const Json& layout, const std::string& where) {
       out.adamw_ranges[it.key()].push_back(v);
     }
   }
+  if (layout.contains("shard_layout")) {
+    const Json& kind = layout["shard_layout"];
+    if (!kind.is_string() || (kind != "owner_aligned" && kind != "element_wise"))
+      throw bad("field 'shard_layout' is " + kind.dump() + ", expected \"owner_aligned\" or \"element_wise\"");
+    out.shard_layout = kind.get<std::string>();
+  }
   if (layout.contains("tensor_parallel")) {
     if (!layout["tensor_parallel"].is_number_integer() || layout["tensor_parallel"].get<int>() < 1)
       throw bad("field 'tensor_parallel' is " + layout["tensor_parallel"].dump() + ", expected an integer >= 1");
@@ -311,19 +317,19 @@ SavedLayout parse_saved_layout(const Json& layout, const std::string& where) {
 Json layout_record(const GridPlan& plan) {
   const OwnerPlan& dp = plan.dp;
   Json owners = Json::object(), ranges = Json::object();
+  for (size_t i = 0; i < dp.params.size(); ++i) {
+    if (dp.owner[i] >= 0) owners[dp.params[i].name] = dp.owner[i];
+  }
   for (const auto& s : dp.segments) {
-    const std::string& name = dp.params[s.param].name;
-    if (dp.owner[s.param] >= 0) {
-      owners[name] = s.rank;
-    } else {
-      ranges[name].push_back({s.rank, s.param_begin, s.param_begin + s.count});
-    }
+    if (dp.owner[s.param] < 0)
+      ranges[dp.params[s.param].name].push_back({s.rank, s.param_begin, s.param_begin + s.count});
   }
   Json out = {{"world_size", dp.world},
               {"plan_hash", hex_plain(plan.hash)},
               {"shard_len", dp.shard_len},
               {"owners", owners},
               {"adamw_ranges", ranges}};
+  if (dp.layout != ShardLayout::kOwnerAligned) out["shard_layout"] = to_string(dp.layout);
   if (plan.tp > 1) {
     Json cuts = Json::object(), tp_owners = Json::object();
     for (size_t i = 0; i < plan.logical.size(); ++i) {
@@ -347,7 +353,7 @@ GridPlan saved_grid_plan(const SavedLayout& saved, const GridPlan& job, const Sp
   TensorParallelLayout layout;
   layout.size = saved.tp;
   layout.shards = saved.cuts;
-  return make_grid_plan(job.logical, splits, layout, saved.world, 0);
+  return make_grid_plan(job.logical, splits, layout, saved.world, 0, saved.shard_layout);
 }
 
 std::string describe_plan_mismatch(const SavedLayout& saved, const std::string& saved_plan_hash, const GridPlan& job,
@@ -420,7 +426,7 @@ std::vector<int> reshard_sources(const SavedLayout& saved, const GridPlan& old_p
                                  int dp_rank) {
   std::set<int> out;
   const int me = plan.tp_rank;
-  for (const auto& s : plan.dp.shard_segments(dp_rank)) {
+  for (const auto& s : plan.dp.holdings(dp_rank)) {
     const size_t i = s.param;
     const std::string& name = plan.logical[i].name;
     const bool same = same_piece(old_plan, plan, i);
@@ -473,7 +479,7 @@ ReshardedShard assemble_reshard(const SavedLayout& saved, const GridPlan& old_pl
   }
   // Rank `me`'s piece of a logical tensor under the new cut.
   auto new_piece = [&](const at::Tensor& logical, size_t i) { return tp_piece(logical, plan.shard[i], me, plan.tp); };
-  for (const auto& s : plan.dp.shard_segments(dp_rank)) {
+  for (const auto& s : plan.dp.holdings(dp_rank)) {
     const size_t i = s.param;
     const std::string& name = plan.logical[i].name;
     const bool same = same_piece(old_plan, plan, i);

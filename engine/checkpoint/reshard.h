@@ -4,7 +4,9 @@
 // TP > 1 every parameter's cut and every gathered Muon parameter's TP owner) the plan of the saved
 // grid is recomputed from the job's logical parameters; this file then says which old shards a new
 // rank needs and assembles, from their tensors, the parameter shard and the optimizer state dict
-// that rank would hold had the run been on the new grid all along.
+// that rank would hold had the run been on the new grid all along. Both shard layouts save the same
+// kind of content (every Muon matrix whole with its momentum on its owner, AdamW runs by range; see
+// OwnerPlan::holdings), so a checkpoint of either layout resumes under the other this way too.
 //   Same TP size (and cut): a rank's pieces are the old pieces of its own TP rank, so it reads only
 //   the old shards holding them: a Muon piece's old DP owner, the old AdamW runs overlapping its run.
 //   Another TP size: every parameter it holds is assembled whole (logical) from the old TP pieces
@@ -33,9 +35,10 @@ namespace orthotron {
 
 /// The manifest's layout record, parsed.
 struct SavedLayout {
-  int world = 0;          ///< data-parallel size
-  int tp = 1;             ///< tensor-parallel size
-  std::string plan_hash;  ///< as the layout record spells it
+  int world = 0;                               ///< data-parallel size
+  int tp = 1;                                  ///< tensor-parallel size
+  std::string shard_layout = "owner_aligned";  ///< or "element_wise" (layout B)
+  std::string plan_hash;                       ///< as the layout record spells it
   int64_t shard_len = 0;
   std::map<std::string, int> owners;  ///< Muon parameter -> owning old DP rank
   /// AdamW parameter -> its runs {old DP rank, begin, end} (flat element ranges of a piece), in buffer order.
@@ -47,16 +50,18 @@ struct SavedLayout {
 };
 
 /// Parses the layout record; FormatError naming `where` and the field when malformed. A record
-/// without "tensor_parallel" (every checkpoint before tensor parallelism) has TP = 1.
+/// without "tensor_parallel" (every checkpoint before tensor parallelism) has TP = 1; one without
+/// "shard_layout" is owner_aligned.
 SavedLayout parse_saved_layout(const nlohmann::json& layout, const std::string& where);
 
 /// The layout record of `plan` (no rank-specific field): world_size (DP), plan_hash, shard_len,
-/// owners, adamw_ranges, and at TP > 1 tensor_parallel, tp_cuts and tp_owners.
+/// owners, adamw_ranges, under layout B shard_layout, and at TP > 1 tensor_parallel, tp_cuts and
+/// tp_owners.
 nlohmann::json layout_record(const GridPlan& plan);
 /// layout_record(plan), parsed.
 SavedLayout layout_of(const GridPlan& plan);
 
-/// The plan of the saved grid (saved.tp x saved.world, the saved cuts) for the job's logical
+/// The plan of the saved grid (saved.tp x saved.world, the saved cuts and shard layout) for the job's logical
 /// parameters and splits (rank-independent parts only: DP layout, cuts, gathered, TP owners).
 /// InvalidArgument or ShapeError when those parameters cannot be planned on that grid.
 GridPlan saved_grid_plan(const SavedLayout& saved, const GridPlan& job, const SplitRegistry& splits);

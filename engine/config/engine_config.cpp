@@ -176,6 +176,12 @@ const FieldTable<ParallelOptions>& parallel_option_fields() {
                                    {1, 4096}, [](O& o) -> int64_t& { return o.tensor_parallel; }),
           choice_field<O>("device", "cpu (MPI) | cuda (NCCL, one GPU per rank)", {"cpu", "cuda"},
                           [](O& o) -> std::string& { return o.device; }),
+          choice_field<O>("shard_layout",
+                          "distributed Muon's data-parallel layout: auto (the one moving fewer bytes, from the plan) | "
+                          "owner_aligned (A: matrices whole in their owner's shard) | element_wise (B: ZeRO-1's even "
+                          "cut, Muon pieces sent to the owner and back; not with tensor_parallel > 1)",
+                          {"auto", "owner_aligned", "element_wise"},
+                          [](O& o) -> std::string& { return o.shard_layout; }),
       });
   return table;
 }

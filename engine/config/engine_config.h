@@ -61,8 +61,9 @@ struct SplitOptions {
 };
 
 struct ParallelOptions {
-  int64_t tensor_parallel = 1;  ///< T: ranks t + d T, t < T, form tensor-parallel group d (Megatron's order)
-  std::string device = "cpu";   ///< cpu (MPI) | cuda (NCCL, one GPU per rank)
+  int64_t tensor_parallel = 1;        ///< T: ranks t + d T, t < T, form tensor-parallel group d (Megatron's order)
+  std::string device = "cpu";         ///< cpu (MPI) | cuda (NCCL, one GPU per rank)
+  std::string shard_layout = "auto";  ///< distributed Muon's DP layout: auto | owner_aligned | element_wise
 };
 
 struct LoggingOptions {

@@ -97,7 +97,7 @@ Trainer::Trainer(EngineConfig config, Communicator& world)
   optimizer_ = std::make_unique<DistributedMuonWithAdamW>(
       model_->parameters(), dp(), config_.optimizer.groups, config_.optimizer.rules,
       configured_splits(*model_, config_.splits, config_.optimizer),
-      TensorParallelContext{tp > 1 ? &grid_->tp() : nullptr, model_->tp_layout()});
+      TensorParallelContext{tp > 1 ? &grid_->tp() : nullptr, model_->tp_layout()}, config_.parallel.shard_layout);
   optimizer_->set_max_grad_norm(config_.training.max_grad_norm);
   for (const auto& g : config_.optimizer.groups) {
     base_lr_[g.name] = g.algorithm == Algorithm::kMuon ? g.muon.lr : g.adamw.lr;

@@ -29,11 +29,12 @@ struct Job {
   NamedParameters params;
   SplitRegistry splits;
   std::unique_ptr<DistributedMuonWithAdamW> opt;
-  Job(at::ScalarType dtype, SplitGranularity g, uint64_t seed) : splits(orthotron::testing::gpt_splits(GptShape{}, g)) {
+  Job(at::ScalarType dtype, SplitGranularity g, uint64_t seed, const std::string& layout = "owner_aligned")
+      : splits(orthotron::testing::gpt_splits(GptShape{}, g)) {
     params = orthotron::testing::gpt_params(GptShape{}, seed);
     for (auto& p : params) p.tensor = p.tensor.detach().to(dtype).requires_grad_(true);
-    opt =
-        std::make_unique<DistributedMuonWithAdamW>(params, world(), default_groups(), default_routing_rules(), splits);
+    opt = std::make_unique<DistributedMuonWithAdamW>(params, world(), default_groups(), default_routing_rules(), splits,
+                                                     TensorParallelContext{}, layout);
   }
   void step(uint64_t seed) {
     at::manual_seed(seed);  // the same gradients on every rank
@@ -70,6 +71,36 @@ TEST(CheckpointLoad, EveryRanksGeneratorStateIsRestored) {
     world().all_reduce(hi, ReduceOp::kMax);
     world().all_reduce(neg_lo, ReduceOp::kMax);
     EXPECT_LT(-neg_lo.item<float>(), hi.item<float>());
+  }
+}
+
+// A checkpoint saved under one shard layout resumes under the other (resharded: both save every
+// Muon matrix whole on its owner and AdamW runs by range), and training continues bitwise as the
+// uninterrupted run under the saving layout.
+TEST(CheckpointLoad, ResumesUnderTheOtherShardLayoutBitwise) {
+  for (const auto& [from, to] : {std::pair<std::string, std::string>{"owner_aligned", "element_wise"},
+                                 std::pair<std::string, std::string>{"element_wise", "owner_aligned"}}) {
+    Job straight(at::kFloat, SplitGranularity::kQkv, 3, from), saver(at::kFloat, SplitGranularity::kQkv, 3, from);
+    for (uint64_t s = 0; s < 2; ++s) {
+      straight.step(20 + s);
+      saver.step(20 + s);
+    }
+    const SharedRoot dir("layouts");
+    save_checkpoint(dir.path, progress_at(2), *saver.opt, "config: test\n", 0);
+    Job loader(at::kFloat, SplitGranularity::kQkv, 8, to);  // other initial values
+    ASSERT_NE(loader.opt->plan().hash, saver.opt->plan().hash);
+    const CheckpointProgress p = load_checkpoint(dir.path + "/" + checkpoint_name(2), *loader.opt);
+    EXPECT_EQ(p.iteration, 2);
+    EXPECT_FALSE(p.rng_restored) << "another layout is another grid";
+    for (uint64_t s = 2; s < 4; ++s) {
+      straight.step(20 + s);
+      loader.step(20 + s);
+    }
+    for (size_t i = 0; i < straight.params.size(); ++i) {
+      EXPECT_TRUE(at::equal(straight.params[i].tensor, loader.params[i].tensor))
+          << from << " -> " << to << ": " << straight.params[i].name << " on rank " << world().rank();
+    }
+    EXPECT_EQ(loader.opt->step_count(loader.params[0].name), 4);
   }
 }
 
