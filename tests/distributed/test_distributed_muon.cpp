@@ -92,6 +92,17 @@ void expect_ranks_agree(const NamedParameters& params) {
   }
 }
 
+// Edge shapes: a row, a column, a matrix whose 221 elements do not divide the world size, a bias,
+// a 3-D stack; 268 elements in all.
+NamedParameters edge_params() {
+  at::manual_seed(5);
+  return {{"a.weight", at::randn({1, 7}).requires_grad_(true)},
+          {"b.weight", at::randn({7, 1}).requires_grad_(true)},
+          {"c.weight", at::randn({13, 17}).requires_grad_(true)},
+          {"d.bias", at::randn({3}).requires_grad_(true)},
+          {"e.weight", at::randn({2, 3, 5}).requires_grad_(true)}};
+}
+
 TEST(DistributedMuon, EqualsSingleProcessBitwiseOver20Steps) {
   const GptShape s;
   const NamedParameters init = orthotron::testing::gpt_params(s, 11);
@@ -116,12 +127,7 @@ TEST(DistributedMuon, EqualsSingleProcessBitwiseOver20Steps) {
 // travel to the owner and the result back, counted by the communicator against the plan).
 TEST(DistributedMuon, ElementWiseLayoutEqualsSingleProcessBitwise) {
   const GptShape s;
-  at::manual_seed(5);
-  const NamedParameters edge = {{"a.weight", at::randn({1, 7}).requires_grad_(true)},
-                                {"b.weight", at::randn({7, 1}).requires_grad_(true)},
-                                {"c.weight", at::randn({13, 17}).requires_grad_(true)},
-                                {"d.bias", at::randn({3}).requires_grad_(true)},
-                                {"e.weight", at::randn({2, 3, 5}).requires_grad_(true)}};
+  const NamedParameters edge = edge_params();
   for (const bool gpt : {true, false}) {
     const NamedParameters init = gpt ? orthotron::testing::gpt_params(s, 11) : edge;
     const SplitRegistry splits = gpt ? orthotron::testing::gpt_splits(s) : SplitRegistry{};
@@ -336,12 +342,7 @@ TEST(DistributedMuon, BitwiseNeedsTheSameThreadCountOnBothSides) {
 }
 
 TEST(DistributedMuon, EdgeShapesAndRanksThatOwnNothing) {
-  at::manual_seed(5);
-  const NamedParameters init = {{"a.weight", at::randn({1, 7}).requires_grad_(true)},
-                                {"b.weight", at::randn({7, 1}).requires_grad_(true)},
-                                {"c.weight", at::randn({13, 17}).requires_grad_(true)},
-                                {"d.bias", at::randn({3}).requires_grad_(true)},
-                                {"e.weight", at::randn({2, 3, 5}).requires_grad_(true)}};
+  const NamedParameters init = edge_params();
   NamedParameters dist = clone_params(init), ref = clone_params(init);
   DistributedMuonWithAdamW dopt(dist, world(), test_groups());
   MuonWithAdamW sopt(ref, test_groups());
