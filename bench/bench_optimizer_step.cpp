@@ -1,7 +1,8 @@
 // bench_optimizer_step.cpp: optimizer step time on a GPT-shaped parameter set (default 8 layers,
 // hidden 512, GQA 8/4 heads, SwiGLU 1536, vocab 8192), measured side by side in one mpirun:
-// distributed Muon (owner-aligned ZeRO-1) vs ZeRO-1 AdamW vs single-process Muon (rank 0 alone,
-// the others waiting), with the plan's NS imbalance and the bytes each rank moves per step.
+// distributed Muon in the owner-aligned layout (A) and the element-wise layout (B) vs ZeRO-1 AdamW
+// vs single-process Muon (rank 0 alone, the others waiting), with the plan's NS imbalance, the bytes
+// each rank moves per step, and what `auto` would pick.
 //   mpirun -np {1,2,4} build/bin/bench_optimizer_step [--steps N] [--layers L] [--hidden H] [--ns-dtype D]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -93,7 +94,17 @@ int main(int argc, char** argv) {
     const double dist_ms = time_steps(*world, params, steps, [&] { dist.step(); });
     const int64_t dist_bytes = (world->stats().bytes_sent() + world->stats().bytes_received()) / (steps + 1);
 
-    orthotron::DistributedMuonWithAdamW zero1(params, *world, groups, {all_adamw});
+    orthotron::DistributedMuonWithAdamW dist_b(params, *world, groups, orthotron::default_routing_rules(), splits, {},
+                                               "element_wise");
+    world->stats().reset();
+    const double dist_b_ms = time_steps(*world, params, steps, [&] { dist_b.step(); });
+    const int64_t dist_b_bytes = (world->stats().bytes_sent() + world->stats().bytes_received()) / (steps + 1);
+    const std::string auto_reason = orthotron::DistributedMuonWithAdamW(
+                                        params, *world, groups, orthotron::default_routing_rules(), splits, {}, "auto")
+                                        .grid_plan()
+                                        .layout_reason;
+
+    orthotron::DistributedMuonWithAdamW zero1(params, *world, {groups[1]}, {all_adamw});  // the AdamW group alone
     world->stats().reset();
     const double zero1_ms = time_steps(*world, params, steps, [&] { zero1.step(); });
     const int64_t zero1_bytes = (world->stats().bytes_sent() + world->stats().bytes_received()) / (steps + 1);
@@ -120,8 +131,10 @@ int main(int argc, char** argv) {
       std::printf("bench_optimizer_step: %d ranks x %d threads, GPT %lld layers hidden %lld (%lld parameters), NS %s\n",
                   w, threads, static_cast<long long>(s.layers), static_cast<long long>(s.hidden),
                   static_cast<long long>(numel), ns_dtype.c_str());
-      std::printf("  distributed Muon   %10.1f ms/step  %12lld bytes/rank/step\n", dist_ms,
+      std::printf("  distributed Muon A %10.1f ms/step  %12lld bytes/rank/step\n", dist_ms,
                   static_cast<long long>(dist_bytes));
+      std::printf("  distributed Muon B %10.1f ms/step  %12lld bytes/rank/step\n", dist_b_ms,
+                  static_cast<long long>(dist_b_bytes));
       std::printf("  ZeRO-1 AdamW       %10.1f ms/step  %12lld bytes/rank/step\n", zero1_ms,
                   static_cast<long long>(zero1_bytes));
       std::printf("  single-process Muon%10.1f ms/step  (rank 0 alone, %d threads)\n", single_ms,
@@ -130,6 +143,8 @@ int main(int argc, char** argv) {
           "  single/distributed Muon %.2fx; bytes Muon/ZeRO-1 %.4f; NS imbalance max/mean %.3f; padding %.3f%%\n",
           single_ms / dist_ms, zero1_bytes ? static_cast<double>(dist_bytes) / zero1_bytes : 0.0, plan.ns_imbalance(),
           100 * plan.padding_ratio());
+      std::printf("  layout B/A time %.2fx, bytes %.4f; %s\n", dist_b_ms / dist_ms,
+                  dist_bytes ? static_cast<double>(dist_b_bytes) / dist_bytes : 0.0, auto_reason.c_str());
     }
     return 0;
   });
