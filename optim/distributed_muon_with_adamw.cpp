@@ -301,7 +301,10 @@ void DistributedMuonWithAdamW::step() {
   load_shard_from_params();
   std::vector<MuonTask> tasks;
   std::vector<size_t> stepped_muon;
-  std::vector<size_t> gathered;  // this DP index's Muon parameters orthogonalized by a TP owner
+  // This DP index's Muon parameters orthogonalized by a TP owner, with their averaged gradient and
+  // value pieces (flat) and where the updated piece goes; the same list on every TP rank.
+  std::vector<size_t> gathered;
+  std::vector<at::Tensor> gathered_grads, gathered_values;
   for (const auto& s : my_segments_) {
     if (!any[s.param]) continue;
     const size_t i = s.param;
@@ -314,11 +317,13 @@ void DistributedMuonWithAdamW::step() {
       adamw_step(p, grad, st, g.adamw);
       continue;
     }
+    if (element_wise()) continue;  // layout B: the owner steps the whole matrix below
     if (grid_.gathered[i]) {
       gathered.push_back(i);
+      gathered_grads.push_back(grad);
+      gathered_values.push_back(p);
       continue;
     }
-    if (element_wise()) continue;  // layout B: the owner steps the whole matrix below
     // The shard slice is flat: the matrix view takes the parameter's (piece's) shape from the plan.
     const c10::IntArrayRef shape(plan_.params[i].shape);
     at::Tensor& m = momentum_[i];
@@ -327,8 +332,6 @@ void DistributedMuonWithAdamW::step() {
                      assignment_[i].group_index, &g.muon, params_[i].name});
     stepped_muon.push_back(i);
   }
-  std::vector<at::Tensor> logical_values;
-  if (tp) send_gathered_to_owners(gathered, shard_grad, tasks, logical_values, stepped_muon);
   // Layout B: every owned matrix's gradient, whole, from the shards holding its pieces; the owner
   // steps a copy of the current value (every rank holds every parameter).
   std::vector<at::Tensor> owned;  // in parameter order
@@ -341,6 +344,12 @@ void DistributedMuonWithAdamW::step() {
       owned.push_back(params_[i].tensor.detach().clone().view(-1));
       const at::Tensor grad = grads[k++].view(shape);
       if (!any[i]) continue;
+      if (grid_.gathered[i]) {  // with TP: the piece goes to its TP owner below
+        gathered.push_back(i);
+        gathered_grads.push_back(grad.view(-1));
+        gathered_values.push_back(owned.back());
+        continue;
+      }
       const ParamGroup& g = groups_[assignment_[i].group_index];
       at::Tensor& m = momentum_[i];
       if (!m.defined()) m = at::zeros(shape, grad.options());
@@ -349,13 +358,15 @@ void DistributedMuonWithAdamW::step() {
       stepped_muon.push_back(i);
     }
   }
+  std::vector<at::Tensor> logical_values;
+  if (tp) send_gathered_to_owners(gathered, gathered_grads, gathered_values, tasks, logical_values, stepped_muon);
   last_ns_counts_ = apply_muon_tasks(tasks);
   if (debug_checks_enabled()) {
     check_ns_counts(expected_ns_counts(audit_params_, stepped_muon), last_ns_counts_, groups_,
                     "DistributedMuonWithAdamW::step on rank " + std::to_string(dp_.rank()) +
                         (tp ? " (tensor-parallel rank " + std::to_string(tp_.rank()) + ")" : std::string()));
   }
-  if (tp) return_gathered_pieces(gathered, logical_values);
+  if (tp) return_gathered_pieces(gathered, logical_values, gathered_values);
   if (element_wise()) scatter_owned_values(owned);
 
   // 4. Every rank receives every updated parameter.
@@ -461,23 +472,20 @@ void DistributedMuonWithAdamW::scatter_owned_values(const std::vector<at::Tensor
   }
 }
 
-void DistributedMuonWithAdamW::send_gathered_to_owners(const std::vector<size_t>& gathered,
-                                                       const at::Tensor& shard_grad, std::vector<MuonTask>& tasks,
-                                                       std::vector<at::Tensor>& logical_values,
-                                                       std::vector<size_t>& stepped) {
+void DistributedMuonWithAdamW::send_gathered_to_owners(
+    const std::vector<size_t>& gathered, const std::vector<at::Tensor>& grads, const std::vector<at::Tensor>& values,
+    std::vector<MuonTask>& tasks, std::vector<at::Tensor>& logical_values, std::vector<size_t>& stepped) {
   const int T = tp_.size(), me = tp_.rank();
-  const int64_t base = static_cast<int64_t>(dp_.rank()) * plan_.shard_len;
-  std::map<size_t, int64_t> offset_of;  // parameter -> its segment's offset in this shard
-  for (const auto& s : my_segments_) offset_of[s.param] = s.buffer_offset - base;
   // Every TP rank of this DP index holds the same `gathered` list: the plan and the flags agree.
   std::vector<int64_t> send_counts(static_cast<size_t>(T), 0), recv_counts(static_cast<size_t>(T), 0);
   std::vector<at::Tensor> chunks;
   for (int t = 0; t < T; ++t) {
-    for (size_t i : gathered) {
+    for (size_t j = 0; j < gathered.size(); ++j) {
+      const size_t i = gathered[j];
       if (grid_.tp_owner[i] != t) continue;
       const int64_t k = plan_.params[i].numel();
-      chunks.push_back(shard_grad.narrow(0, offset_of.at(i), k));
-      chunks.push_back(param_shard_.narrow(0, offset_of.at(i), k));
+      chunks.push_back(grads[j]);
+      chunks.push_back(values[j]);
       send_counts[static_cast<size_t>(t)] += 2 * k;
       if (t == me) {
         for (int q = 0; q < T; ++q) recv_counts[static_cast<size_t>(q)] += 2 * k;
@@ -491,15 +499,15 @@ void DistributedMuonWithAdamW::send_gathered_to_owners(const std::vector<size_t>
     if (grid_.tp_owner[i] != me) continue;
     const int64_t k = plan_.params[i].numel();
     const c10::IntArrayRef piece(plan_.params[i].shape);
-    std::vector<at::Tensor> grads, values;
+    std::vector<at::Tensor> grad_pieces, value_pieces;
     for (int q = 0; q < T; ++q) {
       int64_t& o = src_offset[static_cast<size_t>(q)];
-      grads.push_back(recv.narrow(0, o, k).view(piece));
-      values.push_back(recv.narrow(0, o + k, k).view(piece));
+      grad_pieces.push_back(recv.narrow(0, o, k).view(piece));
+      value_pieces.push_back(recv.narrow(0, o + k, k).view(piece));
       o += 2 * k;
     }
-    const at::Tensor grad = tp_assemble(grads, grid_.shard[i]);
-    logical_values.push_back(tp_assemble(values, grid_.shard[i]));
+    const at::Tensor grad = tp_assemble(grad_pieces, grid_.shard[i]);
+    logical_values.push_back(tp_assemble(value_pieces, grid_.shard[i]));
     const ParamGroup& g = groups_[assignment_[i].group_index];
     at::Tensor& m = momentum_[i];
     if (!m.defined()) m = at::zeros(grad.sizes(), grad.options());
@@ -510,9 +518,9 @@ void DistributedMuonWithAdamW::send_gathered_to_owners(const std::vector<size_t>
 }
 
 void DistributedMuonWithAdamW::return_gathered_pieces(const std::vector<size_t>& gathered,
-                                                      const std::vector<at::Tensor>& logical_values) {
+                                                      const std::vector<at::Tensor>& logical_values,
+                                                      std::vector<at::Tensor>& dest) {
   const int T = tp_.size(), me = tp_.rank();
-  const int64_t base = static_cast<int64_t>(dp_.rank()) * plan_.shard_len;
   std::vector<int64_t> send_counts(static_cast<size_t>(T), 0), recv_counts(static_cast<size_t>(T), 0);
   std::vector<at::Tensor> chunks;
   for (int t = 0; t < T; ++t) {
@@ -527,12 +535,11 @@ void DistributedMuonWithAdamW::return_gathered_pieces(const std::vector<size_t>&
     }
   }
   auto [recv, src_offset] = exchange(*tp_.comm, chunks, send_counts, recv_counts, param_shard_.options());
-  std::map<size_t, int64_t> offset_of;
-  for (const auto& s : my_segments_) offset_of[s.param] = s.buffer_offset - base;
-  for (size_t i : gathered) {
+  for (size_t j = 0; j < gathered.size(); ++j) {
+    const size_t i = gathered[j];
     const int64_t k = plan_.params[i].numel();
     int64_t& o = src_offset[static_cast<size_t>(grid_.tp_owner[i])];
-    param_shard_.narrow(0, offset_of.at(i), k).copy_(recv.narrow(0, o, k));
+    dest[j].copy_(recv.narrow(0, o, k));
     o += k;
   }
 }

@@ -55,9 +55,10 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// over the TP group too (the grid plan's hash is compared there as well). Every rank of the grid
   /// must then call step(), state_dict-loading and sync in the same order.
   /// `shard_layout` picks the data-parallel layout (layout_choice.h's make_plan): owner_aligned (A,
-  /// the default), element_wise (B: ZeRO-1's even cut, each Muon gradient's pieces sent to its owner
-  /// by one all-to-all and the result's pieces back by a second; not with TP) or auto (the one
-  /// moving fewer bytes; A under TP). grid_plan().layout_reason says which and why.
+  /// the default), element_wise (B: ZeRO-1's even cut, each Muon gradient's pieces sent to its DP
+  /// owner by one all-to-all and the result's pieces back by a second; with TP, the owner's whole
+  /// piece then takes part in the TP exchange as under A) or auto (the one moving fewer bytes).
+  /// grid_plan().layout_reason says which and why.
   DistributedMuonWithAdamW(NamedParameters params, Communicator& dp, std::vector<ParamGroup> groups = default_groups(),
                            std::vector<RoutingRule> rules = default_routing_rules(), SplitRegistry splits = {},
                            TensorParallelContext tp = {}, const std::string& shard_layout = "owner_aligned");
@@ -139,14 +140,17 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// The split Newton-Schulz uses on this rank's matrix of parameter i: the piece's parts for a
   /// TP-local parameter, else the logical split (or nullptr).
   const ParamSplit* split_for(size_t i) const;
-  /// Step 3 for the gathered Muon parameters `gathered` (this DP index's, in shard order): pieces of
-  /// gradient and value to their TP owners; the owner appends its Muon tasks to `tasks` (logical
-  /// tensors kept alive in `logical_values`). Collective over the TP group.
-  void send_gathered_to_owners(const std::vector<size_t>& gathered, const at::Tensor& shard_grad,
-                               std::vector<MuonTask>& tasks, std::vector<at::Tensor>& logical_values,
-                               std::vector<size_t>& stepped);
-  /// The updated logical values back to the pieces' holders, into param_shard_. Collective over TP.
-  void return_gathered_pieces(const std::vector<size_t>& gathered, const std::vector<at::Tensor>& logical_values);
+  /// Step 3 for the gathered Muon parameters `gathered` (this DP index's, the same list on every TP
+  /// rank), with their averaged gradient and value pieces (flat, parallel to `gathered`): the pieces
+  /// go to their TP owners; the owner appends its Muon tasks to `tasks` (logical tensors kept alive
+  /// in `logical_values`). Collective over the TP group.
+  void send_gathered_to_owners(const std::vector<size_t>& gathered, const std::vector<at::Tensor>& grads,
+                               const std::vector<at::Tensor>& values, std::vector<MuonTask>& tasks,
+                               std::vector<at::Tensor>& logical_values, std::vector<size_t>& stepped);
+  /// The updated logical values back to the pieces' holders, into `dest` (flat, parallel to
+  /// `gathered`). Collective over TP.
+  void return_gathered_pieces(const std::vector<size_t>& gathered, const std::vector<at::Tensor>& logical_values,
+                              std::vector<at::Tensor>& dest);
   bool element_wise() const { return plan_.layout == ShardLayout::kElementWise; }
   /// Layout B, collective over DP: every Muon matrix this rank owns, its averaged gradient whole
   /// (flat), in parameter order, from the shards holding its pieces (one uneven all-to-all).

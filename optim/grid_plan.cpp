@@ -45,7 +45,8 @@ std::string GridPlan::summary() const {
   std::ostringstream out;
   out << dp.summary() << "\ntensor-parallel: TP=" << tp << " x DP=" << dp.world << "; Muon parameters gathered to one "
       << "TP owner: " << n_gathered << ", orthogonalized piece by piece (split parts whole in a piece): " << n_local
-      << "; NS imbalance over the grid max/mean=" << ns_imbalance() << " grid hash=" << std::hex << hash;
+      << "; NS imbalance over the grid max/mean=" << ns_imbalance() << " grid hash=" << std::hex << hash
+      << "\nshard layout: " << layout_reason;
   return out.str();
 }
 
@@ -97,17 +98,7 @@ GridPlan make_grid_plan(const std::vector<PlanParam>& logical, const SplitRegist
   }
 
   // 2. The DP layout over the pieces: the same on every TP rank (equal piece shapes).
-  if (tp == 1) {
-    plan.dp = make_plan(pieces, dp_size, shard_layout, &plan.layout_reason);
-  } else if (shard_layout == "element_wise") {
-    throw InvalidArgument("shard layout element_wise is not built for tensor parallelism (TP " + std::to_string(tp) +
-                          "); use owner_aligned or auto");
-  } else {
-    make_plan(pieces, dp_size, shard_layout);  // the setting is checked either way
-    plan.dp = make_owner_plan(pieces, dp_size);
-    plan.layout_reason = shard_layout == "auto" ? "auto: owner_aligned, the only layout built for tensor parallelism"
-                                                : "set to owner_aligned";
-  }
+  plan.dp = make_plan(pieces, dp_size, shard_layout, &plan.layout_reason);
 
   // 3. TP owners, per DP index, by longest-processing-time.
   std::vector<double> gathered_cost(static_cast<size_t>(tp * dp_size), 0.0);

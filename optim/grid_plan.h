@@ -56,9 +56,8 @@ struct GridPlan {
 /// the TP rank with the least gathered cost so far (ties: lower rank). InvalidArgument when a Muon
 /// parameter is replicated across TP > 1 ranks (it would be orthogonalized T times) or a cut
 /// parameter does not divide; ShapeError from the cuts.
-/// `shard_layout` is make_plan's setting for the DP layout (layout_choice.h): owner_aligned,
-/// element_wise or auto. With TP > 1 only layout A is built: element_wise is an InvalidArgument and
-/// auto picks A (saying so in layout_reason).
+/// `shard_layout` is make_plan's setting for the DP layout over the pieces (layout_choice.h):
+/// owner_aligned, element_wise or auto.
 GridPlan make_grid_plan(const std::vector<PlanParam>& logical, const SplitRegistry& splits,
                         const TensorParallelLayout& layout, int dp_size, int tp_rank,
                         const std::string& shard_layout = "owner_aligned");

@@ -179,7 +179,7 @@ const FieldTable<ParallelOptions>& parallel_option_fields() {
           choice_field<O>("shard_layout",
                           "distributed Muon's data-parallel layout: auto (the one moving fewer bytes, from the plan) | "
                           "owner_aligned (A: matrices whole in their owner's shard) | element_wise (B: ZeRO-1's even "
-                          "cut, Muon pieces sent to the owner and back; not with tensor_parallel > 1)",
+                          "cut, Muon pieces sent to the owner and back)",
                           {"auto", "owner_aligned", "element_wise"},
                           [](O& o) -> std::string& { return o.shard_layout; }),
       });

@@ -136,23 +136,32 @@ void set_exact_grads(const NamedParameters& ref, const NamedParameters& mine, co
 // Runs `steps` steps of the TP x DP optimizer on TP pieces and of the single-process container on
 // the logical parameters with the same gradients; expects every piece bitwise equal to the
 // reference's piece, and the grid's Newton-Schulz matrices to add up to the reference's.
-void expect_grid_step_bitwise(int T, SplitGranularity split) {
+void expect_grid_step_bitwise(int T, SplitGranularity split, const std::string& shard_layout = "owner_aligned") {
   ProcessGrid grid(world(), T);
   const int D = grid.shape().dp, t = grid.coords().tp_rank, d = grid.coords().dp_rank;
-  const GptOptions o = tp_options(split);
+  GptOptions o = tp_options(split);
+  // 3 layers under layout B: with 2, every matrix happens to sit in its DP owner's shard at DP 2.
+  if (shard_layout == "element_wise") o.num_layers = 3;
   GptModel whole(o, 5), tp(o, 5, at::kCPU, &grid.tp());
   const TensorParallelLayout layout = tp.tp_layout();
   NamedParameters ref = orthotron::testing::clone_params(whole.parameters());
   NamedParameters mine = orthotron::testing::clone_params(tp.parameters());
   MuonWithAdamW sopt(ref, test_groups(), default_routing_rules(), whole.splits());
   DistributedMuonWithAdamW gopt(mine, grid.dp(), test_groups(), default_routing_rules(), whole.splits(),
-                                TensorParallelContext{&grid.tp(), layout});
+                                TensorParallelContext{&grid.tp(), layout}, shard_layout);
   for (int step = 0; step < 4; ++step) {
     set_exact_grads(ref, mine, layout, T, t, D, d, step);
     sopt.step();
     gopt.step();
   }
-  const std::string what = "TP=" + std::to_string(T) + " x DP=" + std::to_string(D) + " split " + to_string(split);
+  const std::string what = "TP=" + std::to_string(T) + " x DP=" + std::to_string(D) + " split " + to_string(split) +
+                           " layout " + shard_layout;
+  if (shard_layout == "element_wise" && D > 1) {  // some piece must leave its DP owner's shard, or B is not tested
+    const OwnerPlan& plan = gopt.plan();
+    int64_t straddling = 0;
+    for (const auto& seg : plan.segments) straddling += plan.owner[seg.param] >= 0 && seg.rank != plan.owner[seg.param];
+    EXPECT_GT(straddling, 0) << what;
+  }
   for (size_t i = 0; i < ref.size(); ++i) {
     const at::Tensor expected = tp_piece(ref[i].tensor.detach(), layout.of(mine[i].name), t, T);
     EXPECT_TRUE(at::equal(mine[i].tensor, expected))
@@ -174,6 +183,9 @@ TEST(TensorParallelMuon, GridStepEqualsSingleProcessBitwise) {
     expect_grid_step_bitwise(T, SplitGranularity::kQkv);      // QKV gathered to its TP owner
     expect_grid_step_bitwise(T, SplitGranularity::kPerHead);  // per-head parts local to the pieces
     expect_grid_step_bitwise(T, SplitGranularity::kNone);     // the fused matrix gathered whole
+    // Layout B over DP: each piece first gathered to its DP owner, then as above.
+    expect_grid_step_bitwise(T, SplitGranularity::kQkv, "element_wise");
+    expect_grid_step_bitwise(T, SplitGranularity::kPerHead, "element_wise");
   }
 }
 
@@ -329,7 +341,7 @@ struct GridJob {
   int T = 1, D = 1, t = 0, d = 0;
   std::string name;
 
-  GridJob(int tp, bool alone, const GptOptions& o, uint64_t seed) {
+  GridJob(int tp, bool alone, const GptOptions& o, uint64_t seed, const std::string& layout = "owner_aligned") {
     grid = std::make_unique<ProcessGrid>(world(), alone ? world().size() : tp);
     Communicator* tp_comm = alone ? nullptr : &grid->tp();
     Communicator& dp_comm = grid->dp();  // alone: the DP group of a W x 1 grid, of size 1
@@ -340,8 +352,9 @@ struct GridJob {
     d = dp_comm.rank();
     opt = std::make_unique<DistributedMuonWithAdamW>(
         model->parameters(), dp_comm, test_groups(), default_routing_rules(), GptModel(o, seed).splits(),
-        T > 1 ? TensorParallelContext{tp_comm, model->tp_layout()} : TensorParallelContext{});
-    name = "TP " + std::to_string(T) + " x DP " + std::to_string(D) + (alone ? " (each rank alone)" : "");
+        T > 1 ? TensorParallelContext{tp_comm, model->tp_layout()} : TensorParallelContext{}, layout);
+    name =
+        "TP " + std::to_string(T) + " x DP " + std::to_string(D) + (alone ? " (each rank alone)" : "") + ", " + layout;
   }
   TensorParallelLayout layout() const { return T > 1 ? model->tp_layout() : TensorParallelLayout{}; }
 };
@@ -353,12 +366,22 @@ struct GridJob {
 TEST(TensorParallelCheckpoint, ResumesOnAnotherGridBitwise) {
   if (tp_sizes().empty()) GTEST_SKIP() << "needs 2 or more ranks";
   const int W = world().size();
+  struct Load {
+    int tp;
+    bool alone;
+    std::string layout = "owner_aligned";
+  };
   struct Case {
     int save_tp;
-    std::vector<std::pair<int, bool>> loads;  // (TP, alone)
+    std::vector<Load> loads;
   };
-  std::vector<Case> cases = {{2, {{1, false}, {1, true}, {2, false}}}, {1, {{2, false}}}};
-  if (W == 4) cases = {{2, {{1, false}, {1, true}, {2, false}, {4, false}}}, {1, {{2, false}}}, {4, {{2, false}}}};
+  std::vector<Case> cases = {{2, {{1, false}, {1, true}, {2, false}, {2, false, "element_wise"}}}, {1, {{2, false}}}};
+  if (W == 4) {
+    cases = {
+        {2, {{1, false}, {1, true}, {2, false}, {4, false}, {2, false, "element_wise"}, {1, false, "element_wise"}}},
+        {1, {{2, false}}},
+        {4, {{2, false}}}};
+  }
   for (SplitGranularity split : {SplitGranularity::kQkv, SplitGranularity::kPerHead}) {
     const GptOptions o = tp_options(split);
     for (const Case& c : cases) {
@@ -377,8 +400,8 @@ TEST(TensorParallelCheckpoint, ResumesOnAnotherGridBitwise) {
       progress.iteration = 3;
       save_checkpoint(dir, progress, *saver.opt, "", 0);
       const std::string path = dir + "/" + checkpoint_name(3);
-      for (const auto& [load_tp, alone] : c.loads) {
-        GridJob loader(load_tp, alone, o, 77);  // other initial values: everything must come from the file
+      for (const Load& l : c.loads) {
+        GridJob loader(l.tp, l.alone, o, 77, l.layout);  // other initial values: everything must come from the file
         NamedParameters ref = orthotron::testing::clone_params(start);
         MuonWithAdamW sopt(ref, test_groups(), default_routing_rules(), whole.splits());
         NamedParameters unused = orthotron::testing::clone_params(loader.model->parameters());
