@@ -128,8 +128,8 @@ TEST(GridPlan, SevenBillionGptAtTensorParallel8) {
   const GptShape s = orthotron::testing::seven_billion_gpt_shape();
   const int T = 8;
   std::printf("7B GPT at TP=%d (qkv split as q, k, v; per_head in brackets where it differs):\n", T);
-  std::printf("%6s %10s %12s %12s %14s %14s %10s\n", "DP", "padding", "NS max/mean", "exchange/RS+AG",
-              "bytes vs Megatron", "[per_head]", "plan ms");
+  std::printf("%6s %10s %12s %12s %14s %14s %10s %6s %12s\n", "DP", "padding", "NS max/mean", "exchange/RS+AG",
+              "bytes vs Megatron", "[per_head]", "plan ms", "auto", "auto bytes");
   for (int D : {8, 64, 1024}) {
     double ratio[2] = {0, 0};
     GridPlan plans[2];
@@ -158,7 +158,28 @@ TEST(GridPlan, SevenBillionGptAtTensorParallel8) {
                     static_cast<double>(worst_exchange) / dp_traffic);
       }
     }
-    std::printf(" %14.3f %14.3f %10.1f\n", ratio[0], ratio[1], build_ms);
+    // `auto` over the pieces (qkv split): layout B's all-to-alls are added where it picks B.
+    const SplitRegistry qkv = orthotron::testing::gpt_splits(s, SplitGranularity::kQkv);
+    const GridPlan chosen =
+        make_grid_plan(orthotron::testing::gpt_plan_params(s, qkv), qkv, gpt_layout(s, T), D, 0, "auto");
+    int64_t worst = 0;
+    for (int d = 0; d < D; ++d) {
+      for (int t = 0; t < T; ++t) {
+        const auto [sent, received] = chosen.tp_exchange_elements(t, d);
+        const auto ud = static_cast<size_t>(d);
+        worst = std::max(worst, sent + received + 2 * (chosen.dp.gather_sent[ud] + chosen.dp.gather_received[ud]));
+      }
+    }
+    const double auto_ratio =
+        (2.0 * 2.0 * (D - 1) * static_cast<double>(chosen.dp.shard_len) + static_cast<double>(worst)) /
+        (2.0 * 2.0 * (D - 1) * std::ceil(static_cast<double>(chosen.dp.total_elements) / D));
+    const bool b = chosen.dp.layout == ShardLayout::kElementWise;
+    std::printf(" %14.3f %14.3f %10.1f %6s %12.3f\n", ratio[0], ratio[1], build_ms, b ? "B" : "A", auto_ratio);
+    EXPECT_LE(auto_ratio, ratio[0] + 1e-9) << "auto never moves more than layout A";
+    if (D == 1024) {
+      EXPECT_TRUE(b) << chosen.layout_reason;
+      EXPECT_LT(auto_ratio, 2.0) << "layout B removes layout A's padding at DP 1024";
+    }
     // DP 8: padding under 1% and the exchange adds well under the DP traffic.
     if (D == 8) {
       EXPECT_LT(plans[0].dp.padding_ratio(), 0.01);
