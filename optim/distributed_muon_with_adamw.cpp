@@ -98,7 +98,7 @@ DistributedMuonWithAdamW::DistributedMuonWithAdamW(NamedParameters params, Commu
 }
 
 bool DistributedMuonWithAdamW::keeps_state(size_t i) const {
-  return !grid_.gathered[i] || grid_.tp_owner[i] == tp_.rank();
+  return grid_.keeps_state(i);
 }
 
 const ParamSplit* DistributedMuonWithAdamW::split_for(size_t i) const {
@@ -545,14 +545,6 @@ void DistributedMuonWithAdamW::return_gathered_pieces(const std::vector<size_t>&
 }
 
 StateDict DistributedMuonWithAdamW::state_dict() const {
-  nlohmann::json owners = nlohmann::json::object(), ranges = nlohmann::json::object();
-  for (size_t i = 0; i < params_.size(); ++i) {
-    if (plan_.owner[i] >= 0) owners[params_[i].name] = plan_.owner[i];
-  }
-  for (const auto& s : plan_.segments) {
-    if (plan_.owner[s.param] < 0)
-      ranges[params_[s.param].name].push_back({s.rank, s.param_begin, s.param_begin + s.count});
-  }
   std::vector<StateEntry> entries;
   for (const auto& s : holdings_) {
     const size_t i = s.param;
@@ -574,13 +566,9 @@ StateDict DistributedMuonWithAdamW::state_dict() const {
     }
     entries.push_back(std::move(e));
   }
-  nlohmann::json layout = {{"world_size", plan_.world},    {"rank", dp_.rank()}, {"plan_hash", hex(grid_.hash)},
-                           {"shard_len", plan_.shard_len}, {"owners", owners},   {"adamw_ranges", ranges}};
-  if (tp_.size() > 1) {
-    layout["tensor_parallel"] = tp_.size();
-    layout["tp_rank"] = tp_.rank();
-  }
-  if (element_wise()) layout["shard_layout"] = to_string(plan_.layout);
+  nlohmann::json layout = layout_record(grid_);
+  layout["rank"] = dp_.rank();
+  if (tp_.size() > 1) layout["tp_rank"] = tp_.rank();
   return encode_optimizer_state(groups_, entries, layout);
 }
 

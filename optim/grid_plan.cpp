@@ -147,4 +147,37 @@ GridPlan make_grid_plan(const std::vector<PlanParam>& logical, const SplitRegist
   return plan;
 }
 
+nlohmann::json layout_record(const GridPlan& plan) {
+  const OwnerPlan& dp = plan.dp;
+  std::ostringstream hash_hex;  // std::hex, no padding: the spelling every layout record has used
+  hash_hex << std::hex << plan.hash;
+  nlohmann::json owners = nlohmann::json::object(), ranges = nlohmann::json::object();
+  for (size_t i = 0; i < dp.params.size(); ++i) {
+    if (dp.owner[i] >= 0) owners[dp.params[i].name] = dp.owner[i];
+  }
+  for (const auto& s : dp.segments) {
+    if (dp.owner[s.param] < 0)
+      ranges[dp.params[s.param].name].push_back({s.rank, s.param_begin, s.param_begin + s.count});
+  }
+  nlohmann::json out = {{"world_size", dp.world},
+                        {"plan_hash", hash_hex.str()},
+                        {"shard_len", dp.shard_len},
+                        {"owners", owners},
+                        {"adamw_ranges", ranges}};
+  if (dp.layout != ShardLayout::kOwnerAligned) out["shard_layout"] = to_string(dp.layout);
+  if (plan.tp > 1) {
+    nlohmann::json cuts = nlohmann::json::object(), tp_owners = nlohmann::json::object();
+    for (size_t i = 0; i < plan.logical.size(); ++i) {
+      const std::string& name = plan.logical[i].name;
+      if (plan.shard[i].cut != TpCut::kReplicated)
+        cuts[name] = {{"cut", to_string(plan.shard[i].cut)}, {"blocks", plan.shard[i].blocks}};
+      if (plan.gathered[i]) tp_owners[name] = plan.tp_owner[i];
+    }
+    out["tensor_parallel"] = plan.tp;
+    out["tp_cuts"] = cuts;
+    out["tp_owners"] = tp_owners;
+  }
+  return out;
+}
+
 }  // namespace orthotron

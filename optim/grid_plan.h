@@ -16,6 +16,7 @@
 
 #include <cstdint>
 #include <map>
+#include <nlohmann/json.hpp>
 #include <string>
 #include <utility>
 #include <vector>
@@ -39,6 +40,9 @@ struct GridPlan {
   uint64_t hash = 0;                               ///< the DP plan's hash combined with the TP half
 
   int world() const { return tp * dp.world; }
+  /// Whether this plan's TP rank keeps optimizer state for parameter i where it holds it: not for a
+  /// gathered Muon parameter whose TP owner is another rank.
+  bool keeps_state(size_t i) const { return !gathered[i] || tp_owner[i] == tp_rank; }
   /// Elements the rank at (tp_rank, dp_rank) sends and receives to and from other ranks in one
   /// step's two TP all-to-alls: per gathered parameter of its DP index with pieces of k elements, a
   /// non-owner sends 2k (gradient and value) and receives k back; the owner receives 2k(T-1) and
@@ -58,6 +62,11 @@ struct GridPlan {
 /// parameter does not divide; ShapeError from the cuts.
 /// `shard_layout` is make_plan's setting for the DP layout over the pieces (layout_choice.h):
 /// owner_aligned, element_wise or auto.
+/// The layout record of `plan`, without rank-specific fields: world_size (DP), plan_hash, shard_len,
+/// owners, adamw_ranges, under layout B shard_layout, and at TP > 1 tensor_parallel, tp_cuts and
+/// tp_owners. The optimizer's state dict adds its rank to it; a checkpoint manifest stores it as is.
+nlohmann::json layout_record(const GridPlan& plan);
+
 GridPlan make_grid_plan(const std::vector<PlanParam>& logical, const SplitRegistry& splits,
                         const TensorParallelLayout& layout, int dp_size, int tp_rank,
                         const std::string& shard_layout = "owner_aligned");

@@ -19,13 +19,6 @@ std::string hex16(uint64_t v) {
   return buf;
 }
 
-/// The spelling of DistributedMuonWithAdamW's layout record (std::hex, no padding).
-std::string hex_plain(uint64_t v) {
-  char buf[24];
-  std::snprintf(buf, sizeof buf, "%llx", static_cast<unsigned long long>(v));
-  return buf;
-}
-
 std::string shape_str(const std::vector<int64_t>& s) {
   return c10::str(at::IntArrayRef(s));
 }
@@ -42,12 +35,6 @@ std::vector<int> pieces_of(const GridPlan& old_plan, size_t i) {
 /// Whether rank t of the new grid holds exactly the old piece t of parameter i.
 bool same_piece(const GridPlan& old_plan, const GridPlan& plan, size_t i) {
   return old_plan.tp == plan.tp && (plan.tp == 1 || old_plan.shard[i] == plan.shard[i]);
-}
-
-/// Whether the new rank keeps optimizer state for parameter i it holds (not a gathered Muon
-/// parameter whose TP owner is another rank).
-bool keeps_state(const GridPlan& plan, size_t i) {
-  return !plan.gathered[i] || plan.tp_owner[i] == plan.tp_rank;
 }
 
 /// The old shards' content, per old grid rank, with each "orthotron.state" parsed once.
@@ -314,37 +301,6 @@ SavedLayout parse_saved_layout(const Json& layout, const std::string& where) {
   return out;
 }
 
-Json layout_record(const GridPlan& plan) {
-  const OwnerPlan& dp = plan.dp;
-  Json owners = Json::object(), ranges = Json::object();
-  for (size_t i = 0; i < dp.params.size(); ++i) {
-    if (dp.owner[i] >= 0) owners[dp.params[i].name] = dp.owner[i];
-  }
-  for (const auto& s : dp.segments) {
-    if (dp.owner[s.param] < 0)
-      ranges[dp.params[s.param].name].push_back({s.rank, s.param_begin, s.param_begin + s.count});
-  }
-  Json out = {{"world_size", dp.world},
-              {"plan_hash", hex_plain(plan.hash)},
-              {"shard_len", dp.shard_len},
-              {"owners", owners},
-              {"adamw_ranges", ranges}};
-  if (dp.layout != ShardLayout::kOwnerAligned) out["shard_layout"] = to_string(dp.layout);
-  if (plan.tp > 1) {
-    Json cuts = Json::object(), tp_owners = Json::object();
-    for (size_t i = 0; i < plan.logical.size(); ++i) {
-      const std::string& name = plan.logical[i].name;
-      if (plan.shard[i].cut != TpCut::kReplicated)
-        cuts[name] = {{"cut", to_string(plan.shard[i].cut)}, {"blocks", plan.shard[i].blocks}};
-      if (plan.gathered[i]) tp_owners[name] = plan.tp_owner[i];
-    }
-    out["tensor_parallel"] = plan.tp;
-    out["tp_cuts"] = cuts;
-    out["tp_owners"] = tp_owners;
-  }
-  return out;
-}
-
 SavedLayout layout_of(const GridPlan& plan) {
   return parse_saved_layout(layout_record(plan), "(layout_of)");
 }
@@ -439,7 +395,7 @@ std::vector<int> reshard_sources(const SavedLayout& saved, const GridPlan& old_p
       } else {
         for (int t : pieces_of(old_plan, i)) out.insert(saved.grid_rank(t, d));
       }
-      if (!keeps_state(plan, i)) continue;
+      if (!plan.keeps_state(i)) continue;
       if (old_plan.gathered[i]) {
         out.insert(saved.grid_rank(old_plan.tp_owner[i], d));
       } else if (!(same && !plan.gathered[i])) {
@@ -486,7 +442,7 @@ ReshardedShard assemble_reshard(const SavedLayout& saved, const GridPlan& old_pl
     const std::vector<int64_t>& piece_shape = plan.dp.params[i].shape;
     if (plan.dp.owner[i] >= 0) {
       out.model[name] = same ? old.muon_piece(i, me) : new_piece(old.muon_logical(i), i);
-      if (!keeps_state(plan, i)) continue;
+      if (!plan.keeps_state(i)) continue;
       Json entry = old.entry(old.muon_holder(i, same ? me : 0), "muon", name);
       entry["shape"] = plan.gathered[i] ? plan.logical[i].shape : piece_shape;
       state["muon"]["params"][name] = entry;

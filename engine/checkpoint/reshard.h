@@ -54,11 +54,7 @@ struct SavedLayout {
 /// "shard_layout" is owner_aligned.
 SavedLayout parse_saved_layout(const nlohmann::json& layout, const std::string& where);
 
-/// The layout record of `plan` (no rank-specific field): world_size (DP), plan_hash, shard_len,
-/// owners, adamw_ranges, under layout B shard_layout, and at TP > 1 tensor_parallel, tp_cuts and
-/// tp_owners.
-nlohmann::json layout_record(const GridPlan& plan);
-/// layout_record(plan), parsed.
+/// layout_record(plan) (grid_plan.h), parsed.
 SavedLayout layout_of(const GridPlan& plan);
 
 /// The plan of the saved grid (saved.tp x saved.world, the saved cuts and shard layout) for the job's logical

@@ -177,7 +177,8 @@ TEST(DistributedMuon, ElementWiseStateDictRoundTrip) {
     oa.step();
   }
   const StateDict sd = oa.state_dict();
-  for (size_t i = 0; i < a.size(); ++i) b[i].tensor.data().copy_(a[i].tensor.data());
+  // b still holds the initial values: only load_parameter_shard (layout B's scatter of the owned
+  // matrices) can bring a's.
   DistributedMuonWithAdamW ob(b, world(), test_groups(), default_routing_rules(), splits, {}, "element_wise");
   EXPECT_TRUE(ob.load_state_dict(sd).complete());
   ob.load_parameter_shard(oa.parameter_shard());
