@@ -1,9 +1,13 @@
 // bench_optimizer_step.cpp: optimizer step time on a GPT-shaped parameter set (default 8 layers,
 // hidden 512, GQA 8/4 heads, SwiGLU 1536, vocab 8192), measured side by side in one mpirun:
 // distributed Muon in the owner-aligned layout (A) and the element-wise layout (B) vs ZeRO-1 AdamW
-// vs single-process Muon (rank 0 alone, the others waiting), with the plan's NS imbalance, the bytes
-// each rank moves per step, and what `auto` would pick.
+// vs single-process Muon (rank 0 alone: the others sleep in a barrier polled every 10 ms, so they
+// take no CPU from it), with the plan's NS imbalance, the bytes each rank moves per step, and what
+// `auto` would pick. Layout A runs twice: in one bucket and in overlapped buckets of --bucket-mb
+// (set_bucket_bytes); each prints where its time went (packing, waiting for the reduce-scatter,
+// norm, update, waiting for the all-gather, unpacking) beside the same collectives timed alone.
 //   mpirun -np {1,2,4} build/bin/bench_optimizer_step [--steps N] [--layers L] [--hidden H] [--ns-dtype D]
+//                                                    [--bucket-mb MB]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -50,6 +54,47 @@ double time_steps(orthotron::Communicator& world, orthotron::NamedParameters& pa
   return m.item<double>();
 }
 
+using StepTimes = orthotron::DistributedMuonWithAdamW::StepTimes;
+
+// The distributed step timed as time_steps does, plus the median of each part on this rank.
+StepTimes time_parts(orthotron::Communicator& world, orthotron::NamedParameters& params, int steps,
+                     orthotron::DistributedMuonWithAdamW& opt) {
+  std::vector<StepTimes> parts;
+  StepTimes out;
+  out.total_ms = time_steps(world, params, steps, [&] {
+    opt.step();
+    parts.push_back(opt.last_step_times());
+  });
+  parts.erase(parts.begin());  // the warm-up
+  auto med = [&](double StepTimes::*field) {
+    std::vector<double> v;
+    for (const auto& p : parts) v.push_back(p.*field);
+    return median(v);
+  };
+  out.buckets = opt.buckets();
+  out.pack_ms = med(&StepTimes::pack_ms);
+  out.reduce_wait_ms = med(&StepTimes::reduce_wait_ms);
+  out.norm_ms = med(&StepTimes::norm_ms);
+  out.update_ms = med(&StepTimes::update_ms);
+  out.gather_wait_ms = med(&StepTimes::gather_wait_ms);
+  out.unpack_ms = med(&StepTimes::unpack_ms);
+  return out;
+}
+
+void print_parts(const char* what, const StepTimes& t) {
+  std::printf(
+      "  %-22s %8.1f ms/step: pack %.1f, reduce-scatter wait %.1f, norm %.1f, update %.1f, "
+      "all-gather wait %.1f, unpack %.1f (rank 0, %lld buckets)\n",
+      what, t.total_ms, t.pack_ms, t.reduce_wait_ms, t.norm_ms, t.update_ms, t.gather_wait_ms, t.unpack_ms,
+      static_cast<long long>(t.buckets));
+}
+
+// A barrier that takes no CPU while it waits: polled every 10 ms.
+void sleeping_barrier(orthotron::Communicator& world) {
+  orthotron::WorkPtr b = world.ibarrier();
+  while (!b->test()) std::this_thread::sleep_for(std::chrono::milliseconds(10));
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -57,6 +102,7 @@ int main(int argc, char** argv) {
     GptShape s = orthotron::testing::benchmark_gpt_shape();
     int steps = 3;
     std::string ns_dtype = "float32";
+    double bucket_mb = 16;
     for (int i = 1; i < ac; ++i) {
       const std::string a = av[i];
       auto next = [&]() { return std::string(i + 1 < ac ? av[++i] : "0"); };
@@ -69,8 +115,12 @@ int main(int argc, char** argv) {
         s.ffn = 3 * s.hidden;
       } else if (a == "--ns-dtype") {
         ns_dtype = next();
+      } else if (a == "--bucket-mb") {
+        bucket_mb = std::stod(next());
       } else {
-        std::printf("usage: mpirun -np N bench_optimizer_step [--steps N] [--layers L] [--hidden H] [--ns-dtype D]\n");
+        std::printf(
+            "usage: mpirun -np N bench_optimizer_step [--steps N] [--layers L] [--hidden H] [--ns-dtype D] "
+            "[--bucket-mb MB]\n");
         return a == "--help" ? 0 : 2;
       }
     }
@@ -91,8 +141,30 @@ int main(int argc, char** argv) {
 
     orthotron::DistributedMuonWithAdamW dist(params, *world, groups, orthotron::default_routing_rules(), splits);
     world->stats().reset();
-    const double dist_ms = time_steps(*world, params, steps, [&] { dist.step(); });
+    const StepTimes one_bucket = time_parts(*world, params, steps, dist);
+    const double dist_ms = one_bucket.total_ms;
     const int64_t dist_bytes = (world->stats().bytes_sent() + world->stats().bytes_received()) / (steps + 1);
+    dist.set_bucket_bytes(static_cast<int64_t>(bucket_mb * (1 << 20)));
+    const StepTimes bucketed = time_parts(*world, params, steps, dist);
+
+    // The step's collectives alone, blocking: one reduce-scatter and one all-gather of W x S.
+    double comm_ms = 0;
+    {
+      const int64_t S = dist.plan().shard_len;
+      at::Tensor buffer = at::randn({S * w}), shard = at::empty({S});
+      std::vector<double> ms;
+      for (int st = -1; st < steps; ++st) {
+        world->barrier();
+        const auto t0 = std::chrono::steady_clock::now();
+        world->reduce_scatter(shard, buffer, orthotron::ReduceOp::kAvg);
+        world->all_gather(buffer, shard);
+        if (st >= 0)
+          ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+      }
+      at::Tensor m = at::full({1}, median(ms), at::kDouble);
+      world->all_reduce(m, orthotron::ReduceOp::kMax);
+      comm_ms = m.item<double>();
+    }
 
     orthotron::DistributedMuonWithAdamW dist_b(params, *world, groups, orthotron::default_routing_rules(), splits, {},
                                                "element_wise");
@@ -106,10 +178,11 @@ int main(int argc, char** argv) {
 
     orthotron::DistributedMuonWithAdamW zero1(params, *world, {groups[1]}, {all_adamw});  // the AdamW group alone
     world->stats().reset();
-    const double zero1_ms = time_steps(*world, params, steps, [&] { zero1.step(); });
+    const StepTimes zero1_parts = time_parts(*world, params, steps, zero1);
+    const double zero1_ms = zero1_parts.total_ms;
     const int64_t zero1_bytes = (world->stats().bytes_sent() + world->stats().bytes_received()) / (steps + 1);
 
-    // Single-process Muon on rank 0 with all the machine's threads; the other ranks wait.
+    // Single-process Muon on rank 0 with all the machine's threads; the other ranks sleep in the barrier.
     at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
     double single_ms = 0;
     if (r == 0) {
@@ -125,7 +198,7 @@ int main(int argc, char** argv) {
       }
       single_ms = median(ms);
     }
-    world->barrier();
+    sleeping_barrier(*world);
     if (r == 0) {
       const auto& plan = dist.plan();
       std::printf("bench_optimizer_step: %d ranks x %d threads, GPT %lld layers hidden %lld (%lld parameters), NS %s\n",
@@ -133,11 +206,21 @@ int main(int argc, char** argv) {
                   static_cast<long long>(numel), ns_dtype.c_str());
       std::printf("  distributed Muon A %10.1f ms/step  %12lld bytes/rank/step\n", dist_ms,
                   static_cast<long long>(dist_bytes));
+      print_parts("A in one bucket", one_bucket);
+      print_parts("A in buckets", bucketed);
+      const double compute = one_bucket.pack_ms + one_bucket.norm_ms + one_bucket.update_ms + one_bucket.unpack_ms;
+      std::printf(
+          "  collectives alone (reduce-scatter + all-gather, blocking) %.1f ms; compute parts %.1f ms; "
+          "sum %.1f ms; exposed step: one bucket %.1f ms (%.2f of the sum), %.0f MB buckets %.1f ms "
+          "(%.2f)\n",
+          comm_ms, compute, comm_ms + compute, one_bucket.total_ms, one_bucket.total_ms / (comm_ms + compute),
+          bucket_mb, bucketed.total_ms, bucketed.total_ms / (comm_ms + compute));
       std::printf("  distributed Muon B %10.1f ms/step  %12lld bytes/rank/step\n", dist_b_ms,
                   static_cast<long long>(dist_b_bytes));
       std::printf("  ZeRO-1 AdamW       %10.1f ms/step  %12lld bytes/rank/step\n", zero1_ms,
                   static_cast<long long>(zero1_bytes));
-      std::printf("  single-process Muon%10.1f ms/step  (rank 0 alone, %d threads)\n", single_ms,
+      print_parts("ZeRO-1 AdamW", zero1_parts);
+      std::printf("  single-process Muon%10.1f ms/step  (rank 0 alone, the others asleep, %d threads)\n", single_ms,
                   static_cast<int>(std::thread::hardware_concurrency()));
       std::printf(
           "  single/distributed Muon %.2fx; bytes Muon/ZeRO-1 %.4f; NS imbalance max/mean %.3f; padding %.3f%%\n",

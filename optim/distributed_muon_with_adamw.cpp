@@ -5,6 +5,7 @@
 #include <c10/core/GradMode.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
 #include <nlohmann/json.hpp>
@@ -94,6 +95,7 @@ DistributedMuonWithAdamW::DistributedMuonWithAdamW(NamedParameters params, Commu
   param_shard_ = at::zeros({plan_.shard_len}, opts);
   my_segments_ = plan_.shard_segments(dp_.rank());
   holdings_ = plan_.holdings(dp_.rank());
+  set_bucket_bytes(0);
   sync_parameters();
 }
 
@@ -156,13 +158,34 @@ void DistributedMuonWithAdamW::load_shard_from_params() {
 }
 
 void DistributedMuonWithAdamW::gather_shards_into_params() {
-  dp_.all_gather(param_buffer_, param_shard_);
-  for (const auto& s : plan_.segments) {
-    params_[s.param]
-        .tensor.view(-1)
-        .narrow(0, s.param_begin, s.count)
-        .copy_(param_buffer_.narrow(0, s.buffer_offset, s.count));
+  std::vector<WorkPtr> works;
+  for (int64_t k = 0; k < buckets_.count(); ++k) works.push_back(post_gather(k));
+  for (int64_t k = 0; k < buckets_.count(); ++k) {
+    works[static_cast<size_t>(k)]->wait();
+    unpack_bucket(k);
   }
+}
+
+WorkPtr DistributedMuonWithAdamW::post_gather(int64_t k) {
+  at::Tensor span = param_buffer_.narrow(0, buckets_.span_begin(k), buckets_.span_len(k));
+  return dp_.iall_gather(span, param_shard_.narrow(0, buckets_.begin(k), buckets_.len(k)));
+}
+
+void DistributedMuonWithAdamW::unpack_bucket(int64_t k) {
+  for (const auto& piece : pieces_[static_cast<size_t>(k)]) {
+    params_[piece.param]
+        .tensor.view(-1)
+        .narrow(0, piece.param_begin, piece.count)
+        .copy_(param_buffer_.narrow(0, piece.physical, piece.count));
+  }
+}
+
+void DistributedMuonWithAdamW::set_bucket_bytes(int64_t bytes) {
+  const bool bucketable = !element_wise() && tp_.size() == 1;
+  buckets_ = make_shard_buckets(dp_.size(), plan_.shard_len, bucketable ? bytes : 0,
+                                static_cast<int64_t>(params_[0].tensor.element_size()));
+  pieces_.assign(static_cast<size_t>(buckets_.count()), {});
+  for (const auto& seg : plan_.segments) buckets_.cut(seg, pieces_);
 }
 
 void DistributedMuonWithAdamW::sync_parameters() {
@@ -235,8 +258,19 @@ void DistributedMuonWithAdamW::load_parameter_shard(const std::map<std::string, 
   gather_shards_into_params();
 }
 
+namespace {
+
+double ms_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+}
+
+}  // namespace
+
 void DistributedMuonWithAdamW::step() {
   c10::NoGradGuard no_grad;
+  const auto t_start = std::chrono::steady_clock::now();
+  last_times_ = StepTimes{};
+  last_times_.buckets = buckets_.count();
   const size_t n = params_.size();
   const bool tp = tp_.size() > 1;
   // 1. Which parameters have a gradient anywhere (a parameter without one on every rank is skipped).
@@ -266,18 +300,34 @@ void DistributedMuonWithAdamW::step() {
   std::vector<char> any(n, 0);
   for (size_t i = 0; i < n; ++i) any[i] = flags[static_cast<int64_t>(i)].item<int64_t>() != 0;
 
-  // 2. Gradients into the flat buffer (zeros where this rank has none), averaged and scattered.
-  grad_buffer_.zero_();
-  for (const auto& s : plan_.segments) {
-    if (!has_local[s.param]) continue;
-    grad_buffer_.narrow(0, s.buffer_offset, s.count)
-        .copy_(params_[s.param].tensor.grad().reshape(-1).narrow(0, s.param_begin, s.count));
-  }
+  // 2. Gradients into the flat buffer (zeros where this rank has none), averaged and scattered:
+  // bucket by bucket, each bucket's reduce-scatter travelling while the next one is packed.
   at::Tensor shard_grad = at::empty({plan_.shard_len}, grad_buffer_.options());
-  dp_.reduce_scatter(shard_grad, grad_buffer_, ReduceOp::kAvg);
+  {
+    std::vector<WorkPtr> works;
+    for (int64_t k = 0; k < buckets_.count(); ++k) {
+      const auto t0 = std::chrono::steady_clock::now();
+      at::Tensor span = grad_buffer_.narrow(0, buckets_.span_begin(k), buckets_.span_len(k));
+      span.zero_();
+      for (const auto& piece : pieces_[static_cast<size_t>(k)]) {
+        if (!has_local[piece.param]) continue;
+        grad_buffer_.narrow(0, piece.physical, piece.count)
+            .copy_(params_[piece.param].tensor.grad().reshape(-1).narrow(0, piece.param_begin, piece.count));
+      }
+      last_times_.pack_ms += ms_since(t0);
+      at::Tensor out = shard_grad.narrow(0, buckets_.begin(k), buckets_.len(k));
+      works.push_back(dp_.ireduce_scatter(out, span, ReduceOp::kAvg));
+      for (auto& w : works) w->test();  // drive the buckets already in flight
+    }
+    const auto t0 = std::chrono::steady_clock::now();
+    for (auto& w : works) w->wait();
+    last_times_.reduce_wait_ms = ms_since(t0);
+  }
 
   // Global gradient norm: each averaged element sits in exactly one shard (padding is zero). With
-  // TP, a parameter replicated across the TP ranks is counted on TP rank 0 only.
+  // TP, a parameter replicated across the TP ranks is counted on TP rank 0 only. The norm needs
+  // every bucket: the clip factor and the skip of a non-finite step are global decisions.
+  const auto t_norm = std::chrono::steady_clock::now();
   const int64_t base = static_cast<int64_t>(dp_.rank()) * plan_.shard_len;
   double local_sumsq = 0;
   if (!tp) {
@@ -296,9 +346,103 @@ void DistributedMuonWithAdamW::step() {
   const double clip = begin_clipped_step(std::sqrt(sumsq.cpu().item<double>()));
   if (last_step_skipped()) return;  // the same decision on every rank: the norm is global
   if (clip < 1.0) shard_grad.mul_(clip);
+  last_times_.norm_ms = ms_since(t_norm);
 
   // 3. Update this rank's shard: Muon on owned matrices, AdamW on the element run.
   load_shard_from_params();
+  if (!element_wise() && !tp) {
+    update_and_gather_in_buckets(any, shard_grad);  // 3 and 4, overlapped bucket by bucket
+  } else {
+    update_gathered_or_element_wise(any, shard_grad);
+    // 4. Every rank receives every updated parameter.
+    const auto t0 = std::chrono::steady_clock::now();
+    gather_shards_into_params();
+    last_times_.gather_wait_ms = ms_since(t0);
+  }
+  for (size_t i = 0; i < n; ++i) steps_[i] += any[i] ? 1 : 0;
+  last_times_.total_ms = ms_since(t_start);
+}
+
+bool DistributedMuonWithAdamW::update_segment(const PlanSegment& s, const at::Tensor& shard_grad,
+                                              std::vector<MuonTask>& tasks, std::vector<size_t>& stepped) {
+  const int64_t base = static_cast<int64_t>(dp_.rank()) * plan_.shard_len;
+  const size_t i = s.param;
+  const ParamGroup& g = groups_[assignment_[i].group_index];
+  at::Tensor p = param_shard_.narrow(0, s.buffer_offset - base, s.count);
+  const at::Tensor grad = shard_grad.narrow(0, s.buffer_offset - base, s.count);
+  if (g.algorithm == Algorithm::kAdamW) {
+    AdamWState& st = adamw_[i];
+    st.step = steps_[i];
+    adamw_step(p, grad, st, g.adamw);
+    return true;
+  }
+  if (element_wise() || grid_.gathered[i]) return false;
+  // The shard slice is flat: the matrix view takes the parameter's (piece's) shape from the plan.
+  const c10::IntArrayRef shape(plan_.params[i].shape);
+  at::Tensor& m = momentum_[i];
+  if (!m.defined()) m = at::zeros(shape, p.options());
+  tasks.push_back({p.view(shape), muon_momentum_direction(grad.view(shape), m, g.muon), split_for(i),
+                   assignment_[i].group_index, &g.muon, params_[i].name});
+  stepped.push_back(i);
+  return true;
+}
+
+void DistributedMuonWithAdamW::audit_ns(const NsCounts& expected) const {
+  if (!debug_checks_enabled()) return;
+  check_ns_counts(expected, last_ns_counts_, groups_,
+                  "DistributedMuonWithAdamW::step on rank " + std::to_string(dp_.rank()) +
+                      (tp_.size() > 1 ? " (tensor-parallel rank " + std::to_string(tp_.rank()) + ")" : std::string()));
+}
+
+void DistributedMuonWithAdamW::update_and_gather_in_buckets(const std::vector<char>& any,
+                                                            const at::Tensor& shard_grad) {
+  // A segment is updated with the bucket holding its first element, so everything reaching into
+  // bucket k is updated before bucket k's all-gather starts; it travels while later buckets compute
+  // (MPI must not see its send buffer change: later buckets write only later elements).
+  const int64_t base = static_cast<int64_t>(dp_.rank()) * plan_.shard_len;
+  const int64_t K = buckets_.count();
+  std::vector<std::vector<const PlanSegment*>> due(static_cast<size_t>(K));
+  for (const auto& s : my_segments_) {
+    if (any[s.param]) due[static_cast<size_t>(buckets_.bucket_of(s.buffer_offset - base))].push_back(&s);
+  }
+  // The NS audit's prediction: one batched call per distinct shape within each bucket.
+  auto add = [](NsCounts& total, const NsCounts& part) {
+    for (const auto& [group, count] : part) {
+      total[group].matrices += count.matrices;
+      total[group].calls += count.calls;
+    }
+  };
+  last_ns_counts_.clear();
+  NsCounts expected;
+  std::vector<WorkPtr> works;
+  for (int64_t k = 0; k < K; ++k) {
+    const auto t0 = std::chrono::steady_clock::now();
+    std::vector<MuonTask> tasks;
+    std::vector<size_t> stepped;
+    for (const PlanSegment* s : due[static_cast<size_t>(k)]) update_segment(*s, shard_grad, tasks, stepped);
+    add(last_ns_counts_, apply_muon_tasks(tasks));
+    if (debug_checks_enabled()) add(expected, expected_ns_counts(audit_params_, stepped));
+    last_times_.update_ms += ms_since(t0);
+    works.push_back(post_gather(k));
+    for (auto& w : works) w->test();  // drive the buckets already in flight
+  }
+  audit_ns(expected);
+  for (int64_t k = 0; k < K; ++k) {
+    auto t0 = std::chrono::steady_clock::now();
+    works[static_cast<size_t>(k)]->wait();
+    last_times_.gather_wait_ms += ms_since(t0);
+    t0 = std::chrono::steady_clock::now();
+    unpack_bucket(k);
+    last_times_.unpack_ms += ms_since(t0);
+  }
+}
+
+void DistributedMuonWithAdamW::update_gathered_or_element_wise(const std::vector<char>& any,
+                                                               const at::Tensor& shard_grad) {
+  const auto t_update = std::chrono::steady_clock::now();
+  const size_t n = params_.size();
+  const bool tp = tp_.size() > 1;
+  const int64_t base = static_cast<int64_t>(dp_.rank()) * plan_.shard_len;
   std::vector<MuonTask> tasks;
   std::vector<size_t> stepped_muon;
   // This DP index's Muon parameters orthogonalized by a TP owner, with their averaged gradient and
@@ -306,31 +450,11 @@ void DistributedMuonWithAdamW::step() {
   std::vector<size_t> gathered;
   std::vector<at::Tensor> gathered_grads, gathered_values;
   for (const auto& s : my_segments_) {
-    if (!any[s.param]) continue;
-    const size_t i = s.param;
-    const ParamGroup& g = groups_[assignment_[i].group_index];
-    at::Tensor p = param_shard_.narrow(0, s.buffer_offset - base, s.count);
-    const at::Tensor grad = shard_grad.narrow(0, s.buffer_offset - base, s.count);
-    if (g.algorithm == Algorithm::kAdamW) {
-      AdamWState& st = adamw_[i];
-      st.step = steps_[i];
-      adamw_step(p, grad, st, g.adamw);
-      continue;
-    }
+    if (!any[s.param] || update_segment(s, shard_grad, tasks, stepped_muon)) continue;
     if (element_wise()) continue;  // layout B: the owner steps the whole matrix below
-    if (grid_.gathered[i]) {
-      gathered.push_back(i);
-      gathered_grads.push_back(grad);
-      gathered_values.push_back(p);
-      continue;
-    }
-    // The shard slice is flat: the matrix view takes the parameter's (piece's) shape from the plan.
-    const c10::IntArrayRef shape(plan_.params[i].shape);
-    at::Tensor& m = momentum_[i];
-    if (!m.defined()) m = at::zeros(shape, p.options());
-    tasks.push_back({p.view(shape), muon_momentum_direction(grad.view(shape), m, g.muon), split_for(i),
-                     assignment_[i].group_index, &g.muon, params_[i].name});
-    stepped_muon.push_back(i);
+    gathered.push_back(s.param);
+    gathered_grads.push_back(shard_grad.narrow(0, s.buffer_offset - base, s.count));
+    gathered_values.push_back(param_shard_.narrow(0, s.buffer_offset - base, s.count));
   }
   // Layout B: every owned matrix's gradient, whole, from the shards holding its pieces; the owner
   // steps a copy of the current value (every rank holds every parameter).
@@ -361,17 +485,10 @@ void DistributedMuonWithAdamW::step() {
   std::vector<at::Tensor> logical_values;
   if (tp) send_gathered_to_owners(gathered, gathered_grads, gathered_values, tasks, logical_values, stepped_muon);
   last_ns_counts_ = apply_muon_tasks(tasks);
-  if (debug_checks_enabled()) {
-    check_ns_counts(expected_ns_counts(audit_params_, stepped_muon), last_ns_counts_, groups_,
-                    "DistributedMuonWithAdamW::step on rank " + std::to_string(dp_.rank()) +
-                        (tp ? " (tensor-parallel rank " + std::to_string(tp_.rank()) + ")" : std::string()));
-  }
+  if (debug_checks_enabled()) audit_ns(expected_ns_counts(audit_params_, stepped_muon));
   if (tp) return_gathered_pieces(gathered, logical_values, gathered_values);
   if (element_wise()) scatter_owned_values(owned);
-
-  // 4. Every rank receives every updated parameter.
-  gather_shards_into_params();
-  for (size_t i = 0; i < n; ++i) steps_[i] += any[i] ? 1 : 0;
+  last_times_.update_ms = ms_since(t_update);
 }
 
 namespace {

@@ -7,7 +7,9 @@
 //      NS call; per-part shape scale) and AdamW on its element run (moments only there);
 //   4. one all-gather of the parameter shards gives every rank every updated parameter, bitwise equal.
 // Traffic per step is ZeRO-1 AdamW's (reduce-scatter + all-gather of W x S elements) plus the
-// padding W x S - P and one all_reduce of a per-parameter "has a gradient" flag.
+// padding W x S - P and one all_reduce of a per-parameter "has a gradient" flag. Steps 2 and 4 can
+// run in overlapped buckets (set_bucket_bytes, shard_buckets.h): the buffers are then bucket-major,
+// and bucket k's all-gather travels while later buckets' Newton-Schulz runs.
 // Layout A was chosen because it moves no bytes beyond ZeRO-1 while the largest Muon matrix is below
 // P / W; where it is not (see OwnerPlan::padding_ratio), the element-wise layout B is the answer.
 //
@@ -29,6 +31,7 @@
 #include "optim/muon_batch.h"
 #include "optim/optimizer.h"
 #include "optim/owner_plan.h"
+#include "optim/shard_buckets.h"
 #include "optim/split_registry.h"
 #include "parallel/communicator.h"
 
@@ -72,6 +75,33 @@ class DistributedMuonWithAdamW : public Optimizer {
 
   /// This rank's Newton-Schulz work in the last step, per group index.
   const NsCounts& last_ns_counts() const { return last_ns_counts_; }
+
+  /// Where the last step's time went on this rank, in milliseconds. The *_wait parts are the
+  /// communication left exposed: time blocked waiting for a reduce-scatter or all-gather that
+  /// had not finished behind other work.
+  struct StepTimes {
+    int64_t buckets = 1;
+    double pack_ms = 0;         ///< gradients into the flat buffer
+    double reduce_wait_ms = 0;  ///< blocked on the reduce-scatters
+    double norm_ms = 0;         ///< the global gradient norm (one small all-reduce) and the clip
+    double update_ms = 0;       ///< Muon (momentum, Newton-Schulz, update) and AdamW on this shard
+    double gather_wait_ms = 0;  ///< blocked on the all-gathers (and, under B or TP, their exchanges' waits)
+    double unpack_ms = 0;       ///< the gathered buffer into the parameters
+    double total_ms = 0;
+  };
+  const StepTimes& last_step_times() const { return last_times_; }
+
+  /// Collective in effect: every data-parallel rank must set the same value before the same step.
+  /// Moves the reduce-scatter and all-gather in buckets of about `bytes` of reduce-scatter input
+  /// (shard_buckets.h) and overlaps them: bucket k's reduce-scatter travels while bucket k+1 is
+  /// packed; bucket k's all-gather starts once the matrices and AdamW elements reaching into it are
+  /// updated, and travels while later buckets' Newton-Schulz runs (the MPI backend is driven by
+  /// Work::test() between buckets). The result is bitwise equal to one bucket's, since the
+  /// reduce-scatter sums in rank order per element and NS is per matrix. 0 (the default): one
+  /// bucket. Layout B and tensor parallelism always run one bucket.
+  void set_bucket_bytes(int64_t bytes);
+  /// Number of buckets in use.
+  int64_t buckets() const { return buckets_.count(); }
   void zero_grad() override;
 
   /// This rank's state only: the momenta of the Muon matrices it owns and the AdamW moments of its
@@ -134,6 +164,21 @@ class DistributedMuonWithAdamW : public Optimizer {
   void load_shard_from_params();
   /// All-gather of the shards, then every parameter <- its elements in the gathered buffer. Collective.
   void gather_shards_into_params();
+  /// Bucket k's all-gather (param_shard_ -> param_buffer_), posted. Collective over DP.
+  WorkPtr post_gather(int64_t k);
+  /// The parameters' elements in bucket k <- param_buffer_.
+  void unpack_bucket(int64_t k);
+  /// Step 3 for segment `s`: AdamW runs at once; a Muon matrix this rank owns whole (layout A, not
+  /// gathered by a TP owner) appends its task. False when the segment is left to the caller (a
+  /// layout-B piece or a TP-gathered piece).
+  bool update_segment(const PlanSegment& s, const at::Tensor& shard_grad, std::vector<MuonTask>& tasks,
+                      std::vector<size_t>& stepped);
+  /// Steps 3 and 4 under layout A without TP, bucket by bucket (set_bucket_bytes).
+  void update_and_gather_in_buckets(const std::vector<char>& any, const at::Tensor& shard_grad);
+  /// Step 3 under layout B or with TP (one bucket): the all-to-alls and the TP exchange.
+  void update_gathered_or_element_wise(const std::vector<char>& any, const at::Tensor& shard_grad);
+  /// InvariantError when last_ns_counts_ differs from `expected` (debug checks only).
+  void audit_ns(const NsCounts& expected) const;
   /// Whether this rank keeps state for parameter i held in its shard (false for a gathered Muon
   /// parameter whose TP owner is another rank).
   bool keeps_state(size_t i) const;
@@ -176,8 +221,11 @@ class DistributedMuonWithAdamW : public Optimizer {
   std::map<size_t, AdamWState> adamw_;     // AdamW parameters with a run in this shard (slice-sized)
   std::vector<PlanSegment> my_segments_;
   std::vector<PlanSegment> holdings_;
-  at::Tensor grad_buffer_;   // W x S
-  at::Tensor param_buffer_;  // W x S
+  ShardBuckets buckets_;                          // the physical arrangement of the two W x S buffers
+  std::vector<std::vector<BucketPiece>> pieces_;  // per bucket: every parameter piece in it
+  StepTimes last_times_;
+  at::Tensor grad_buffer_;   // W x S, bucket-major
+  at::Tensor param_buffer_;  // W x S, bucket-major
   at::Tensor param_shard_;   // S
 };
 

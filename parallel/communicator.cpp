@@ -60,6 +60,14 @@ void FinishingWork::wait() {
   if (finish_) finish_();
 }
 
+bool FinishingWork::test() {
+  if (!inner_) return true;
+  if (!inner_->test()) return false;
+  inner_.reset();
+  if (finish_) finish_();
+  return true;
+}
+
 std::chrono::milliseconds default_comm_timeout() {
   if (const char* v = std::getenv("ORTHOTRON_COMM_TIMEOUT_S")) {
     char* end = nullptr;

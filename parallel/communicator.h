@@ -52,6 +52,10 @@ class Work {
  public:
   virtual ~Work() = default;
   virtual void wait() = 0;
+  /// Non-blocking: drives the backend's progress once (MPI progresses a non-blocking collective
+  /// only inside MPI calls) and returns whether the result is in place, as after wait(). Once it
+  /// returned true, wait() returns at once. Throws CommError on a backend error; never times out.
+  virtual bool test() = 0;
 };
 using WorkPtr = std::unique_ptr<Work>;
 
@@ -62,6 +66,7 @@ class FinishingWork : public Work {
   FinishingWork(WorkPtr inner, std::function<void()> finish) : inner_(std::move(inner)), finish_(std::move(finish)) {}
   ~FinishingWork() override;
   void wait() override;
+  bool test() override;
 
  private:
   WorkPtr inner_;

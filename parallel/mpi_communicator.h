@@ -7,6 +7,7 @@
 
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "parallel/communicator.h"
 
@@ -34,7 +35,12 @@ class MpiCommunicator : public Communicator {
 
  private:
   WorkPtr make_work(MPI_Request request, const std::string& op, int64_t bytes, std::vector<at::Tensor> keep_alive);
+  /// `numel` elements of a reduce-scatter receive buffer no pending collective uses. Buffers are
+  /// kept and reused (a fresh 256 MiB allocation cost as much as the transfer, in page faults), so
+  /// the pool holds as much as the reduce-scatters ever in flight at once.
+  at::Tensor receive_buffer(int64_t numel, const at::TensorOptions& options);
   MPI_Comm comm_;
+  std::vector<at::Tensor> receive_buffers_;
 };
 
 /// Throws CommError naming `what` and MPI's error string unless `code` is MPI_SUCCESS.

@@ -72,19 +72,7 @@ class NcclWork : public Work {
   void wait() override {
     if (event_ == nullptr) return;
     const auto start = std::chrono::steady_clock::now();
-    while (true) {
-      const cudaError_t q = cudaEventQuery(event_);
-      if (q == cudaSuccess) break;
-      if (q != cudaErrorNotReady) {
-        ncclCommAbort(comm_);
-        abort_job(description_ + ": CUDA error " + cudaGetErrorString(q), 4);
-      }
-      ncclResult_t async = ncclSuccess;
-      ncclCommGetAsyncError(comm_, &async);
-      if (async != ncclSuccess && async != ncclInProgress) {
-        ncclCommAbort(comm_);
-        abort_job(description_ + ": NCCL asynchronous error " + ncclGetErrorString(async), 4);
-      }
+    while (!test()) {
       if (std::chrono::steady_clock::now() - start > timeout_) {
         ncclCommAbort(comm_);
         abort_job(description_ + " did not complete within " + std::to_string(timeout_.count() / 1000.0) +
@@ -94,9 +82,29 @@ class NcclWork : public Work {
       }
       std::this_thread::sleep_for(std::chrono::microseconds(20));
     }
+  }
+  // One query of the event and of NCCL's asynchronous error; a CUDA or NCCL error aborts the
+  // communicator, then the job.
+  bool test() override {
+    if (event_ == nullptr) return true;
+    const cudaError_t q = cudaEventQuery(event_);
+    if (q != cudaSuccess && q != cudaErrorNotReady) {
+      ncclCommAbort(comm_);
+      abort_job(description_ + ": CUDA error " + cudaGetErrorString(q), 4);
+    }
+    if (q == cudaErrorNotReady) {
+      ncclResult_t async = ncclSuccess;
+      ncclCommGetAsyncError(comm_, &async);
+      if (async != ncclSuccess && async != ncclInProgress) {
+        ncclCommAbort(comm_);
+        abort_job(description_ + ": NCCL asynchronous error " + ncclGetErrorString(async), 4);
+      }
+      return false;
+    }
     cudaEventDestroy(event_);
     event_ = nullptr;
     keep_alive_.clear();
+    return true;
   }
 
  private:

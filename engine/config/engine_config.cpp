@@ -182,6 +182,11 @@ const FieldTable<ParallelOptions>& parallel_option_fields() {
                           "cut, Muon pieces sent to the owner and back)",
                           {"auto", "owner_aligned", "element_wise"},
                           [](O& o) -> std::string& { return o.shard_layout; }),
+          number_field<O, int64_t>(
+              "bucket_mb",
+              "MiB of gradients per overlapped bucket of the reduce-scatter and all-gather (layout "
+              "A without tensor parallelism; bitwise equal to one bucket); 0: one bucket",
+              {0, 1 << 20}, [](O& o) -> int64_t& { return o.bucket_mb; }),
       });
   return table;
 }

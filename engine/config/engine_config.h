@@ -64,6 +64,7 @@ struct ParallelOptions {
   int64_t tensor_parallel = 1;        ///< T: ranks t + d T, t < T, form tensor-parallel group d (Megatron's order)
   std::string device = "cpu";         ///< cpu (MPI) | cuda (NCCL, one GPU per rank)
   std::string shard_layout = "auto";  ///< distributed Muon's DP layout: auto | owner_aligned | element_wise
+  int64_t bucket_mb = 16;  ///< overlapped buckets of the gradient reduce-scatter / parameter all-gather (MiB); 0: one
 };
 
 struct LoggingOptions {

@@ -99,6 +99,7 @@ Trainer::Trainer(EngineConfig config, Communicator& world)
       configured_splits(*model_, config_.splits, config_.optimizer),
       TensorParallelContext{tp > 1 ? &grid_->tp() : nullptr, model_->tp_layout()}, config_.parallel.shard_layout);
   optimizer_->set_max_grad_norm(config_.training.max_grad_norm);
+  optimizer_->set_bucket_bytes(config_.parallel.bucket_mb << 20);
   for (const auto& g : config_.optimizer.groups) {
     base_lr_[g.name] = g.algorithm == Algorithm::kMuon ? g.muon.lr : g.adamw.lr;
   }
@@ -116,6 +117,8 @@ Trainer::Trainer(EngineConfig config, Communicator& world)
                std::to_string(train_samples_->samples_per_epoch()) + " samples per epoch); validation " +
                std::to_string(valid_data_->total_tokens()) + " tokens");
     log_->line("parameter assignment:\n" + optimizer_->assignment_table() + "\n" + optimizer_->grid_plan().summary());
+    log_->line("gradient reduce-scatter and parameter all-gather: " + std::to_string(optimizer_->buckets()) +
+               " overlapped bucket(s) (parallel.bucket_mb " + std::to_string(config_.parallel.bucket_mb) + ")");
   }
   resume();
 }

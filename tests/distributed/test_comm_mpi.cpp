@@ -84,6 +84,52 @@ TEST(ReduceScatter, ClosedForms) {
   }
 }
 
+// The MPI backend adds the W blocks in rank order 0, 1, ..., W-1, whatever the size: on random
+// float32 values (whose sum depends on the order) the result equals that order's sum bit for bit,
+// for a small and a large buffer, with several reduce-scatters in flight at once (each needs its
+// own receive buffer from the pool) and completed through test() alone.
+TEST(ReduceScatter, SumsInRankOrderBitwise) {
+  const int w = world().size(), r = world().rank();
+  for (int64_t n : {int64_t{5}, int64_t{300000}}) {
+    auto input_of = [&](int q, int k) {
+      at::manual_seed(static_cast<uint64_t>(1000 * k + q));
+      return at::randn({w * n}) * (q + 1);
+    };
+    std::vector<at::Tensor> outs, inputs;
+    std::vector<WorkPtr> works;
+    for (int k = 0; k < 3; ++k) {
+      inputs.push_back(input_of(r, k));
+      outs.push_back(at::empty({n}));
+      works.push_back(world().ireduce_scatter(outs.back(), inputs.back(), ReduceOp::kSum));
+    }
+    for (auto& work : works) {
+      while (!work->test()) {
+      }
+      EXPECT_TRUE(work->test());  // stays complete
+      work->wait();               // and returns at once
+    }
+    for (int k = 0; k < 3; ++k) {
+      at::Tensor expected = input_of(0, k).narrow(0, r * n, n).clone();
+      for (int q = 1; q < w; ++q) expected.add_(input_of(q, k).narrow(0, r * n, n));
+      EXPECT_TRUE(at::equal(outs[static_cast<size_t>(k)], expected)) << "n=" << n << " k=" << k;
+    }
+    at::Tensor mx = at::empty({n});
+    world().reduce_scatter(mx, input_of(r, 0), ReduceOp::kMax);
+    at::Tensor expected_max = input_of(0, 0).narrow(0, r * n, n).clone();
+    for (int q = 1; q < w; ++q) expected_max = at::maximum(expected_max, input_of(q, 0).narrow(0, r * n, n));
+    EXPECT_TRUE(at::equal(mx, expected_max)) << "n=" << n;
+  }
+}
+
+// bf16 blocks are summed in float32 and rounded once, as all_reduce does.
+TEST(ReduceScatter, Bf16IsRoundedOnceFromAnFp32Sum) {
+  const int w = world().size(), r = world().rank();
+  const at::Tensor input = at::full({3 * w}, r == 0 ? 256.0 : 1.0).to(at::kBFloat16);
+  at::Tensor out = at::empty({3}, input.options());
+  world().reduce_scatter(out, input, ReduceOp::kSum);
+  EXPECT_TRUE(at::equal(out, at::full({3}, 256.0 + (w - 1)).to(at::kBFloat16))) << out;
+}
+
 TEST(AllGather, ClosedForms) {
   const int w = world().size(), r = world().rank();
   for (auto dtype : kDtypes) {

@@ -1,0 +1,49 @@
+// shard_buckets.cpp: bucket arithmetic of the bucket-major flat buffer.
+#include "optim/shard_buckets.h"
+
+#include <algorithm>
+
+#include "base/errors.h"
+
+namespace orthotron {
+
+int64_t ShardBuckets::count() const {
+  return shard_len == 0 ? 1 : (shard_len + bucket_len - 1) / bucket_len;
+}
+
+int64_t ShardBuckets::len(int64_t k) const {
+  return std::max<int64_t>(0, std::min(bucket_len, shard_len - begin(k)));
+}
+
+int64_t ShardBuckets::physical(int rank, int64_t x) const {
+  const int64_t k = bucket_of(x);
+  return span_begin(k) + rank * len(k) + (x - begin(k));
+}
+
+void ShardBuckets::cut(const PlanSegment& segment, std::vector<std::vector<BucketPiece>>& pieces) const {
+  const int64_t start = segment.buffer_offset - static_cast<int64_t>(segment.rank) * shard_len;
+  int64_t done = 0;
+  while (done < segment.count) {
+    const int64_t x = start + done;
+    const int64_t k = bucket_of(x);
+    const int64_t n = std::min(segment.count - done, begin(k) + len(k) - x);
+    pieces[static_cast<size_t>(k)].push_back({segment.param, segment.param_begin + done, n, physical(segment.rank, x)});
+    done += n;
+  }
+}
+
+ShardBuckets make_shard_buckets(int world, int64_t shard_len, int64_t bucket_bytes, int64_t element_size) {
+  if (world < 1 || shard_len < 0 || element_size < 1) {
+    throw InvalidArgument("make_shard_buckets: world " + std::to_string(world) + ", shard length " +
+                          std::to_string(shard_len) + ", element size " + std::to_string(element_size));
+  }
+  ShardBuckets b;
+  b.world = world;
+  b.shard_len = shard_len;
+  b.bucket_len = shard_len;
+  if (bucket_bytes > 0) b.bucket_len = std::min(shard_len, std::max<int64_t>(1, bucket_bytes / (world * element_size)));
+  if (b.bucket_len == 0) b.bucket_len = 1;
+  return b;
+}
+
+}  // namespace orthotron

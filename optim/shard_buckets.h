@@ -1,0 +1,52 @@
+// shard_buckets.h: the bucket-major arrangement of a W x S flat buffer, which lets the data-parallel
+// step move its reduce-scatter and all-gather in buckets (overlapped with packing, Newton-Schulz and
+// unpacking) while every bucket's collective reads and writes contiguous memory.
+//
+// Each shard [0, S) is cut into K buckets of L elements (the last one shorter). Bucket k holds
+// elements [k L, k L + L_k) of every shard; in the physical buffer it is one contiguous span of
+// W x L_k elements starting at W k L, rank r's part at W k L + r L_k. So bucket k's reduce-scatter
+// is a reduce-scatter of that span into the shard's [k L, k L + L_k), and its all-gather the
+// reverse. With K = 1 the physical buffer is the logical one: rank r's shard at r S.
+#pragma once
+
+#include <cstdint>
+#include <vector>
+
+#include "optim/owner_plan.h"
+
+namespace orthotron {
+
+/// Where one piece of a parameter lives in the physical buffer: elements
+/// [param_begin, param_begin + count) of the flat parameter at [physical, physical + count).
+struct BucketPiece {
+  size_t param = 0;
+  int64_t param_begin = 0;
+  int64_t count = 0;
+  int64_t physical = 0;
+};
+
+struct ShardBuckets {
+  int world = 1;
+  int64_t shard_len = 0;   ///< S
+  int64_t bucket_len = 0;  ///< L (S when there is one bucket)
+
+  int64_t count() const;  ///< K = ceil(S / L) (1 for S = 0)
+  int64_t begin(int64_t k) const { return k * bucket_len; }
+  int64_t len(int64_t k) const;  ///< L_k
+  /// Bucket k's span in the physical buffer: W L_k elements from W k L.
+  int64_t span_begin(int64_t k) const { return world * begin(k); }
+  int64_t span_len(int64_t k) const { return world * len(k); }
+  /// The bucket holding shard-relative element x.
+  int64_t bucket_of(int64_t x) const { return bucket_len == 0 ? 0 : x / bucket_len; }
+  /// Physical position of element x of rank r's shard.
+  int64_t physical(int rank, int64_t x) const;
+  /// `segment` cut at bucket boundaries: its pieces, appended to pieces[k] of each bucket k touched.
+  void cut(const PlanSegment& segment, std::vector<std::vector<BucketPiece>>& pieces) const;
+};
+
+/// Buckets of about `bucket_bytes` of reduce-scatter input (W x L x element_size) each over a
+/// W x S buffer: L = max(1, bucket_bytes / (W element_size)), capped at S. bucket_bytes <= 0
+/// means one bucket (L = S).
+ShardBuckets make_shard_buckets(int world, int64_t shard_len, int64_t bucket_bytes, int64_t element_size);
+
+}  // namespace orthotron

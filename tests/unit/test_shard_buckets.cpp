@@ -1,0 +1,84 @@
+// test_shard_buckets.cpp: the bucket-major buffer arrangement (optim/shard_buckets.h): one bucket
+// is the plain shard-major buffer; any bucket size maps the W x S elements one to one onto the
+// buffer, each bucket's span contiguous with rank r's part at r L_k; segments cut at bucket edges.
+#include <gtest/gtest.h>
+
+#include <vector>
+
+#include "base/errors.h"
+#include "optim/shard_buckets.h"
+
+namespace orthotron {
+namespace {
+
+TEST(ShardBuckets, OneBucketIsTheShardMajorBuffer) {
+  const ShardBuckets b = make_shard_buckets(3, 10, 0, 4);
+  EXPECT_EQ(b.count(), 1);
+  for (int r = 0; r < 3; ++r) {
+    for (int64_t x = 0; x < 10; ++x) EXPECT_EQ(b.physical(r, x), r * 10 + x);
+  }
+}
+
+TEST(ShardBuckets, EveryBucketSizeIsABijectionWithContiguousSpans) {
+  for (int world : {1, 2, 3, 4}) {
+    for (int64_t shard : {1, 7, 10, 33}) {
+      for (int64_t len : {1, 2, 3, 5, 10, 40}) {
+        const ShardBuckets b = make_shard_buckets(world, shard, len * world * 4, 4);
+        ASSERT_EQ(b.bucket_len, std::min(len, shard));
+        EXPECT_EQ(b.count(), (shard + b.bucket_len - 1) / b.bucket_len);
+        std::vector<int> seen(static_cast<size_t>(world * shard), 0);
+        for (int r = 0; r < world; ++r) {
+          for (int64_t x = 0; x < shard; ++x) {
+            const int64_t k = b.bucket_of(x);
+            const int64_t p = b.physical(r, x);
+            ASSERT_GE(p, b.span_begin(k));
+            ASSERT_LT(p, b.span_begin(k) + b.span_len(k));
+            EXPECT_EQ(p - b.span_begin(k), r * b.len(k) + (x - b.begin(k)));
+            ++seen[static_cast<size_t>(p)];
+          }
+        }
+        for (int c : seen) EXPECT_EQ(c, 1) << "W=" << world << " S=" << shard << " L=" << len;
+        int64_t spans = 0;
+        for (int64_t k = 0; k < b.count(); ++k) {
+          EXPECT_EQ(b.span_begin(k), spans);
+          spans += b.span_len(k);
+        }
+        EXPECT_EQ(spans, world * shard);
+      }
+    }
+  }
+}
+
+TEST(ShardBuckets, SegmentsAreCutAtBucketEdges) {
+  const ShardBuckets b = make_shard_buckets(2, 10, 2 * 4 * 4, 4);  // L = 4: buckets [0,4) [4,8) [8,10)
+  std::vector<std::vector<BucketPiece>> pieces(static_cast<size_t>(b.count()));
+  PlanSegment seg;  // rank 1's elements [3, 9), parameter elements [100, 106)
+  seg.param = 7;
+  seg.rank = 1;
+  seg.buffer_offset = 10 + 3;
+  seg.count = 6;
+  seg.param_begin = 100;
+  b.cut(seg, pieces);
+  ASSERT_EQ(pieces[0].size(), 1u);
+  ASSERT_EQ(pieces[1].size(), 1u);
+  ASSERT_EQ(pieces[2].size(), 1u);
+  EXPECT_EQ(pieces[0][0].param_begin, 100);
+  EXPECT_EQ(pieces[0][0].count, 1);
+  EXPECT_EQ(pieces[0][0].physical, 4 + 3);  // bucket 0 span [0, 8), rank 1 at 4
+  EXPECT_EQ(pieces[1][0].param_begin, 101);
+  EXPECT_EQ(pieces[1][0].count, 4);
+  EXPECT_EQ(pieces[1][0].physical, 8 + 4);  // bucket 1 span [8, 16), rank 1 at 12
+  EXPECT_EQ(pieces[2][0].param_begin, 105);
+  EXPECT_EQ(pieces[2][0].count, 1);
+  EXPECT_EQ(pieces[2][0].physical, 16 + 2);  // bucket 2 span [16, 20), L_2 = 2, rank 1 at 18
+  for (const auto& p : pieces) EXPECT_EQ(p[0].param, 7u);
+}
+
+TEST(ShardBuckets, BadArgumentsAreRefused) {
+  EXPECT_THROW(make_shard_buckets(0, 10, 0, 4), InvalidArgument);
+  EXPECT_THROW(make_shard_buckets(2, -1, 0, 4), InvalidArgument);
+  EXPECT_THROW(make_shard_buckets(2, 10, 0, 0), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace orthotron
