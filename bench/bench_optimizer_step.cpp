@@ -7,7 +7,7 @@
 // (set_bucket_bytes); each prints where its time went (packing, waiting for the reduce-scatter,
 // norm, update, waiting for the all-gather, unpacking) beside the same collectives timed alone.
 //   mpirun -np {1,2,4} build/bin/bench_optimizer_step [--steps N] [--layers L] [--hidden H] [--ns-dtype D]
-//                                                    [--bucket-mb MB]
+//                                                    [--bucket-mb MB] [--rounds R]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 
@@ -56,29 +56,51 @@ double time_steps(orthotron::Communicator& world, orthotron::NamedParameters& pa
 
 using StepTimes = orthotron::DistributedMuonWithAdamW::StepTimes;
 
-// The distributed step timed as time_steps does, plus the median of each part on this rank.
-StepTimes time_parts(orthotron::Communicator& world, orthotron::NamedParameters& params, int steps,
-                     orthotron::DistributedMuonWithAdamW& opt) {
-  std::vector<StepTimes> parts;
-  StepTimes out;
-  out.total_ms = time_steps(world, params, steps, [&] {
-    opt.step();
-    parts.push_back(opt.last_step_times());
-  });
-  parts.erase(parts.begin());  // the warm-up
-  auto med = [&](double StepTimes::*field) {
-    std::vector<double> v;
-    for (const auto& p : parts) v.push_back(p.*field);
-    return median(v);
-  };
-  out.buckets = opt.buckets();
-  out.pack_ms = med(&StepTimes::pack_ms);
-  out.reduce_wait_ms = med(&StepTimes::reduce_wait_ms);
-  out.norm_ms = med(&StepTimes::norm_ms);
-  out.update_ms = med(&StepTimes::update_ms);
-  out.gather_wait_ms = med(&StepTimes::gather_wait_ms);
-  out.unpack_ms = med(&StepTimes::unpack_ms);
-  return out;
+// The distributed step in one bucket and in buckets of `bucket_bytes`, alternating over `rounds`
+// rounds of `steps` timed steps each (after one warm-up of each): per setting, the median step time
+// (max over ranks) and the median of each part on this rank.
+std::pair<StepTimes, StepTimes> time_one_and_bucketed(orthotron::Communicator& world,
+                                                      orthotron::NamedParameters& params, int steps, int rounds,
+                                                      orthotron::DistributedMuonWithAdamW& opt, int64_t bucket_bytes) {
+  std::vector<StepTimes> parts[2];
+  std::vector<double> totals[2];
+  int64_t buckets[2] = {1, 1};
+  for (int round = -1; round < rounds; ++round) {  // round -1: warm-up
+    for (int setting = 0; setting < 2; ++setting) {
+      opt.set_bucket_bytes(setting == 0 ? 0 : bucket_bytes);
+      buckets[setting] = opt.buckets();
+      for (int s = 0; s < (round < 0 ? 1 : steps); ++s) {
+        fill_grads(params, 7 + s);
+        world.barrier();
+        const auto t0 = std::chrono::steady_clock::now();
+        opt.step();
+        if (round < 0) continue;
+        totals[setting].push_back(
+            std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+        parts[setting].push_back(opt.last_step_times());
+      }
+    }
+  }
+  StepTimes out[2];
+  for (int setting = 0; setting < 2; ++setting) {
+    auto med = [&](double StepTimes::*field) {
+      std::vector<double> v;
+      for (const auto& p : parts[setting]) v.push_back(p.*field);
+      return median(v);
+    };
+    at::Tensor m = at::full({1}, median(totals[setting]), at::kDouble);
+    world.all_reduce(m, orthotron::ReduceOp::kMax);
+    out[setting].total_ms = m.item<double>();
+    out[setting].buckets = buckets[setting];
+    out[setting].pack_ms = med(&StepTimes::pack_ms);
+    out[setting].reduce_wait_ms = med(&StepTimes::reduce_wait_ms);
+    out[setting].norm_ms = med(&StepTimes::norm_ms);
+    out[setting].update_ms = med(&StepTimes::update_ms);
+    out[setting].gather_wait_ms = med(&StepTimes::gather_wait_ms);
+    out[setting].unpack_ms = med(&StepTimes::unpack_ms);
+  }
+  opt.set_bucket_bytes(0);
+  return {out[0], out[1]};
 }
 
 void print_parts(const char* what, const StepTimes& t) {
@@ -103,6 +125,7 @@ int main(int argc, char** argv) {
     int steps = 3;
     std::string ns_dtype = "float32";
     double bucket_mb = 16;
+    int rounds = 3;
     for (int i = 1; i < ac; ++i) {
       const std::string a = av[i];
       auto next = [&]() { return std::string(i + 1 < ac ? av[++i] : "0"); };
@@ -115,6 +138,8 @@ int main(int argc, char** argv) {
         s.ffn = 3 * s.hidden;
       } else if (a == "--ns-dtype") {
         ns_dtype = next();
+      } else if (a == "--rounds") {
+        rounds = std::stoi(next());
       } else if (a == "--bucket-mb") {
         bucket_mb = std::stod(next());
       } else {
@@ -141,11 +166,11 @@ int main(int argc, char** argv) {
 
     orthotron::DistributedMuonWithAdamW dist(params, *world, groups, orthotron::default_routing_rules(), splits);
     world->stats().reset();
-    const StepTimes one_bucket = time_parts(*world, params, steps, dist);
-    const double dist_ms = one_bucket.total_ms;
-    const int64_t dist_bytes = (world->stats().bytes_sent() + world->stats().bytes_received()) / (steps + 1);
-    dist.set_bucket_bytes(static_cast<int64_t>(bucket_mb * (1 << 20)));
-    const StepTimes bucketed = time_parts(*world, params, steps, dist);
+    const int64_t bucket_bytes = static_cast<int64_t>(bucket_mb * (1 << 20));
+    time_steps(*world, params, 1, [&] { dist.step(); });  // counts the bytes of two steps
+    const int64_t dist_bytes = (world->stats().bytes_sent() + world->stats().bytes_received()) / 2;
+    const auto [one_bucket, bucketed] = time_one_and_bucketed(*world, params, steps, rounds, dist, bucket_bytes);
+    const double dist_ms = bucketed.total_ms;
 
     // The step's collectives alone, blocking: one reduce-scatter and one all-gather of W x S.
     double comm_ms = 0;
@@ -178,9 +203,10 @@ int main(int argc, char** argv) {
 
     orthotron::DistributedMuonWithAdamW zero1(params, *world, {groups[1]}, {all_adamw});  // the AdamW group alone
     world->stats().reset();
-    const StepTimes zero1_parts = time_parts(*world, params, steps, zero1);
-    const double zero1_ms = zero1_parts.total_ms;
-    const int64_t zero1_bytes = (world->stats().bytes_sent() + world->stats().bytes_received()) / (steps + 1);
+    time_steps(*world, params, 1, [&] { zero1.step(); });
+    const int64_t zero1_bytes = (world->stats().bytes_sent() + world->stats().bytes_received()) / 2;
+    const auto [zero1_one, zero1_bucketed] = time_one_and_bucketed(*world, params, steps, rounds, zero1, bucket_bytes);
+    const double zero1_ms = zero1_bucketed.total_ms;
 
     // Single-process Muon on rank 0 with all the machine's threads; the other ranks sleep in the barrier.
     at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
@@ -219,7 +245,14 @@ int main(int argc, char** argv) {
                   static_cast<long long>(dist_b_bytes));
       std::printf("  ZeRO-1 AdamW       %10.1f ms/step  %12lld bytes/rank/step\n", zero1_ms,
                   static_cast<long long>(zero1_bytes));
-      print_parts("ZeRO-1 AdamW", zero1_parts);
+      print_parts("ZeRO-1 in one bucket", zero1_one);
+      print_parts("ZeRO-1 in buckets", zero1_bucketed);
+      const double z_compute = zero1_one.pack_ms + zero1_one.norm_ms + zero1_one.update_ms + zero1_one.unpack_ms;
+      std::printf(
+          "  ZeRO-1: collectives alone %.1f ms + compute parts %.1f ms = %.1f ms; exposed step: one bucket "
+          "%.1f ms (%.2f of the sum), buckets %.1f ms (%.2f)\n",
+          comm_ms, z_compute, comm_ms + z_compute, zero1_one.total_ms, zero1_one.total_ms / (comm_ms + z_compute),
+          zero1_bucketed.total_ms, zero1_bucketed.total_ms / (comm_ms + z_compute));
       std::printf("  single-process Muon%10.1f ms/step  (rank 0 alone, the others asleep, %d threads)\n", single_ms,
                   static_cast<int>(std::thread::hardware_concurrency()));
       std::printf(

@@ -349,7 +349,9 @@ void DistributedMuonWithAdamW::step() {
   last_times_.norm_ms = ms_since(t_norm);
 
   // 3. Update this rank's shard: Muon on owned matrices, AdamW on the element run.
+  const auto t_load = std::chrono::steady_clock::now();
   load_shard_from_params();
+  last_times_.update_ms = ms_since(t_load);
   if (!element_wise() && !tp) {
     update_and_gather_in_buckets(any, shard_grad);  // 3 and 4, overlapped bucket by bucket
   } else {
@@ -488,7 +490,7 @@ void DistributedMuonWithAdamW::update_gathered_or_element_wise(const std::vector
   if (debug_checks_enabled()) audit_ns(expected_ns_counts(audit_params_, stepped_muon));
   if (tp) return_gathered_pieces(gathered, logical_values, gathered_values);
   if (element_wise()) scatter_owned_values(owned);
-  last_times_.update_ms = ms_since(t_update);
+  last_times_.update_ms += ms_since(t_update);
 }
 
 namespace {

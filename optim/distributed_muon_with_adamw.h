@@ -84,7 +84,7 @@ class DistributedMuonWithAdamW : public Optimizer {
     double pack_ms = 0;         ///< gradients into the flat buffer
     double reduce_wait_ms = 0;  ///< blocked on the reduce-scatters
     double norm_ms = 0;         ///< the global gradient norm (one small all-reduce) and the clip
-    double update_ms = 0;       ///< Muon (momentum, Newton-Schulz, update) and AdamW on this shard
+    double update_ms = 0;       ///< the shard's values, Muon (momentum, NS, update) and AdamW on them
     double gather_wait_ms = 0;  ///< blocked on the all-gathers (and, under B or TP, their exchanges' waits)
     double unpack_ms = 0;       ///< the gathered buffer into the parameters
     double total_ms = 0;
