@@ -85,7 +85,8 @@ class DistributedMuonWithAdamW : public Optimizer {
     double reduce_wait_ms = 0;  ///< blocked on the reduce-scatters
     double norm_ms = 0;         ///< the global gradient norm (one small all-reduce) and the clip
     double update_ms = 0;       ///< the shard's values, Muon (momentum, NS, update) and AdamW on them
-    double gather_wait_ms = 0;  ///< blocked on the all-gathers (and, under B or TP, their exchanges' waits)
+    double gather_wait_ms = 0;  ///< blocked on the all-gathers (under B or TP: the all-gather and the unpacking;
+                                ///< their all-to-alls count in update_ms)
     double unpack_ms = 0;       ///< the gathered buffer into the parameters
     double total_ms = 0;
   };
