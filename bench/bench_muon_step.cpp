@@ -4,8 +4,9 @@
 // on the same shapes, NS dtype and threads, in the cached Python, measured side by side in
 // alternating rounds. Besides the whole step, each side's parts are timed alone on the same
 // shapes, to say where the time goes: Newton-Schulz over every Muon matrix, the AdamW step, and
-// (ours) the global gradient norm. Ours runs twice per round: the plain NS iteration (ns_gram: off)
-// and ns_gram: auto (the Gram iteration for matrices with aspect ratio about 2 and more). torch's
+// (ours) the global gradient norm. Ours runs four times per round: the plain NS iteration (ns_gram:
+// off) and ns_gram: auto (the Gram iteration for matrices with aspect ratio about 2 and more), each
+// with ns_parallel: products (BLAS threads every product) and matrices (one thread per matrix). torch's
 // NS always computes in bfloat16 (torch.optim._muon), so the step ratio is at the same NS dtype
 // only with --ns-dtype bfloat16 (the default).
 //   bench_muon_step [--threads T] [--steps N] [--rounds R] [--ns-dtype D] [--splits none|qkv] [--python P]
@@ -29,6 +30,7 @@
 #include "../tests/support/gpt_fixture.h"
 #include "bench_python.h"
 #include "optim/adamw.h"
+#include "optim/muon_batch.h"
 #include "optim/muon_with_adamw.h"
 #include "optim/optimizer.h"
 
@@ -112,12 +114,23 @@ int main(int argc, char** argv) {
   NamedParameters params = orthotron::testing::gpt_params(shape, 1);
   for (auto& p : params) p.tensor = p.tensor.detach();
   std::vector<Variant> variants;
-  for (const auto& [name, gram] : std::vector<std::pair<std::string, orthotron::NsGram>>{
-           {"ns_gram off", orthotron::NsGram::kOff}, {"ns_gram auto", orthotron::NsGram::kAuto}}) {
+  struct VariantSpec {
+    const char* name;
+    orthotron::NsGram gram;
+    orthotron::NsParallel parallel;
+  };
+  for (const VariantSpec& spec : std::vector<VariantSpec>{
+           {"ns_gram off", orthotron::NsGram::kOff, orthotron::NsParallel::kProducts},
+           {"ns_gram auto", orthotron::NsGram::kAuto, orthotron::NsParallel::kProducts},
+           {"ns_gram off, ns_parallel matrices", orthotron::NsGram::kOff, orthotron::NsParallel::kMatrices},
+           {"ns_gram auto, ns_parallel matrices", orthotron::NsGram::kAuto, orthotron::NsParallel::kMatrices}}) {
     Variant v;
-    v.name = name;
+    v.name = spec.name;
     std::vector<orthotron::ParamGroup> g = groups;
-    for (auto& group : g) group.muon.ns.gram = gram;
+    for (auto& group : g) {
+      group.muon.ns.gram = spec.gram;
+      group.muon.ns.parallel = spec.parallel;
+    }
     v.ns = g[0].muon.ns;
     for (const auto& p : params) v.params.push_back({p.name, p.tensor.clone()});
     v.opt = std::make_unique<orthotron::MuonWithAdamW>(v.params, g, orthotron::default_routing_rules(), splits);
@@ -176,6 +189,17 @@ int main(int argc, char** argv) {
       v.figures.ns.push_back(time_ms(
           steps, [] {},
           [&] {
+            if (v.ns.parallel == orthotron::NsParallel::kMatrices) {
+              std::vector<orthotron::NsMatrixJob> jobs;
+              std::vector<at::Tensor> outs;
+              for (const auto& x : ns_inputs) {
+                outs.push_back(at::empty_like(x));
+                for (int64_t i = 0; i < x.size(0); ++i)
+                  jobs.push_back(orthotron::ns_job_into(x[i], outs.back()[i], &v.ns));
+              }
+              orthotron::run_ns_matrix_parallel(jobs);
+              return;
+            }
             for (const auto& x : ns_inputs) orthotron::newton_schulz(x, v.ns);
           }));
     }
@@ -196,12 +220,12 @@ int main(int argc, char** argv) {
     torch.step.push_back(py.at("step_ms"));
     torch.ns.push_back(py.at("ns_ms"));
     torch.adamw.push_back(py.at("adamw_ms"));
-    std::printf(
-        "  round %d: ours step %.1f ms (NS %.1f), with ns_gram auto %.1f ms (NS %.1f); AdamW %.1f, norm %.1f; "
-        "torch step %.1f ms (NS %.1f, AdamW %.1f)\n",
-        r + 1, variants[0].figures.step.back(), variants[0].figures.ns.back(), variants[1].figures.step.back(),
-        variants[1].figures.ns.back(), ours.adamw.back(), ours.norm.back(), torch.step.back(), torch.ns.back(),
-        torch.adamw.back());
+    std::printf("  round %d:", r + 1);
+    for (const auto& v : variants) {
+      std::printf(" %s: step %.1f ms (NS %.1f);", v.name.c_str(), v.figures.step.back(), v.figures.ns.back());
+    }
+    std::printf(" AdamW %.1f, norm %.1f; torch step %.1f ms (NS %.1f, AdamW %.1f)\n", ours.adamw.back(),
+                ours.norm.back(), torch.step.back(), torch.ns.back(), torch.adamw.back());
     std::fflush(stdout);
   }
   std::remove(shapes.c_str());

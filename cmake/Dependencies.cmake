@@ -8,6 +8,9 @@ find_package(yaml-cpp REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
 find_package(MPI REQUIRED COMPONENTS CXX)
 find_package(Threads REQUIRED)
+# The same libgomp soname LibTorch's wheel ships (torch/lib/libgomp.so.1): the process loads one
+# OpenMP runtime, whose thread count at::set_num_threads sets.
+find_package(OpenMP REQUIRED COMPONENTS CXX)
 find_package(ZLIB REQUIRED)  # CRC-32 of checkpoint shards
 
 set(_torch_has_cuda OFF)

@@ -3,12 +3,59 @@
 #include "optim/adamw.h"
 
 #include <cmath>
+#include <cstdint>
 #include <sstream>
 
 #include "base/errors.h"
 #include "optim/adamw_fused.h"
 
 namespace orthotron {
+
+namespace {
+
+constexpr int64_t kPageBytes = 4096;
+constexpr int64_t kStaggerMinBytes = 64 * 1024;
+
+}  // namespace
+
+at::Tensor zeros_at_page_offset(const at::Tensor& param, int64_t stagger) {
+  if (stagger < 0 || stagger >= kPageBytes) {
+    throw InvalidArgument("zeros_at_page_offset: stagger must lie in [0, 4096) bytes, got " + std::to_string(stagger));
+  }
+  const int64_t elem = static_cast<int64_t>(param.element_size());
+  if (!param.device().is_cpu() || !param.is_contiguous() || param.numel() * elem < kStaggerMinBytes) {
+    return at::zeros_like(param, at::MemoryFormat::Preserve);
+  }
+  const auto param_address = reinterpret_cast<uintptr_t>(param.data_ptr());
+  at::Tensor storage = at::zeros({param.numel() + kPageBytes / elem}, param.options());
+  const auto base = reinterpret_cast<uintptr_t>(storage.data_ptr());
+  const auto target = (param_address + static_cast<uintptr_t>(stagger)) % kPageBytes;
+  const int64_t shift = static_cast<int64_t>((target + kPageBytes - base % kPageBytes) % kPageBytes);
+  if (shift % elem != 0) return at::zeros_like(param, at::MemoryFormat::Preserve);  // param not element-aligned
+  return storage.narrow(0, shift / elem, param.numel()).view(param.sizes());
+}
+
+AdamWState adamw_state_for(const at::Tensor& param) {
+  AdamWState state;
+  state.exp_avg = zeros_at_page_offset(param, kPageBytes / 4);
+  state.exp_avg_sq = zeros_at_page_offset(param, kPageBytes / 2);
+  return state;
+}
+
+void adamw_restore_moments(const at::Tensor& param, const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq,
+                           AdamWState& state) {
+  auto fits = [&](const at::Tensor& t) {
+    return t.sizes().equals(param.sizes()) && t.scalar_type() == param.scalar_type();
+  };
+  if (fits(exp_avg) && fits(exp_avg_sq)) {
+    AdamWState fresh = adamw_state_for(param);
+    state.exp_avg = fresh.exp_avg.copy_(exp_avg);
+    state.exp_avg_sq = fresh.exp_avg_sq.copy_(exp_avg_sq);
+    return;
+  }
+  state.exp_avg = exp_avg.to(param.device(), /*non_blocking=*/false, /*copy=*/true);
+  state.exp_avg_sq = exp_avg_sq.to(param.device(), /*non_blocking=*/false, /*copy=*/true);
+}
 
 void adamw_step(at::Tensor& param, const at::Tensor& grad, AdamWState& state, const AdamWOptions& options) {
   if (!grad.sizes().equals(param.sizes())) {
@@ -21,8 +68,9 @@ void adamw_step(at::Tensor& param, const at::Tensor& grad, AdamWState& state, co
                      c10::str(state.exp_avg_sq.sizes()) + " differ from parameter shape " + c10::str(param.sizes()));
   }
   if (!state.exp_avg.defined()) {
-    state.exp_avg = at::zeros_like(param, at::MemoryFormat::Preserve);
-    state.exp_avg_sq = at::zeros_like(param, at::MemoryFormat::Preserve);
+    AdamWState fresh = adamw_state_for(param);
+    state.exp_avg = std::move(fresh.exp_avg);
+    state.exp_avg_sq = std::move(fresh.exp_avg_sq);
   }
   if (options.kernel == AdamWKernel::kFused && adamw_fused_supported(param, grad, state)) {
     adamw_step_fused(param, grad, state, options);

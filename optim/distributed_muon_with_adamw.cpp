@@ -768,6 +768,9 @@ LoadReport DistributedMuonWithAdamW::load_state_dict(const StateDict& sd, const 
                                        : error + " [rank " + std::to_string(dp_.rank()) + "]");
   }
   c10::NoGradGuard no_grad;
+  std::map<size_t, at::Tensor> held;  // parameter -> this rank's slice of the parameter shard
+  const int64_t base = static_cast<int64_t>(dp_.rank()) * plan_.shard_len;
+  for (const auto& s : my_segments_) held[s.param] = param_shard_.narrow(0, s.buffer_offset - base, s.count);
   for (auto& d : decoded.params) {
     const size_t i = expected_param[d.expected];
     steps_[i] = d.step;
@@ -780,6 +783,8 @@ LoadReport DistributedMuonWithAdamW::load_state_dict(const StateDict& sd, const 
       }
     } else if (d.tensors.empty()) {
       adamw_.erase(i);
+    } else if (held.count(i) != 0) {
+      adamw_restore_moments(held.at(i), d.tensors[0], d.tensors[1], adamw_[i]);
     } else {
       adamw_[i].exp_avg = restore(0);
       adamw_[i].exp_avg_sq = restore(1);

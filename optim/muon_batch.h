@@ -7,6 +7,7 @@
 
 #include <ATen/ATen.h>
 
+#include <functional>
 #include <map>
 #include <string>
 #include <vector>
@@ -34,8 +35,28 @@ struct NsGroupCount {
 };
 using NsCounts = std::map<size_t, NsGroupCount>;  ///< keyed by group index; groups with no work absent
 
+/// One matrix's Newton-Schulz for run_ns_matrix_parallel and apply_muon_tasks: `consume` receives
+/// newton_schulz_matrix(input) (compute dtype, input's shape, possibly a transposed view, valid
+/// only during the call) on the thread that computed it.
+struct NsMatrixJob {
+  at::Tensor input;  ///< [m, n]
+  const NsOptions* options;
+  std::function<void(const at::Tensor&)> consume;
+};
+
+/// A job whose result is written into `output` ([m, n], contiguous, any dtype): newton_schulz's bits.
+NsMatrixJob ns_job_into(const at::Tensor& input, at::Tensor output, const NsOptions* options);
+
+/// Orthogonalizes each job's matrix on one thread, the matrices side by side on the process's
+/// intra-op threads (ns_parallel: matrices): largest first (newton_schulz_flops), each free thread
+/// taking the next. Every product of a matrix runs on the thread that took it (BLAS called inside
+/// an OpenMP region stays on its thread), and each matrix gets the bits newton_schulz gives it at
+/// the same thread count, whichever other jobs share the call (tested). Blocking.
+void run_ns_matrix_parallel(const std::vector<NsMatrixJob>& jobs);
+
 /// Orthogonalizes every task's matrices and applies W <- W (1 - lr wd) - lr scale O part by part.
 /// Tasks are processed in order; matrices are batched by (group, m, n) in first-appearance order.
+/// Groups under ns_parallel: matrices run their matrices through run_ns_matrix_parallel.
 /// Returns what it ran, per group, for the plan check (ns_audit.h). Blocking, no communication.
 NsCounts apply_muon_tasks(const std::vector<MuonTask>& tasks);
 

@@ -49,8 +49,12 @@ LoadReport MuonWithAdamW::load_state_dict(const StateDict& sd, const LoadOptions
       s.momentum = restore(0);
     } else {
       s.adamw.step = d.step;
-      s.adamw.exp_avg = restore(0);
-      s.adamw.exp_avg_sq = restore(1);
+      if (d.tensors.empty()) {
+        s.adamw.exp_avg = at::Tensor();
+        s.adamw.exp_avg_sq = at::Tensor();
+      } else {
+        adamw_restore_moments(s.param.tensor, d.tensors[0], d.tensors[1], s.adamw);
+      }
     }
   }
   return decoded.report;

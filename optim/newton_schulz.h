@@ -60,6 +60,13 @@ enum class NsGram { kOff, kAuto, kOn };
 /// `auto` picks the Gram iteration when gram FLOPs <= this fraction of plain FLOPs.
 constexpr double kNsGramAutoRatio = 0.9;
 
+/// How a step's Newton-Schulz work uses the process's intra-op threads (apply_muon_tasks):
+/// products: one matrix at a time, every matrix product threaded by BLAS across all threads;
+/// matrices: whole matrices side by side, each on one thread from start to end (largest first,
+/// the next free thread takes the next matrix), so small products do not pay BLAS's per-product
+/// thread split. Both give the same bits at the same thread count (tested).
+enum class NsParallel { kProducts, kMatrices };
+
 struct NsOptions {
   NsSchedule schedule = ns_schedule_by_name("quintic");
   int steps = 5;                                         ///< >= 1
@@ -70,6 +77,7 @@ struct NsOptions {
   /// a decaying spectrum (tenfold in bfloat16, measured in a Python prototype); with 3 the error
   /// stays within the factor test_newton_schulz states.
   int gram_restart = 3;
+  NsParallel parallel = NsParallel::kProducts;
 };
 
 /// Orthogonalizes each matrix of `g` ([m, n] or a batch [k, m, n]) with Newton-Schulz and returns
@@ -84,6 +92,24 @@ struct NsOptions {
 /// Throws ShapeError for other ranks or empty input, InvalidArgument for steps < 1. Call it with
 /// autograd off (the containers hold a NoGradGuard) when `g` requires grad.
 at::Tensor newton_schulz(const at::Tensor& g, const NsOptions& options);
+
+/// Buffers newton_schulz_matrix reuses from call to call (reallocated when the shape or dtype changes).
+struct NsScratch {
+  at::Tensor a, b;  ///< [s, s]
+  at::Tensor x;     ///< s * l: the normalized input
+  at::Tensor next;  ///< s * l: the iteration's other buffer
+  void ensure(int64_t s, int64_t l, at::ScalarType dtype);
+};
+
+/// newton_schulz of one matrix `g` ([m, n], any layout, not empty) without the cast back: the
+/// result in options.compute_dtype, shape [m, n] (for a tall matrix a transposed view of a
+/// contiguous [n, m] buffer), living in `scratch` or a fresh tensor: read it before the next call
+/// with the same scratch. The fast path newton_schulz and the Muon step share; no input checks.
+at::Tensor newton_schulz_matrix(const at::Tensor& g, const NsOptions& options, NsScratch& scratch);
+
+/// Writes a newton_schulz_matrix result into `out` ([m, n], contiguous, any dtype), transposing
+/// in the result's dtype before casting (ATen's casting transpose is several times slower).
+void copy_ns_result(at::Tensor out, const at::Tensor& result);
 
 /// The simple reference: one matrix at a time, every operation written out as in muon.md.
 /// Slow; kept beside the fast path so a test can hold the two equal.

@@ -88,6 +88,12 @@ const EnumNames<NsGram>& ns_gram_names() {
   return names;
 }
 
+const EnumNames<NsParallel>& ns_parallel_names() {
+  static const EnumNames<NsParallel> names("Newton-Schulz parallelism",
+                                           {{NsParallel::kProducts, "products"}, {NsParallel::kMatrices, "matrices"}});
+  return names;
+}
+
 const EnumNames<at::ScalarType>& ns_dtype_names() {
   static const EnumNames<at::ScalarType> names(
       "Newton-Schulz dtype",
@@ -150,6 +156,10 @@ const FieldTable<MuonOptions>& muon_option_fields() {
                                 ns_gram_names(), [](M& m) -> NsGram& { return m.ns.gram; }),
           number_field<M, int>("ns_gram_restart", "Gram iteration: recompute X and X X^T every N steps (0: never)",
                                {0, 100}, [](M& m) -> int& { return m.ns.gram_restart; }),
+          enum_field<M, NsParallel>(
+              "ns_parallel",
+              "threads per Newton-Schulz: products (BLAS threads each product) | matrices (one thread per matrix)",
+              ns_parallel_names(), [](M& m) -> NsParallel& { return m.ns.parallel; }),
       },
       [](const M& m) {
         check_decay(m.lr, m.weight_decay);

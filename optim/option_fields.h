@@ -15,6 +15,7 @@ const EnumNames<ScaleMode>& scale_mode_names();
 const EnumNames<Algorithm>& algorithm_names();
 const EnumNames<at::ScalarType>& ns_dtype_names();
 const EnumNames<NsGram>& ns_gram_names();
+const EnumNames<NsParallel>& ns_parallel_names();
 const EnumNames<AdamWKernel>& adamw_kernel_names();
 
 /// lr, momentum, nesterov, momentum_form, scale_mode, spectral_factor, weight_decay, ns_schedule,

@@ -12,6 +12,7 @@
 #include <set>
 
 #include "base/errors.h"
+#include "base/intra_op_threads.h"
 #include "engine/data/tokenizer.h"
 #include "engine/train/lr_schedule.h"
 
@@ -110,6 +111,10 @@ Trainer::Trainer(EngineConfig config, Communicator& world)
     log_->line("orthotron_pretrain: " + std::to_string(world_.size()) + " rank(s): tensor-parallel " +
                std::to_string(tp) + " x data-parallel " + std::to_string(dp().size()) + ", " +
                std::to_string(at::get_num_threads()) + " thread(s) each; config " + config_.source);
+    if (const int reached = intra_op_threads_reached(); reached < at::get_num_threads()) {
+      log_->line("warning: orthotron's parallel loops reach " + std::to_string(reached) + " of " +
+                 std::to_string(at::get_num_threads()) + " threads (built without OpenMP?)");
+    }
     log_->line("resolved configuration:\n" + resolved);
     log_->line("model: " + std::to_string(model_->num_parameters()) + " parameters, vocabulary " +
                std::to_string(config_.model.vocab_size) + "; train " + std::to_string(train_data_->num_documents()) +

@@ -16,6 +16,7 @@
 #include <vector>
 
 #include "base/errors.h"
+#include "base/intra_op_threads.h"
 #include "optim/adamw.h"
 #include "test_util.h"
 
@@ -201,6 +202,17 @@ TEST(AdamWFused, SlicesAndThreadCountsGiveTheSameBits) {
   EXPECT_TRUE(at::equal(pd, pd_ref));
 }
 
+// at::parallel_for runs in parallel only in files compiled with OpenMP (base/intra_op_threads.h);
+// the fused kernel and the matrix-parallel Newton-Schulz rely on it.
+TEST(IntraOpThreads, ParallelForInOurLibrariesReachesEveryThread) {
+  const int saved = at::get_num_threads();
+  at::set_num_threads(2);
+  EXPECT_EQ(intra_op_threads_reached(), 2) << "orthotron was compiled without OpenMP: parallel_for runs serially";
+  at::set_num_threads(1);
+  EXPECT_EQ(intra_op_threads_reached(), 1);
+  at::set_num_threads(saved);
+}
+
 TEST(AdamW, DefaultsMatchTorch) {
   const AdamWOptions o;
   const torch::optim::AdamWOptions t;
@@ -312,6 +324,85 @@ TEST(AdamW, GradientOrStateOfAnotherShapeIsAShapeError) {
   st.exp_avg = at::zeros({12});
   st.exp_avg_sq = at::zeros({12});
   EXPECT_THROW(adamw_step(p, at::ones({4, 3}), st, AdamWOptions{}), ShapeError);
+}
+
+// Moments are placed a quarter and a half page past the parameter (adamw.h says why); the
+// placement changes addresses only: zeros, the parameter's shape, contiguous, and a fused step on
+// them gives the bits a step on plainly allocated moments gives.
+TEST(AdamWState, MomentsAreStaggeredAgainstTheParameter) {
+  auto page_offset = [](const at::Tensor& t) { return reinterpret_cast<uintptr_t>(t.data_ptr()) % 4096; };
+  at::manual_seed(11);
+  const at::Tensor flat = at::randn({3 * 65536 + 5});
+  for (const at::Tensor& p :
+       {at::randn({256, 513}), flat.narrow(0, 3, 65536 + 1).view({65537}), at::randn({32768}, at::kDouble)}) {
+    SCOPED_TRACE(c10::str(p.sizes(), " ", p.scalar_type()));
+    const AdamWState st = adamw_state_for(p);
+    for (const at::Tensor* m : {&st.exp_avg, &st.exp_avg_sq}) {
+      EXPECT_EQ(m->sizes(), p.sizes());
+      EXPECT_EQ(m->scalar_type(), p.scalar_type());
+      EXPECT_TRUE(m->is_contiguous());
+      EXPECT_EQ(m->count_nonzero().item<int64_t>(), 0);
+    }
+    EXPECT_EQ(page_offset(st.exp_avg), (page_offset(p) + 1024) % 4096);
+    EXPECT_EQ(page_offset(st.exp_avg_sq), (page_offset(p) + 2048) % 4096);
+    EXPECT_EQ(page_offset(zeros_at_page_offset(p, 0)), page_offset(p));
+    EXPECT_EQ(page_offset(zeros_at_page_offset(p, 4088)), (page_offset(p) + 4088) % 4096);
+    // The two moments are distinct storage: writing one leaves the other zero.
+    st.exp_avg.fill_(1.0);
+    EXPECT_EQ(st.exp_avg_sq.count_nonzero().item<int64_t>(), 0);
+  }
+  // Small (under 64 KiB) and non-contiguous tensors get plain zeros of their shape.
+  const at::Tensor small = at::randn({100, 3});
+  const at::Tensor strided = at::randn({512, 512}).t();
+  for (const at::Tensor& p : {small, strided}) {
+    const at::Tensor z = zeros_at_page_offset(p, 1024);
+    EXPECT_EQ(z.sizes(), p.sizes());
+    EXPECT_EQ(z.strides(), p.strides()) << "zeros_like keeps the parameter's layout";
+    EXPECT_EQ(z.count_nonzero().item<int64_t>(), 0);
+  }
+  EXPECT_THROW(zeros_at_page_offset(small, 4096), InvalidArgument);
+  EXPECT_THROW(zeros_at_page_offset(small, -1), InvalidArgument);
+  const std::string msg = thrown_message<InvalidArgument>([&] { zeros_at_page_offset(small, 5000); });
+  EXPECT_TRUE(contains(msg, "5000")) << msg;
+}
+
+TEST(AdamWState, PlacementDoesNotChangeTheBitsAndRestoreKeepsIt) {
+  at::manual_seed(12);
+  const at::Tensor p0 = at::randn({300, 257});
+  const at::Tensor g = at::randn({300, 257});
+  at::Tensor p_staggered = p0.clone(), p_plain = p0.clone();
+  AdamWState staggered;  // created by adamw_step: adamw_state_for
+  AdamWState plain{at::zeros({300, 257}), at::zeros({300, 257}), 0};
+  for (int t = 0; t < 4; ++t) {
+    adamw_step(p_staggered, g * (t + 1), staggered, AdamWOptions{});
+    adamw_step(p_plain, g * (t + 1), plain, AdamWOptions{});
+  }
+  EXPECT_TRUE(at::equal(p_staggered, p_plain));
+  EXPECT_TRUE(at::equal(staggered.exp_avg, plain.exp_avg));
+  EXPECT_TRUE(at::equal(staggered.exp_avg_sq, plain.exp_avg_sq));
+  EXPECT_EQ((reinterpret_cast<uintptr_t>(staggered.exp_avg.data_ptr()) -
+             reinterpret_cast<uintptr_t>(p_staggered.data_ptr())) %
+                4096,
+            1024u);
+  // Restoring plainly allocated moments (as a checkpoint loads them) copies them into staggered ones.
+  AdamWState restored;
+  restored.step = plain.step;
+  adamw_restore_moments(p_staggered, plain.exp_avg, plain.exp_avg_sq, restored);
+  EXPECT_TRUE(at::equal(restored.exp_avg, plain.exp_avg));
+  EXPECT_TRUE(at::equal(restored.exp_avg_sq, plain.exp_avg_sq));
+  EXPECT_NE(restored.exp_avg.data_ptr(), plain.exp_avg.data_ptr()) << "a copy, not the loaded tensor";
+  EXPECT_EQ((reinterpret_cast<uintptr_t>(restored.exp_avg_sq.data_ptr()) -
+             reinterpret_cast<uintptr_t>(p_staggered.data_ptr())) %
+                4096,
+            2048u);
+  adamw_step(p_staggered, g, restored, AdamWOptions{});
+  adamw_step(p_plain, g, plain, AdamWOptions{});
+  EXPECT_TRUE(at::equal(p_staggered, p_plain));
+  // Moments of another shape are copied as they are (adamw_step then names the mismatch).
+  AdamWState odd;
+  adamw_restore_moments(p_plain, at::ones({7}), at::ones({7}), odd);
+  EXPECT_EQ(odd.exp_avg.sizes(), (std::vector<int64_t>{7}));
+  EXPECT_THROW(adamw_step(p_plain, g, odd, AdamWOptions{}), ShapeError);
 }
 
 }  // namespace

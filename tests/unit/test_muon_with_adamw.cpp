@@ -1,5 +1,6 @@
 // test_muon_with_adamw.cpp: the MuonWithAdamW container: routing into groups, its batched step
 // against the per-parameter reference, the three-models state round trip, and every load error.
+#include <ATen/Parallel.h>
 #include <c10/core/GradMode.h>
 #include <gtest/gtest.h>
 
@@ -116,6 +117,36 @@ TEST(MuonWithAdamW, BatchedStepEqualsPerParameterReference) {
   }
   EXPECT_EQ(opt.step_count("layers.0.attn.proj.weight"), 5);
   EXPECT_EQ(opt.adamw_state("embed.weight").step, 5);
+}
+
+// ns_parallel: matrices runs every matrix's Newton-Schulz on one thread, whole matrices side by
+// side; the step gives the bits of ns_parallel: products at the same thread count.
+TEST(MuonWithAdamW, MatrixParallelNsGivesTheBitsOfProducts) {
+  const int saved = at::get_num_threads();
+  auto run = [&](NsParallel mode, at::ScalarType ns_dtype, NsGram gram) {
+    auto params = make_params(4);
+    auto groups = test_groups();
+    groups[0].muon.ns.parallel = mode;
+    groups[0].muon.ns.compute_dtype = ns_dtype;
+    groups[0].muon.ns.gram = gram;
+    MuonWithAdamW opt(params, groups);
+    for (int step = 0; step < 3; ++step) {
+      set_grads(params, step);
+      opt.step();
+    }
+    return params;
+  };
+  for (int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+      for (const auto gram : {NsGram::kOff, NsGram::kOn}) {
+        SCOPED_TRACE(std::string(c10::toString(dtype)) + (gram == NsGram::kOn ? " gram" : " plain") + " at " +
+                     std::to_string(threads) + " threads");
+        EXPECT_TRUE(params_equal(run(NsParallel::kMatrices, dtype, gram), run(NsParallel::kProducts, dtype, gram)));
+      }
+    }
+  }
+  at::set_num_threads(saved);
 }
 
 TEST(MuonWithAdamW, ParameterWithoutGradientIsSkipped) {
