@@ -331,8 +331,7 @@ void DistributedMuonWithAdamW::step() {
   const int64_t base = static_cast<int64_t>(dp_.rank()) * plan_.shard_len;
   double local_sumsq = 0;
   if (!tp) {
-    const double local = at::linalg_vector_norm(shard_grad, 2).item<double>();
-    local_sumsq = local * local;
+    local_sumsq = squared_l2_norm(shard_grad);
   } else {
     for (const auto& s : my_segments_) {
       if (grid_.shard[s.param].cut == TpCut::kReplicated && tp_.rank() != 0) continue;

@@ -22,12 +22,20 @@ double Optimizer::begin_clipped_step(double norm) {
   return max_grad_norm_ / (norm + 1e-6);
 }
 
+double squared_l2_norm(const at::Tensor& t) {
+  if (t.is_contiguous() && (t.scalar_type() == at::kFloat || t.scalar_type() == at::kDouble)) {
+    const at::Tensor flat = t.view({-1});
+    return at::dot(flat, flat).item<double>();
+  }
+  const double n = at::linalg_vector_norm(t, 2).item<double>();
+  return n * n;
+}
+
 double global_l2_norm(const std::vector<at::Tensor>& tensors) {
   double sum = 0;
   for (const auto& t : tensors) {
     if (!t.defined() || t.numel() == 0) continue;
-    const double n = at::linalg_vector_norm(t, 2).item<double>();
-    sum += n * n;
+    sum += squared_l2_norm(t);
   }
   return std::sqrt(sum);
 }

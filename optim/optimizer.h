@@ -53,8 +53,13 @@ class Optimizer {
   bool last_step_skipped_ = false;
 };
 
-/// sqrt(sum of squared L2 norms) of `tensors` (undefined ones skipped), accumulated in double
-/// over per-tensor float norms.
+/// The squared L2 norm of `t`. Contiguous float32 and float64 tensors go through a dot product of
+/// the flattened tensor (BLAS, multithreaded: 3.0 ms against 7.9 ms for linalg_vector_norm over
+/// the benchmark GPT's 33.6M gradients at 2 threads here), in t's dtype; others through
+/// linalg_vector_norm, squared. Non-finite values give a non-finite result either way.
+double squared_l2_norm(const at::Tensor& t);
+
+/// sqrt(sum of squared_l2_norm) over `tensors` (undefined and empty ones skipped), summed in double.
 double global_l2_norm(const std::vector<at::Tensor>& tensors);
 
 }  // namespace orthotron
