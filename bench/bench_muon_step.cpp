@@ -120,8 +120,8 @@ int main(int argc, char** argv) {
     orthotron::NsParallel parallel;
   };
   for (const VariantSpec& spec : std::vector<VariantSpec>{
-           {"ns_gram off", orthotron::NsGram::kOff, orthotron::NsParallel::kProducts},
-           {"ns_gram auto", orthotron::NsGram::kAuto, orthotron::NsParallel::kProducts},
+           {"ns_gram off, ns_parallel products", orthotron::NsGram::kOff, orthotron::NsParallel::kProducts},
+           {"ns_gram auto, ns_parallel products", orthotron::NsGram::kAuto, orthotron::NsParallel::kProducts},
            {"ns_gram off, ns_parallel matrices", orthotron::NsGram::kOff, orthotron::NsParallel::kMatrices},
            {"ns_gram auto, ns_parallel matrices", orthotron::NsGram::kAuto, orthotron::NsParallel::kMatrices}}) {
     Variant v;

@@ -77,7 +77,7 @@ struct NsOptions {
   /// a decaying spectrum (tenfold in bfloat16, measured in a Python prototype); with 3 the error
   /// stays within the factor test_newton_schulz states.
   int gram_restart = 3;
-  NsParallel parallel = NsParallel::kProducts;
+  NsParallel parallel = NsParallel::kMatrices;
 };
 
 /// Orthogonalizes each matrix of `g` ([m, n] or a batch [k, m, n]) with Newton-Schulz and returns
