@@ -5,6 +5,7 @@
 #include <sstream>
 
 #include "base/errors.h"
+#include "optim/momentum_fused.h"
 
 namespace orthotron {
 
@@ -34,6 +35,9 @@ at::Tensor muon_matrix_view(const at::Tensor& t, const std::string& name) {
 at::Tensor muon_momentum_direction(const at::Tensor& grad, at::Tensor& momentum, const MuonOptions& options) {
   const double beta = options.momentum;
   if (options.momentum_form == MomentumForm::kEma) {
+    if (options.nesterov && ema_nesterov_fused_supported(grad, momentum)) {
+      return ema_nesterov_fused(grad, momentum, beta);  // the two lerps below in one pass, same bits
+    }
     momentum.lerp_(grad, 1.0 - beta);                                        // M = beta M + (1 - beta) G
     return options.nesterov ? grad.lerp(momentum, beta) : momentum.clone();  // U = (1 - beta) G + beta M
   }

@@ -2,6 +2,7 @@
 // computation written here with plain at:: ops, expert stacks and conv filters, options validation, parsing,
 // shape errors and the scale modes.
 #include <ATen/ATen.h>
+#include <ATen/Parallel.h>
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -14,6 +15,7 @@
 #include <vector>
 
 #include "base/errors.h"
+#include "optim/momentum_fused.h"
 #include "optim/muon.h"
 #include "optim/newton_schulz.h"
 #include "test_util.h"
@@ -222,6 +224,42 @@ INSTANTIATE_TEST_SUITE_P(Cases, MuonEqualsReference,
                            return std::get<0>(param_info.param).name + "_" + std::to_string(shape.m) + "x" +
                                   std::to_string(shape.n);
                          });
+
+// The fused EMA momentum + Nesterov pass (momentum_fused.h) gives the bits of ATen's two lerps,
+// for every tail length of a vector, weights on both sides of 0.5, at 1 and 2 threads; the Muon
+// direction takes it for float32 contiguous tensors and ATen's lerps otherwise, with the same result.
+TEST(MuonMomentum, FusedPassEqualsTheTwoAtenLerps) {
+  const int saved = at::get_num_threads();
+  at::manual_seed(31);
+  for (int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    for (int64_t n : {1, 7, 15, 16, 17, 31, 33, 100, 4099, 70001, 300007}) {
+      for (double beta : {0.95, 0.9, 0.5, 0.3, 0.0}) {
+        SCOPED_TRACE("n " + std::to_string(n) + " beta " + std::to_string(beta) + " threads " +
+                     std::to_string(threads));
+        const at::Tensor g = at::randn({n}), m0 = at::randn({n});
+        at::Tensor m_ref = m0.clone();
+        m_ref.lerp_(g, 1.0 - beta);
+        const at::Tensor u_ref = g.lerp(m_ref, beta);
+        ASSERT_TRUE(ema_nesterov_fused_supported(g, m0));
+        at::Tensor m = m0.clone();
+        const at::Tensor u = ema_nesterov_fused(g, m, beta);
+        EXPECT_TRUE(at::equal(m, m_ref));
+        EXPECT_TRUE(at::equal(u, u_ref));
+      }
+    }
+  }
+  at::set_num_threads(saved);
+  // Through muon_momentum_direction: a transposed (non-contiguous) gradient takes ATen's lerps.
+  const at::Tensor g = at::randn({40, 24});
+  MuonOptions opt;
+  at::Tensor m_fused = at::randn({40, 24}), m_aten = m_fused.clone();
+  EXPECT_FALSE(ema_nesterov_fused_supported(g.t(), m_aten.t()));
+  const at::Tensor u_fused = muon_momentum_direction(g, m_fused, opt);
+  const at::Tensor u_aten = muon_momentum_direction(g.t().contiguous().t(), m_aten, opt);
+  EXPECT_TRUE(at::equal(u_fused, u_aten));
+  EXPECT_TRUE(at::equal(m_fused, m_aten));
+}
 
 TEST(Muon, ReferenceDistinguishesTheVariants) {
   // The reference itself must react to each option, or the equality above could hold for an ignored option.
