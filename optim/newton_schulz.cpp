@@ -2,6 +2,7 @@
 #include "optim/newton_schulz.h"
 
 #include <cmath>
+#include <fstream>
 #include <sstream>
 
 #include "base/errors.h"
@@ -210,6 +211,29 @@ at::Tensor normalize_for_ns(const at::Tensor& u, const NsSchedule& sched, at::Sc
 
 }  // namespace
 
+bool cpu_has_bf16_arithmetic() {
+  static const bool has = [] {
+    std::ifstream in("/proc/cpuinfo");
+    std::string line;
+    while (std::getline(in, line)) {
+      if (line.rfind("flags", 0) != 0) continue;
+      std::istringstream words(line.substr(line.find(':') + 1));
+      std::string flag;
+      while (words >> flag) {
+        if (flag == "avx512_bf16" || flag == "amx_bf16") return true;
+      }
+      return false;
+    }
+    return false;
+  }();
+  return has;
+}
+
+at::ScalarType ns_compute_dtype(const NsOptions& options, const at::Tensor& g) {
+  if (options.compute_dtype != kNsDtypeAuto) return options.compute_dtype;
+  return g.is_cuda() || (g.device().is_cpu() && cpu_has_bf16_arithmetic()) ? at::kBFloat16 : at::kFloat;
+}
+
 void NsScratch::ensure(int64_t s, int64_t l, at::ScalarType dtype) {
   if (a.defined() && a.size(0) == s && x.numel() == s * l && a.scalar_type() == dtype) return;
   const auto options = at::TensorOptions().dtype(dtype);
@@ -223,10 +247,10 @@ at::Tensor newton_schulz_matrix(const at::Tensor& g, const NsOptions& options, N
   const bool tall = g.size(0) > g.size(1);
   const int64_t s = std::min(g.size(0), g.size(1)), l = std::max(g.size(0), g.size(1));
   const bool gram = ns_uses_gram(s, l, options);
-  const bool fp16 = options.compute_dtype == at::kHalf;  // normalizes in fp32 first: no buffer to reuse
-  scratch.ensure(s, l, options.compute_dtype);
-  const at::Tensor x =
-      normalize_for_ns(g, options.schedule, options.compute_dtype, {0, 1}, fp16 ? at::Tensor() : scratch.x);
+  const at::ScalarType dtype = ns_compute_dtype(options, g);
+  const bool fp16 = dtype == at::kHalf;  // normalizes in fp32 first: no buffer to reuse
+  scratch.ensure(s, l, dtype);
+  const at::Tensor x = normalize_for_ns(g, options.schedule, dtype, {0, 1}, fp16 ? at::Tensor() : scratch.x);
   if (gram) {
     at::Tensor wide = tall ? x.t().contiguous() : x;
     gram_newton_schulz_one(wide, options);
@@ -283,7 +307,7 @@ at::Tensor newton_schulz_reference(const at::Tensor& g, const NsOptions& options
   const auto& sched = options.schedule;
   at::Tensor x = g.size(0) > g.size(1) ? g.t() : g;
   const bool tall = g.size(0) > g.size(1);
-  x = normalize_for_ns(x, sched, options.compute_dtype, {0, 1});
+  x = normalize_for_ns(x, sched, ns_compute_dtype(options, g), {0, 1});
   for (int step = 0; step < options.steps; ++step) {
     const auto& c = sched.at_step(step);
     at::Tensor a = at::matmul(x, x.t());

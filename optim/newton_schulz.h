@@ -47,7 +47,15 @@ void check_ns_schedule_stable(const NsSchedule& schedule, int steps);
 /// The names ns_schedule_by_name accepts.
 const std::vector<std::string>& ns_schedule_names();
 
-/// "float32", "float64", "bfloat16", "float16" <-> the torch dtype; InvalidArgument lists the valid names.
+/// `ns_dtype: auto`, stored in NsOptions::compute_dtype and resolved per call by ns_compute_dtype.
+constexpr at::ScalarType kNsDtypeAuto = at::ScalarType::Undefined;
+
+/// Whether this CPU has bfloat16 arithmetic: avx512_bf16 or amx_bf16 among /proc/cpuinfo's flags
+/// (read once per process; false where the file is missing).
+bool cpu_has_bf16_arithmetic();
+
+/// "float32", "float64", "bfloat16", "float16", "auto" <-> the torch dtype (auto: kNsDtypeAuto);
+/// InvalidArgument lists the valid names.
 at::ScalarType parse_ns_dtype(const std::string& name);
 std::string ns_dtype_name(at::ScalarType t);
 
@@ -70,7 +78,7 @@ enum class NsParallel { kProducts, kMatrices };
 struct NsOptions {
   NsSchedule schedule = ns_schedule_by_name("quintic");
   int steps = 5;                                         ///< >= 1
-  at::ScalarType compute_dtype = at::ScalarType::Float;  ///< fp32 on CPU, bf16 usual on GPU
+  at::ScalarType compute_dtype = at::ScalarType::Float;  ///< fp32 on CPU, bf16 usual on GPU; or kNsDtypeAuto
   NsGram gram = NsGram::kOff;
   /// The Gram iteration rebuilds X from its accumulated polynomial and recomputes X X^T every
   /// this many steps (0: never). Without it, rounding in the Gram matrix compounds on matrices with
@@ -93,6 +101,12 @@ struct NsOptions {
 /// autograd off (the containers hold a NoGradGuard) when `g` requires grad.
 at::Tensor newton_schulz(const at::Tensor& g, const NsOptions& options);
 
+/// The dtype Newton-Schulz computes `g` in: options.compute_dtype, or under kNsDtypeAuto bfloat16
+/// where products run in native bfloat16 (a CUDA tensor, or a CPU with cpu_has_bf16_arithmetic:
+/// there the benchmark GPT's single-process Muon step took 346 ms in bfloat16 against 1006 ms in
+/// float32) and float32 elsewhere (emulated bfloat16 products are slower than float32 ones).
+at::ScalarType ns_compute_dtype(const NsOptions& options, const at::Tensor& g);
+
 /// Buffers newton_schulz_matrix reuses from call to call (reallocated when the shape or dtype changes).
 struct NsScratch {
   at::Tensor a, b;  ///< [s, s]
@@ -102,7 +116,7 @@ struct NsScratch {
 };
 
 /// newton_schulz of one matrix `g` ([m, n], any layout, not empty) without the cast back: the
-/// result in options.compute_dtype, shape [m, n] (for a tall matrix a transposed view of a
+/// result in ns_compute_dtype(options, g), shape [m, n] (for a tall matrix a transposed view of a
 /// contiguous [n, m] buffer), living in `scratch` or a fresh tensor: read it before the next call
 /// with the same scratch. The fast path newton_schulz and the Muon step share; no input checks.
 at::Tensor newton_schulz_matrix(const at::Tensor& g, const NsOptions& options, NsScratch& scratch);

@@ -95,9 +95,11 @@ const EnumNames<NsParallel>& ns_parallel_names() {
 }
 
 const EnumNames<at::ScalarType>& ns_dtype_names() {
-  static const EnumNames<at::ScalarType> names(
-      "Newton-Schulz dtype",
-      {{at::kFloat, "float32"}, {at::kDouble, "float64"}, {at::kBFloat16, "bfloat16"}, {at::kHalf, "float16"}});
+  static const EnumNames<at::ScalarType> names("Newton-Schulz dtype", {{at::kFloat, "float32"},
+                                                                       {at::kDouble, "float64"},
+                                                                       {at::kBFloat16, "bfloat16"},
+                                                                       {at::kHalf, "float16"},
+                                                                       {kNsDtypeAuto, "auto"}});
   return names;
 }
 
@@ -149,8 +151,9 @@ const FieldTable<MuonOptions>& muon_option_fields() {
                                   [](M& m) -> double& { return m.ns.schedule.eps; }),
           number_field<M, int>("ns_steps", "Newton-Schulz iterations", {1, 100},
                                [](M& m) -> int& { return m.ns.steps; }),
-          enum_field<M, at::ScalarType>("ns_dtype", "dtype Newton-Schulz computes in", ns_dtype_names(),
-                                        [](M& m) -> at::ScalarType& { return m.ns.compute_dtype; }),
+          enum_field<M, at::ScalarType>("ns_dtype",
+                                        "dtype Newton-Schulz computes in (auto: bfloat16 where the hardware has it)",
+                                        ns_dtype_names(), [](M& m) -> at::ScalarType& { return m.ns.compute_dtype; }),
           enum_field<M, NsGram>("ns_gram",
                                 "iterate on the Gram matrix X X^T: off | auto (where it saves FLOPs: aspect >= 2) | on",
                                 ns_gram_names(), [](M& m) -> NsGram& { return m.ns.gram; }),

@@ -202,6 +202,28 @@ TEST(NewtonSchulzParallel, MatricesSideBySideGetTheBitsOfOneByOne) {
   EXPECT_NO_THROW(run_ns_matrix_parallel({}));
 }
 
+// ns_dtype: auto computes in bfloat16 where the CPU has bfloat16 arithmetic and in float32
+// elsewhere, through the same code as naming that dtype (the same bits); the name round-trips.
+TEST(NewtonSchulz, AutoDtypeResolvesByTheHardware) {
+  EXPECT_EQ(parse_ns_dtype("auto"), kNsDtypeAuto);
+  EXPECT_EQ(ns_dtype_name(kNsDtypeAuto), "auto");
+  const at::ScalarType expected = cpu_has_bf16_arithmetic() ? at::kBFloat16 : at::kFloat;
+  std::printf("this CPU %s bfloat16 arithmetic: ns_dtype auto computes in %s\n",
+              cpu_has_bf16_arithmetic() ? "has" : "lacks", c10::toString(expected));
+  at::manual_seed(23);
+  const NsOptions automatic = make_options("quintic", 5, kNsDtypeAuto);
+  EXPECT_EQ(ns_compute_dtype(automatic, at::randn({4, 4})), expected);
+  EXPECT_EQ(ns_compute_dtype(make_options("quintic", 5, at::kDouble), at::randn({4, 4})), at::kDouble);
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{48, 160}, {160, 48}, {3, 40, 40}}) {
+    const at::Tensor g = at::randn(shape);
+    const at::Tensor out = newton_schulz(g, automatic);
+    EXPECT_EQ(out.scalar_type(), at::kFloat) << "returned in the input's dtype";
+    EXPECT_TRUE(at::equal(out, newton_schulz(g, make_options("quintic", 5, expected))));
+    EXPECT_TRUE(at::equal(newton_schulz_reference(g, automatic),
+                          newton_schulz_reference(g, make_options("quintic", 5, expected))));
+  }
+}
+
 TEST(NewtonSchulz, FastPathEqualsReference) {
   at::manual_seed(13);
   const std::vector<std::vector<int64_t>> shapes = {{24, 56}, {56, 24}, {3, 20, 36}, {2, 36, 20}, {17, 17}};
