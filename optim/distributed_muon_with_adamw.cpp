@@ -93,6 +93,7 @@ DistributedMuonWithAdamW::DistributedMuonWithAdamW(NamedParameters params, Commu
   grad_buffer_ = at::zeros({plan_.buffer_len()}, opts);
   param_buffer_ = at::zeros({plan_.buffer_len()}, opts);
   param_shard_ = at::zeros({plan_.shard_len}, opts);
+  shard_grad_ = at::zeros({plan_.shard_len}, opts);
   my_segments_ = plan_.shard_segments(dp_.rank());
   holdings_ = plan_.holdings(dp_.rank());
   set_bucket_bytes(0);
@@ -302,7 +303,7 @@ void DistributedMuonWithAdamW::step() {
 
   // 2. Gradients into the flat buffer (zeros where this rank has none), averaged and scattered:
   // bucket by bucket, each bucket's reduce-scatter travelling while the next one is packed.
-  at::Tensor shard_grad = at::empty({plan_.shard_len}, grad_buffer_.options());
+  at::Tensor shard_grad = shard_grad_;  // fully written by the reduce-scatter below
   {
     std::vector<WorkPtr> works;
     for (int64_t k = 0; k < buckets_.count(); ++k) {

@@ -228,6 +228,7 @@ class DistributedMuonWithAdamW : public Optimizer {
   at::Tensor grad_buffer_;   // W x S, bucket-major
   at::Tensor param_buffer_;  // W x S, bucket-major
   at::Tensor param_shard_;   // S
+  at::Tensor shard_grad_;    // S: this rank's averaged gradients, reused every step (no fresh pages)
 };
 
 }  // namespace orthotron
