@@ -50,7 +50,10 @@ void muon_apply_update(at::Tensor& param, const at::Tensor& ortho, const MuonOpt
   const at::Tensor view = muon_matrix_view(param, name);
   const double scale = muon_scale(view.size(1), view.size(2), options);
   if (options.weight_decay != 0) param.mul_(1.0 - options.lr * options.weight_decay);
-  param.add_(ortho.reshape(param.sizes()), -options.lr * scale);
+  // A transposed result (a tall matrix's Newton-Schulz output) is made contiguous in its own dtype
+  // first: ATen's add of a transposed bfloat16 view into float32 took 4.5 ms on 3072 x 512 here,
+  // the transposing copy plus a contiguous add 2.0 ms (the same bits).
+  param.add_(ortho.contiguous().view(param.sizes()), -options.lr * scale);
 }
 
 void muon_step(at::Tensor& param, const at::Tensor& grad, at::Tensor& momentum, const MuonOptions& options,
