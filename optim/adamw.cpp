@@ -31,7 +31,8 @@ at::Tensor zeros_at_page_offset(const at::Tensor& param, int64_t stagger) {
   const auto base = reinterpret_cast<uintptr_t>(storage.data_ptr());
   const auto target = (param_address + static_cast<uintptr_t>(stagger)) % kPageBytes;
   const int64_t shift = static_cast<int64_t>((target + kPageBytes - base % kPageBytes) % kPageBytes);
-  if (shift % elem != 0) return at::zeros_like(param, at::MemoryFormat::Preserve);  // param not element-aligned
+  // A stagger (or a parameter address) that is not a multiple of the element size: plain zeros.
+  if (shift % elem != 0) return at::zeros_like(param, at::MemoryFormat::Preserve);
   return storage.narrow(0, shift / elem, param.numel()).view(param.sizes());
 }
 
