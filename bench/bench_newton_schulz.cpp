@@ -1,9 +1,14 @@
 // bench_newton_schulz.cpp: owns the CPU benchmark of newton_schulz (fp32, 5 quintic steps) against plain matmul.
 //
 // For each shape m x n it measures, in the same run and on the same threads:
-//  - the median wall time of newton_schulz(G) on one fp32 m x n matrix, 5 quintic steps, and its GFLOP/s
-//    counted with newton_schulz_flops(m, n, 5) = 5 * (4 s^2 l + 2 s^3), s = min(m, n), l = max(m, n)
-//    (the count excludes the normalization, transposes and copies, which the time includes);
+//  - the median wall time of Newton-Schulz on one fp32 m x n matrix, 5 quintic steps, as the Muon step runs it
+//    (newton_schulz_matrix with an NsScratch kept from call to call, then copy_ns_result into a kept output),
+//    and its GFLOP/s counted with newton_schulz_flops(m, n, 5) = 5 * (4 s^2 l + 2 s^3), s = min(m, n),
+//    l = max(m, n) (the count excludes the normalization, transposes and copies, which the time includes);
+//  - the same through newton_schulz(G), which allocates its buffers and output afresh on every call. How
+//    much that costs depends on the heap's history: when this benchmark timed only the fresh form, 256x1024
+//    after the 2048-sided shapes took 9.3 ms (glibc's malloc handing the buffers back to the system and
+//    faulting them in again), 7.2 ms with MALLOC_MMAP_THRESHOLD_ and MALLOC_TRIM_THRESHOLD_ set high;
 //  - the median wall time of one plain product at::mm_out(C, A, B) with A s x l and B l x s (C s x s, written into
 //    a preallocated buffer), counted as 2 s^2 l FLOPs, and its GFLOP/s: the Gram product X X^T that NS itself
 //    computes on the small side (for a tall m x n input NS works on its n x m transpose);
@@ -65,7 +70,8 @@ double median_seconds(const std::function<void()>& fn, const Reps& reps) {
 void print_usage(const char* argv0) {
   std::printf(
       "usage: %s [--quick] [--threads N] [--help]\n"
-      "  Times newton_schulz (fp32, 5 quintic steps, CPU) and a plain at::mm of an m x n by n x m product\n"
+      "  Times Newton-Schulz (fp32, 5 quintic steps, CPU; buffers kept as the Muon step keeps them, and\n"
+      "  fresh through newton_schulz) and a plain at::mm of an m x n by n x m product\n"
       "  for square and rectangular shapes, and prints median times, GFLOP/s and their ratio.\n"
       "  --quick      fewer shapes and repeats (a smoke run, under ~20 s on 2 cores)\n"
       "  --threads N  at::set_num_threads(N) before measuring (default: torch's default)\n"
@@ -116,7 +122,8 @@ int main(int argc, char** argv) {
       "matmul = at::mm of (s x l) by (l x s), s = min(m,n), l = max(m,n), 2 s^2 l FLOPs; NS FLOPs = "
       "newton_schulz_flops(m, n, %d); medians of 3 alternating rounds\n",
       kSteps);
-  std::printf("%-11s %12s %10s %12s %10s %9s\n", "shape", "NS ms", "NS GF/s", "matmul ms", "mm GF/s", "NS/mm");
+  std::printf("%-11s %12s %10s %14s %12s %10s %9s\n", "shape", "NS ms", "NS GF/s", "NS fresh ms", "matmul ms",
+              "mm GF/s", "NS/mm");
 
   for (const Shape& s : shapes) {
     const at::Tensor g = at::randn({s.m, s.n});
@@ -125,21 +132,24 @@ int main(int argc, char** argv) {
     const at::Tensor b = at::randn({lg, sm});
     at::Tensor c = at::empty({sm, sm});
 
-    std::vector<double> ns_rounds, mm_rounds;
+    orthotron::NsScratch scratch;
+    at::Tensor out = at::empty({s.m, s.n});
+    std::vector<double> ns_rounds, fresh_rounds, mm_rounds;
     for (int round = 0; round < 3; ++round) {
-      ns_rounds.push_back(median_seconds([&] { (void)orthotron::newton_schulz(g, options); }, reps));
+      ns_rounds.push_back(median_seconds(
+          [&] { orthotron::copy_ns_result(out, orthotron::newton_schulz_matrix(g, options, scratch)); }, reps));
+      fresh_rounds.push_back(median_seconds([&] { (void)orthotron::newton_schulz(g, options); }, reps));
       mm_rounds.push_back(median_seconds([&] { at::mm_out(c, a, b); }, reps));
     }
-    std::sort(ns_rounds.begin(), ns_rounds.end());
-    std::sort(mm_rounds.begin(), mm_rounds.end());
-    const double ns_s = ns_rounds[1], mm_s = mm_rounds[1];
+    for (auto* rounds : {&ns_rounds, &fresh_rounds, &mm_rounds}) std::sort(rounds->begin(), rounds->end());
+    const double ns_s = ns_rounds[1], fresh_s = fresh_rounds[1], mm_s = mm_rounds[1];
 
     const double ns_gflops = orthotron::newton_schulz_flops(s.m, s.n, kSteps) / ns_s * 1e-9;
     const double mm_gflops =
         2.0 * static_cast<double>(sm) * static_cast<double>(sm) * static_cast<double>(lg) / mm_s * 1e-9;
     const std::string name = std::to_string(s.m) + "x" + std::to_string(s.n);
-    std::printf("%-11s %12.3f %10.1f %12.3f %10.1f %9.2f\n", name.c_str(), ns_s * 1e3, ns_gflops, mm_s * 1e3, mm_gflops,
-                ns_gflops / mm_gflops);
+    std::printf("%-11s %12.3f %10.1f %14.3f %12.3f %10.1f %9.2f\n", name.c_str(), ns_s * 1e3, ns_gflops, fresh_s * 1e3,
+                mm_s * 1e3, mm_gflops, ns_gflops / mm_gflops);
     std::fflush(stdout);
   }
   return 0;
