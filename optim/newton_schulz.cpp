@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "base/errors.h"
+#include "optim/symmetric_product.h"
 
 namespace orthotron {
 
@@ -129,6 +130,33 @@ bool ns_uses_gram(int64_t m, int64_t n, const NsOptions& options) {
 
 namespace {
 
+/// The [s, s] products of an iteration: full at::mm/addmm (blocks == 1), or, under ns_symmetric,
+/// the upper block triangle and its mirror (symmetric_addmm_out) for products known to be symmetric.
+struct SquareProduct {
+  int64_t blocks;  ///< 1: full products
+  void mm(at::Tensor& out, const at::Tensor& x, const at::Tensor& y) const {
+    if (blocks > 1) {
+      symmetric_mm_out(out, x, y, blocks);
+    } else {
+      at::mm_out(out, x, y);
+    }
+  }
+  /// out = beta self + alpha x y
+  void addmm(at::Tensor& out, const at::Tensor& self, const at::Tensor& x, const at::Tensor& y, double beta,
+             double alpha) const {
+    if (blocks > 1) {
+      symmetric_addmm_out(out, self, x, y, beta, alpha, blocks);
+    } else {
+      at::addmm_out(out, self, x, y, beta, alpha);
+    }
+  }
+};
+
+/// The products for an [s, s] iteration in `dtype` under `options`.
+SquareProduct square_product(int64_t s, at::ScalarType dtype, const NsOptions& options) {
+  return SquareProduct{options.symmetric ? symmetric_product_blocks(s, dtype) : 1};
+}
+
 /// The Gram iteration for one normalized wide matrix `x` ([s, l], s <= l), in place, in x's dtype.
 /// P = a I + R with R = b G + c G^2, and the accumulated Q = alpha I + S with a scalar alpha, so no
 /// identity is ever added into a low-precision matrix (in bfloat16 the diagonal would round to
@@ -137,7 +165,9 @@ namespace {
 void gram_newton_schulz_one(at::Tensor x, const NsOptions& options) {
   const auto& sched = options.schedule;
   const int64_t s = x.size(0);
-  at::Tensor g = at::mm(x, x.t());
+  const SquareProduct product = square_product(s, x.scalar_type(), options);
+  at::Tensor g = at::empty({s, s}, x.options());
+  product.mm(g, x, x.t());
   at::Tensor r = at::empty({s, s}, x.options()), t = at::empty({s, s}, x.options());
   at::Tensor acc;  // S; undefined while Q is the identity
   double alpha = 1.0;
@@ -145,23 +175,23 @@ void gram_newton_schulz_one(at::Tensor x, const NsOptions& options) {
   for (int k = 0; k < options.steps; ++k) {
     const auto& c = sched.at_step(k);
     const bool restart_next = options.gram_restart > 0 && k + 1 < options.steps && (k + 1) % options.gram_restart == 0;
-    at::addmm_out(r, g, g, g, /*beta=*/c[1], /*alpha=*/c[2]);  // R = b G + c G^2
+    product.addmm(r, g, g, g, c[1], c[2]);  // R = b G + c G^2
     if (!acc.defined()) {
       acc = r.clone();
       alpha = c[0];
     } else {
-      at::addmm_out(t, acc, r, acc, /*beta=*/c[0], /*alpha=*/1.0);  // a S + R S
+      product.addmm(t, acc, r, acc, c[0], 1.0);  // a S + R S
       t.add_(r, alpha);
       std::swap(acc, t);
       alpha *= c[0];
     }
     if (k + 1 < options.steps && !restart_next) {
-      at::addmm_out(t, g, r, g, /*beta=*/c[0], /*alpha=*/1.0);  // T = a G + R G
-      at::addmm_out(g, t, t, r, /*beta=*/c[0], /*alpha=*/1.0);  // G = a T + T R
+      product.addmm(t, g, r, g, c[0], 1.0);  // T = a G + R G
+      product.addmm(g, t, t, r, c[0], 1.0);  // G = a T + T R
     }
     if (restart_next) {
       apply_q();
-      at::mm_out(g, x, x.t());
+      product.mm(g, x, x.t());
       acc = at::Tensor();
     }
   }
@@ -261,11 +291,12 @@ at::Tensor newton_schulz_matrix(const at::Tensor& g, const NsOptions& options, N
   at::Tensor cur = tall ? x.t() : x;
   at::Tensor spare = scratch.next.view({s, l});
   const auto& sched = options.schedule;
+  const SquareProduct product = square_product(s, dtype, options);
   for (int step = 0; step < options.steps; ++step) {
     const auto& c = sched.at_step(step);
-    at::mm_out(scratch.a, cur, cur.t());                                                       // A = X X^T
-    at::addmm_out(scratch.b, scratch.a, scratch.a, scratch.a, /*beta=*/c[1], /*alpha=*/c[2]);  // B = b A + c A A
-    at::addmm_out(spare, cur, scratch.b, cur, /*beta=*/c[0], /*alpha=*/1.0);                   // X = a X + B X
+    product.mm(scratch.a, cur, cur.t());                                      // A = X X^T
+    product.addmm(scratch.b, scratch.a, scratch.a, scratch.a, c[1], c[2]);    // B = b A + c A A
+    at::addmm_out(spare, cur, scratch.b, cur, /*beta=*/c[0], /*alpha=*/1.0);  // X = a X + B X
     // The normalized input's storage, no longer read after the first step, becomes the spare.
     at::Tensor freed = cur.is_contiguous() ? cur : x.view({s, l});
     cur = spare;

@@ -86,6 +86,13 @@ struct NsOptions {
   /// stays within the factor test_newton_schulz states.
   int gram_restart = 3;
   NsParallel parallel = NsParallel::kMatrices;
+  /// ns_symmetric: products with a symmetric result (X X^T and A A in the plain iteration; every
+  /// [s, s] product of the Gram one, whose factors are commuting symmetric matrices) computed as their
+  /// upper block triangle and mirrored (symmetric_product.h), for matrices whose short side is
+  /// 256 or more in float32 and float64, 512 or more in bfloat16 and float16
+  /// (symmetric_product_blocks). Within the tolerances test_newton_schulz states of the full
+  /// products; off keeps the full products, the reference.
+  bool symmetric = false;
 };
 
 /// Orthogonalizes each matrix of `g` ([m, n] or a batch [k, m, n]) with Newton-Schulz and returns

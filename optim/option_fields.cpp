@@ -163,6 +163,10 @@ const FieldTable<MuonOptions>& muon_option_fields() {
               "ns_parallel",
               "threads per Newton-Schulz: products (BLAS threads each product) | matrices (one thread per matrix)",
               ns_parallel_names(), [](M& m) -> NsParallel& { return m.ns.parallel; }),
+          bool_field<M>("ns_symmetric",
+                        "products with a symmetric result (X X^T, A A, the Gram iteration's) as their upper block "
+                        "triangle, mirrored",
+                        [](M& m) -> bool& { return m.ns.symmetric; }),
       },
       [](const M& m) {
         check_decay(m.lr, m.weight_decay);

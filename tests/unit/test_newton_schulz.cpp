@@ -3,7 +3,9 @@
 // fast path == reference, bf16 compute, error paths, custom schedules and the FLOP formula; the Gram
 // iteration (ns_gram) against the plain one: equal to 1e-10 in float64 (the same polynomial), within
 // 1e-5 in float32, and in bfloat16 no more than twice the plain iteration's own distance from the
-// float64 result, on random and on decaying-spectrum matrices.
+// float64 result, on random and on decaying-spectrum matrices; the symmetric products (ns_symmetric)
+// against the full ones, plain and Gram: within 1e-12 in float64, 2e-5 in float32, and in bfloat16 no
+// more than 1.5x the full products' distance from the float64 result.
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <gtest/gtest.h>
@@ -522,6 +524,62 @@ TEST(NewtonSchulzGram, FlopModelAndTheAutoChoice) {
   EXPECT_TRUE(ns_uses_gram(3072, 512, a));
   EXPECT_FALSE(ns_uses_gram(512, 3072, gram_options(at::kFloat, NsGram::kOff, 3)));
   EXPECT_TRUE(ns_uses_gram(64, 64, gram_options(at::kFloat, NsGram::kOn, 3)));
+}
+
+/// Matrices whose short side reaches symmetric_product_blocks' bounds (256 in float32 and float64,
+/// 512 in bfloat16), wide, square and tall, Gaussian and with a decaying spectrum.
+std::vector<at::Tensor> symmetric_inputs(int64_t short_side) {
+  at::manual_seed(21);
+  const int64_t s = short_side;
+  return {at::randn({s, s}), at::randn({s, 3 * s}), decaying_spectrum(s, 2 * s, 22),
+          decaying_spectrum(2 * s + 8, s, 23)};
+}
+
+TEST(NewtonSchulzSymmetric, Float64AndFloat32WithinTheStatedToleranceOfTheFullProducts) {
+  for (const at::Tensor& g : symmetric_inputs(256)) {
+    for (const NsGram gram : {NsGram::kOff, NsGram::kOn}) {
+      for (const auto dtype : {at::kDouble, at::kFloat}) {
+        NsOptions full = gram_options(dtype, gram, 3);
+        NsOptions sym = full;
+        sym.symmetric = true;
+        const double tol = dtype == at::kDouble ? 1e-12 : 2e-5;  // measured: 3e-14 and 5.1e-6 at most
+        EXPECT_LT(rel_frobenius(newton_schulz(g, sym), newton_schulz(g, full)), tol)
+            << g.size(0) << "x" << g.size(1) << " " << c10::toString(dtype) << (gram == NsGram::kOn ? " gram" : "");
+      }
+    }
+  }
+}
+
+TEST(NewtonSchulzSymmetric, Bfloat16WithinTheStatedFactorOfTheFullProducts) {
+  for (const at::Tensor& g : symmetric_inputs(512)) {
+    for (const NsGram gram : {NsGram::kOff, NsGram::kOn}) {
+      const at::Tensor exact = newton_schulz(g, gram_options(at::kDouble, NsGram::kOff, 3));
+      NsOptions full = gram_options(at::kBFloat16, gram, 3);
+      NsOptions sym = full;
+      sym.symmetric = true;
+      const double full_distance = rel_frobenius(newton_schulz(g, full), exact);
+      const double sym_distance = rel_frobenius(newton_schulz(g, sym), exact);
+      std::printf("bfloat16 %lldx%lld%s: relative distance from float64: full %.3g, symmetric %.3g\n",
+                  static_cast<long long>(g.size(0)), static_cast<long long>(g.size(1)),
+                  gram == NsGram::kOn ? " gram" : "", full_distance, sym_distance);
+      // Measured: 1.00x to 1.24x.
+      EXPECT_LE(sym_distance, 1.5 * full_distance) << g.size(0) << "x" << g.size(1);
+    }
+  }
+}
+
+TEST(NewtonSchulzSymmetric, OffIsTheFullProductsAndOnChangesOnlyLargeEnoughMatrices) {
+  at::manual_seed(24);
+  const at::Tensor small = at::randn({255, 300}), large = at::randn({256, 300});
+  NsOptions full = gram_options(at::kFloat, NsGram::kOff, 3);
+  NsOptions sym = full;
+  sym.symmetric = true;
+  // Below the bound the products stay full: the same bits.
+  EXPECT_TRUE(at::equal(newton_schulz(small, sym), newton_schulz(small, full)));
+  // From it on they are cut into blocks: not the same bits (else the option would do nothing).
+  EXPECT_FALSE(at::equal(newton_schulz(large, sym), newton_schulz(large, full)));
+  // And both match the reference, which has no symmetric path.
+  EXPECT_LT(rel_frobenius(newton_schulz(large, sym), newton_schulz_reference(large, full)), 2e-5);
 }
 
 TEST(NewtonSchulz, EmptyBatchIsAShapeError) {

@@ -693,6 +693,28 @@ TEST(OptimizerConfigDefaults, EmptySectionGivesDefaultGroupsAndRules) {
   expect_default_config(c);
 }
 
+TEST(OptimizerConfigNs, NewtonSchulzSpeedOptionsReachTheGroup) {
+  TempYaml file(R"(optimizer:
+  groups:
+    muon:
+      ns_symmetric: true
+      ns_gram: auto
+      ns_parallel: products
+)");
+  const OptimizerConfig c = load_optimizer_config(file.path());
+  ASSERT_EQ(c.groups[0].name, "muon");
+  EXPECT_TRUE(c.groups[0].muon.ns.symmetric);
+  EXPECT_EQ(c.groups[0].muon.ns.gram, NsGram::kAuto);
+  EXPECT_EQ(c.groups[0].muon.ns.parallel, NsParallel::kProducts);
+  EXPECT_FALSE(load_optimizer_config(example_config_path()).groups[0].muon.ns.symmetric);  // off by default
+  expect_config_error(R"(optimizer:
+  groups:
+    muon:
+      ns_symmetric: sometimes
+)",
+                      4, {"optimizer.groups.muon.ns_symmetric must be true or false", "got 'sometimes'"});
+}
+
 TEST(OptimizerConfigDefaults, OmittedKeysTakeTheOptionDefaults) {
   TempYaml file(R"(optimizer:
   groups:
