@@ -1,4 +1,5 @@
-// bench_newton_schulz.cpp: owns the CPU benchmark of newton_schulz (fp32, 5 quintic steps) against plain matmul.
+// bench_newton_schulz.cpp: owns the CPU benchmark of newton_schulz (fp32 or bf16, 5 quintic steps) against plain
+// matmul in the same dtype.
 //
 // For each shape m x n it measures, in the same run and on the same threads:
 //  - the median wall time of Newton-Schulz on one fp32 m x n matrix, 5 quintic steps, as the Muon step runs it
@@ -12,7 +13,9 @@
 //  - the median wall time of one plain product at::mm_out(C, A, B) with A s x l and B l x s (C s x s, written into
 //    a preallocated buffer), counted as 2 s^2 l FLOPs, and its GFLOP/s: the Gram product X X^T that NS itself
 //    computes on the small side (for a tall m x n input NS works on its n x m transpose);
-//  - the ratio NS GFLOP/s / matmul GFLOP/s: how close Newton-Schulz runs to the BLAS matmul rate of this machine.
+//  - the ratio NS GFLOP/s / matmul GFLOP/s: how close Newton-Schulz runs to the BLAS matmul rate of this machine;
+//  - the step-path time with ns_symmetric (symmetric products as their upper block triangle, fewer FLOPs than the
+//    count above) and its ratio to the full products' time.
 // Each measurement is preceded by warmup calls and repeated until both a minimum repeat count and a minimum
 // measured time are reached (capped by a maximum repeat count); the median of the repeats is reported.
 // NS and matmul are measured alternately in three rounds and the median of the rounds is reported, so a
@@ -69,12 +72,13 @@ double median_seconds(const std::function<void()>& fn, const Reps& reps) {
 
 void print_usage(const char* argv0) {
   std::printf(
-      "usage: %s [--quick] [--threads N] [--help]\n"
-      "  Times Newton-Schulz (fp32, 5 quintic steps, CPU; buffers kept as the Muon step keeps them, and\n"
-      "  fresh through newton_schulz) and a plain at::mm of an m x n by n x m product\n"
+      "usage: %s [--quick] [--threads N] [--dtype float32|bfloat16] [--help]\n"
+      "  Times Newton-Schulz (5 quintic steps, CPU; buffers kept as the Muon step keeps them, and fresh\n"
+      "  through newton_schulz; with ns_symmetric) and a plain at::mm of an m x n by n x m product\n"
       "  for square and rectangular shapes, and prints median times, GFLOP/s and their ratio.\n"
       "  --quick      fewer shapes and repeats (a smoke run, under ~20 s on 2 cores)\n"
       "  --threads N  at::set_num_threads(N) before measuring (default: torch's default)\n"
+      "  --dtype D    the NS compute dtype and the matmul's: float32 (default) or bfloat16\n"
       "  --help       this text\n",
       argv0);
 }
@@ -83,6 +87,7 @@ void print_usage(const char* argv0) {
 
 int main(int argc, char** argv) {
   bool quick = false;
+  at::ScalarType dtype = at::kFloat;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) {
       quick = true;
@@ -93,6 +98,13 @@ int main(int argc, char** argv) {
         return 2;
       }
       at::set_num_threads(threads);
+    } else if (std::strcmp(argv[i], "--dtype") == 0 && i + 1 < argc) {
+      const std::string name = argv[++i];
+      dtype = name == "float32" ? at::kFloat : name == "bfloat16" ? at::kBFloat16 : at::ScalarType::Undefined;
+      if (dtype == at::ScalarType::Undefined) {
+        std::fprintf(stderr, "--dtype takes float32 or bfloat16, got '%s'\n", argv[i]);
+        return 2;
+      }
     } else if (std::strcmp(argv[i], "--help") == 0 || std::strcmp(argv[i], "-h") == 0) {
       print_usage(argv[0]);
       return 0;
@@ -113,43 +125,49 @@ int main(int argc, char** argv) {
   orthotron::NsOptions options;
   options.schedule = orthotron::ns_schedule_by_name("quintic");
   options.steps = kSteps;
-  options.compute_dtype = at::kFloat;
+  options.compute_dtype = dtype;
 
   at::manual_seed(0);
-  std::printf("newton_schulz benchmark: CPU, fp32, %d quintic steps, torch threads %d%s\n", kSteps,
-              at::get_num_threads(), quick ? ", --quick" : "");
+  std::printf("newton_schulz benchmark: CPU, %s, %d quintic steps, torch threads %d%s\n",
+              orthotron::ns_dtype_name(dtype).c_str(), kSteps, at::get_num_threads(), quick ? ", --quick" : "");
   std::printf(
       "matmul = at::mm of (s x l) by (l x s), s = min(m,n), l = max(m,n), 2 s^2 l FLOPs; NS FLOPs = "
       "newton_schulz_flops(m, n, %d); medians of 3 alternating rounds\n",
       kSteps);
-  std::printf("%-11s %12s %10s %14s %12s %10s %9s\n", "shape", "NS ms", "NS GF/s", "NS fresh ms", "matmul ms",
-              "mm GF/s", "NS/mm");
+  std::printf("%-11s %12s %10s %14s %12s %10s %9s %10s %9s\n", "shape", "NS ms", "NS GF/s", "NS fresh ms", "matmul ms",
+              "mm GF/s", "NS/mm", "sym ms", "sym/NS");
 
+  orthotron::NsOptions symmetric = options;
+  symmetric.symmetric = true;
   for (const Shape& s : shapes) {
     const at::Tensor g = at::randn({s.m, s.n});
     const int64_t sm = std::min(s.m, s.n), lg = std::max(s.m, s.n);
-    const at::Tensor a = at::randn({sm, lg});
-    const at::Tensor b = at::randn({lg, sm});
-    at::Tensor c = at::empty({sm, sm});
+    const at::Tensor a = at::randn({sm, lg}).to(dtype);
+    const at::Tensor b = at::randn({lg, sm}).to(dtype);
+    at::Tensor c = at::empty({sm, sm}, a.options());
 
     orthotron::NsScratch scratch;
     at::Tensor out = at::empty({s.m, s.n});
-    std::vector<double> ns_rounds, fresh_rounds, mm_rounds;
+    std::vector<double> ns_rounds, sym_rounds, fresh_rounds, mm_rounds;
     for (int round = 0; round < 3; ++round) {
       ns_rounds.push_back(median_seconds(
           [&] { orthotron::copy_ns_result(out, orthotron::newton_schulz_matrix(g, options, scratch)); }, reps));
+      sym_rounds.push_back(median_seconds(
+          [&] { orthotron::copy_ns_result(out, orthotron::newton_schulz_matrix(g, symmetric, scratch)); }, reps));
       fresh_rounds.push_back(median_seconds([&] { (void)orthotron::newton_schulz(g, options); }, reps));
       mm_rounds.push_back(median_seconds([&] { at::mm_out(c, a, b); }, reps));
     }
-    for (auto* rounds : {&ns_rounds, &fresh_rounds, &mm_rounds}) std::sort(rounds->begin(), rounds->end());
-    const double ns_s = ns_rounds[1], fresh_s = fresh_rounds[1], mm_s = mm_rounds[1];
+    for (auto* rounds : {&ns_rounds, &sym_rounds, &fresh_rounds, &mm_rounds}) {
+      std::sort(rounds->begin(), rounds->end());
+    }
+    const double ns_s = ns_rounds[1], sym_s = sym_rounds[1], fresh_s = fresh_rounds[1], mm_s = mm_rounds[1];
 
     const double ns_gflops = orthotron::newton_schulz_flops(s.m, s.n, kSteps) / ns_s * 1e-9;
     const double mm_gflops =
         2.0 * static_cast<double>(sm) * static_cast<double>(sm) * static_cast<double>(lg) / mm_s * 1e-9;
     const std::string name = std::to_string(s.m) + "x" + std::to_string(s.n);
-    std::printf("%-11s %12.3f %10.1f %14.3f %12.3f %10.1f %9.2f\n", name.c_str(), ns_s * 1e3, ns_gflops, fresh_s * 1e3,
-                mm_s * 1e3, mm_gflops, ns_gflops / mm_gflops);
+    std::printf("%-11s %12.3f %10.1f %14.3f %12.3f %10.1f %9.2f %10.3f %9.2f\n", name.c_str(), ns_s * 1e3, ns_gflops,
+                fresh_s * 1e3, mm_s * 1e3, mm_gflops, ns_gflops / mm_gflops, sym_s * 1e3, sym_s / ns_s);
     std::fflush(stdout);
   }
   return 0;
