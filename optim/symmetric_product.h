@@ -13,7 +13,9 @@ namespace orthotron {
 
 /// Row blocks for an [s, s] symmetric product in `dtype`: 4 from s = 256 on for 4- and 8-byte types
 /// and from s = 512 on for 2-byte ones, otherwise 1 (the full product). A function of the shape
-/// and dtype alone, so the bits never depend on the thread count or on ns_parallel. Tuned for one
+/// and dtype alone, so ns_parallel: matrices and products get the same bits at the same thread
+/// count, as with full products (NewtonSchulzParallel.SymmetricProductsSideBySideGetTheBitsOfOneByOne;
+/// across thread counts the BLAS's own bits may differ, as they do for full products). Tuned for one
 /// thread per product (ns_parallel: matrices), measured on the AMD EPYC development machine: there a
 /// float32 NS took 0.69 to 0.82 of the full products' time from 256-sided matrices up, a bfloat16 one
 /// 0.76 to 0.91 from 512 up (1.3x at 256, hence the higher bound). With 2 threads per product

@@ -204,6 +204,42 @@ TEST(NewtonSchulzParallel, MatricesSideBySideGetTheBitsOfOneByOne) {
   EXPECT_NO_THROW(run_ns_matrix_parallel({}));
 }
 
+// The same with ns_symmetric on matrices large enough for its block products (256-sided float32,
+// 512-sided bfloat16), plain and Gram: the block choice depends on the shape alone, so side by
+// side and one by one get the same bits at the same thread count here too.
+TEST(NewtonSchulzParallel, SymmetricProductsSideBySideGetTheBitsOfOneByOne) {
+  const int saved = at::get_num_threads();
+  at::manual_seed(25);
+  std::vector<at::Tensor> inputs;
+  for (const auto& shape : std::vector<std::vector<int64_t>>{{256, 640}, {640, 256}, {512, 512}}) {
+    inputs.push_back(at::randn(shape));
+  }
+  for (const auto dtype : {at::kFloat, at::kBFloat16}) {
+    for (const auto gram : {NsGram::kOff, NsGram::kOn}) {
+      for (int threads : {1, 2}) {
+        SCOPED_TRACE(std::string(c10::toString(dtype)) + (gram == NsGram::kOn ? " gram" : " plain") + " at " +
+                     std::to_string(threads) + " threads");
+        at::set_num_threads(threads);
+        NsOptions opt = make_options("quintic", 5, dtype);
+        opt.symmetric = true;
+        opt.gram = gram;
+        std::vector<at::Tensor> expected;
+        for (const auto& g : inputs) expected.push_back(newton_schulz(g, opt));
+        opt.parallel = NsParallel::kMatrices;
+        std::vector<at::Tensor> outs;
+        std::vector<NsMatrixJob> jobs;
+        for (const auto& g : inputs) {
+          outs.push_back(at::full(g.sizes(), 7.0));
+          jobs.push_back(ns_job_into(g, outs.back(), &opt));
+        }
+        run_ns_matrix_parallel(jobs);
+        for (size_t i = 0; i < inputs.size(); ++i) EXPECT_TRUE(at::equal(outs[i], expected[i])) << "matrix " << i;
+      }
+    }
+  }
+  at::set_num_threads(saved);
+}
+
 // ns_dtype: auto computes in bfloat16 where the CPU has bfloat16 arithmetic and in float32
 // elsewhere, through the same code as naming that dtype (the same bits); the name round-trips.
 TEST(NewtonSchulz, AutoDtypeResolvesByTheHardware) {
