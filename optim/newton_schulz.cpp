@@ -152,9 +152,11 @@ struct SquareProduct {
   }
 };
 
-/// The products for an [s, s] iteration in `dtype` under `options`.
-SquareProduct square_product(int64_t s, at::ScalarType dtype, const NsOptions& options) {
-  return SquareProduct{options.symmetric ? symmetric_product_blocks(s, dtype) : 1};
+/// The products for an [s, s] iteration of `x` (its dtype and device) under `options`: the block
+/// triangle on CPU only (on a GPU the full products run; a cuBLAS syrk path is not built).
+SquareProduct square_product(int64_t s, const at::Tensor& x, const NsOptions& options) {
+  const bool blocks = options.symmetric && x.device().is_cpu();
+  return SquareProduct{blocks ? symmetric_product_blocks(s, x.scalar_type()) : 1};
 }
 
 /// The Gram iteration for one normalized wide matrix `x` ([s, l], s <= l), in place, in x's dtype.
@@ -165,7 +167,7 @@ SquareProduct square_product(int64_t s, at::ScalarType dtype, const NsOptions& o
 void gram_newton_schulz_one(at::Tensor x, const NsOptions& options) {
   const auto& sched = options.schedule;
   const int64_t s = x.size(0);
-  const SquareProduct product = square_product(s, x.scalar_type(), options);
+  const SquareProduct product = square_product(s, x, options);
   at::Tensor g = at::empty({s, s}, x.options());
   product.mm(g, x, x.t());
   at::Tensor r = at::empty({s, s}, x.options()), t = at::empty({s, s}, x.options());
@@ -264,9 +266,9 @@ at::ScalarType ns_compute_dtype(const NsOptions& options, const at::Tensor& g) {
   return g.is_cuda() || (g.device().is_cpu() && cpu_has_bf16_arithmetic()) ? at::kBFloat16 : at::kFloat;
 }
 
-void NsScratch::ensure(int64_t s, int64_t l, at::ScalarType dtype) {
-  if (a.defined() && a.size(0) == s && x.numel() == s * l && a.scalar_type() == dtype) return;
-  const auto options = at::TensorOptions().dtype(dtype);
+void NsScratch::ensure(int64_t s, int64_t l, at::ScalarType dtype, at::Device device) {
+  if (a.defined() && a.size(0) == s && x.numel() == s * l && a.scalar_type() == dtype && a.device() == device) return;
+  const auto options = at::TensorOptions().dtype(dtype).device(device);
   a = at::empty({s, s}, options);
   b = at::empty({s, s}, options);
   x = at::empty({s * l}, options);
@@ -279,7 +281,7 @@ at::Tensor newton_schulz_matrix(const at::Tensor& g, const NsOptions& options, N
   const bool gram = ns_uses_gram(s, l, options);
   const at::ScalarType dtype = ns_compute_dtype(options, g);
   const bool fp16 = dtype == at::kHalf;  // normalizes in fp32 first: no buffer to reuse
-  scratch.ensure(s, l, dtype);
+  scratch.ensure(s, l, dtype, g.device());
   const at::Tensor x = normalize_for_ns(g, options.schedule, dtype, {0, 1}, fp16 ? at::Tensor() : scratch.x);
   if (gram) {
     at::Tensor wide = tall ? x.t().contiguous() : x;
@@ -291,7 +293,7 @@ at::Tensor newton_schulz_matrix(const at::Tensor& g, const NsOptions& options, N
   at::Tensor cur = tall ? x.t() : x;
   at::Tensor spare = scratch.next.view({s, l});
   const auto& sched = options.schedule;
-  const SquareProduct product = square_product(s, dtype, options);
+  const SquareProduct product = square_product(s, x, options);
   for (int step = 0; step < options.steps; ++step) {
     const auto& c = sched.at_step(step);
     product.mm(scratch.a, cur, cur.t());                                      // A = X X^T

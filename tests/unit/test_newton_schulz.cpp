@@ -171,6 +171,23 @@ TEST(NewtonSchulz, BatchedEqualsOneByOne) {
   }
 }
 
+/// Runs `inputs` through run_ns_matrix_parallel under `opt` (ns_parallel: matrices) and checks each
+/// result against newton_schulz one by one at the current thread count, bit for bit.
+void expect_side_by_side_bits_of_one_by_one(const std::vector<at::Tensor>& inputs, NsOptions opt) {
+  opt.parallel = NsParallel::kProducts;
+  std::vector<at::Tensor> expected;
+  for (const auto& g : inputs) expected.push_back(newton_schulz(g, opt));
+  opt.parallel = NsParallel::kMatrices;
+  std::vector<at::Tensor> outs;
+  std::vector<NsMatrixJob> jobs;
+  for (const auto& g : inputs) {
+    outs.push_back(at::full(g.sizes(), 7.0));
+    jobs.push_back(ns_job_into(g, outs.back(), &opt));
+  }
+  run_ns_matrix_parallel(jobs);
+  for (size_t i = 0; i < inputs.size(); ++i) EXPECT_TRUE(at::equal(outs[i], expected[i])) << "matrix " << i;
+}
+
 // run_ns_matrix_parallel (ns_parallel: matrices): matrices of several shapes, wide, tall and
 // square, side by side, each on one thread, get the bits newton_schulz gives them one by one at
 // the same thread count. (Not across thread counts: MKL's float32 addmm picks its kernel by the
@@ -186,18 +203,7 @@ TEST(NewtonSchulzParallel, MatricesSideBySideGetTheBitsOfOneByOne) {
     for (int threads : {1, 2}) {
       SCOPED_TRACE(std::string(c10::toString(dtype)) + " at " + std::to_string(threads) + " threads");
       at::set_num_threads(threads);
-      NsOptions opt = make_options("quintic", 5, dtype);
-      std::vector<at::Tensor> expected;
-      for (const auto& g : inputs) expected.push_back(newton_schulz(g, opt));
-      opt.parallel = NsParallel::kMatrices;
-      std::vector<at::Tensor> outs;
-      std::vector<NsMatrixJob> jobs;
-      for (const auto& g : inputs) {
-        outs.push_back(at::full(g.sizes(), 7.0));
-        jobs.push_back(ns_job_into(g, outs.back(), &opt));
-      }
-      run_ns_matrix_parallel(jobs);
-      for (size_t i = 0; i < inputs.size(); ++i) EXPECT_TRUE(at::equal(outs[i], expected[i])) << "matrix " << i;
+      expect_side_by_side_bits_of_one_by_one(inputs, make_options("quintic", 5, dtype));
     }
   }
   at::set_num_threads(saved);
@@ -223,17 +229,7 @@ TEST(NewtonSchulzParallel, SymmetricProductsSideBySideGetTheBitsOfOneByOne) {
         NsOptions opt = make_options("quintic", 5, dtype);
         opt.symmetric = true;
         opt.gram = gram;
-        std::vector<at::Tensor> expected;
-        for (const auto& g : inputs) expected.push_back(newton_schulz(g, opt));
-        opt.parallel = NsParallel::kMatrices;
-        std::vector<at::Tensor> outs;
-        std::vector<NsMatrixJob> jobs;
-        for (const auto& g : inputs) {
-          outs.push_back(at::full(g.sizes(), 7.0));
-          jobs.push_back(ns_job_into(g, outs.back(), &opt));
-        }
-        run_ns_matrix_parallel(jobs);
-        for (size_t i = 0; i < inputs.size(); ++i) EXPECT_TRUE(at::equal(outs[i], expected[i])) << "matrix " << i;
+        expect_side_by_side_bits_of_one_by_one(inputs, opt);
       }
     }
   }
@@ -616,6 +612,26 @@ TEST(NewtonSchulzSymmetric, OffIsTheFullProductsAndOnChangesOnlyLargeEnoughMatri
   EXPECT_FALSE(at::equal(newton_schulz(large, sym), newton_schulz(large, full)));
   // And both match the reference, which has no symmetric path.
   EXPECT_LT(rel_frobenius(newton_schulz(large, sym), newton_schulz_reference(large, full)), 2e-5);
+}
+
+// The step path keeps its buffers on the input's device: on a GPU the iteration must not run in
+// host buffers. The meta device stands in for a GPU here (no data, every op's device checked), and
+// ns_symmetric's CPU-only block products fall back to the full ones off the CPU.
+TEST(NewtonSchulz, ScratchAndResultLiveOnTheInputsDevice) {
+  for (const bool symmetric : {false, true}) {
+    for (const auto gram : {NsGram::kOff, NsGram::kOn}) {
+      NsOptions opt = gram_options(at::kBFloat16, gram, 3);
+      opt.symmetric = symmetric;
+      NsScratch scratch;
+      for (const auto& shape : std::vector<std::vector<int64_t>>{{512, 1024}, {1024, 512}}) {
+        const at::Tensor g = at::empty(shape, at::TensorOptions().dtype(at::kFloat).device(at::kMeta));
+        const at::Tensor result = newton_schulz_matrix(g, opt, scratch);
+        EXPECT_TRUE(result.is_meta()) << shape[0] << "x" << shape[1];
+        EXPECT_EQ(result.sizes(), g.sizes());
+        EXPECT_TRUE(scratch.x.is_meta());
+      }
+    }
+  }
 }
 
 TEST(NewtonSchulz, EmptyBatchIsAShapeError) {
