@@ -266,13 +266,24 @@ at::ScalarType ns_compute_dtype(const NsOptions& options, const at::Tensor& g) {
   return g.is_cuda() || (g.device().is_cpu() && cpu_has_bf16_arithmetic()) ? at::kBFloat16 : at::kFloat;
 }
 
-void NsScratch::ensure(int64_t s, int64_t l, at::ScalarType dtype, at::Device device) {
-  if (a.defined() && a.size(0) == s && x.numel() == s * l && a.scalar_type() == dtype && a.device() == device) return;
-  const auto options = at::TensorOptions().dtype(dtype).device(device);
-  a = at::empty({s, s}, options);
-  b = at::empty({s, s}, options);
-  x = at::empty({s * l}, options);
-  next = at::empty({s * l}, options);
+namespace {
+
+/// `t` reallocated as [sizes] unless it already is, in `dtype` on `device`.
+void ensure_buffer(at::Tensor& t, at::IntArrayRef sizes, at::ScalarType dtype, at::Device device) {
+  if (t.defined() && t.sizes().equals(sizes) && t.scalar_type() == dtype && t.device() == device) return;
+  t = at::empty(sizes, at::TensorOptions().dtype(dtype).device(device));
+}
+
+}  // namespace
+
+void NsScratch::ensure_input(int64_t s, int64_t l, at::ScalarType dtype, at::Device device) {
+  ensure_buffer(x, {s * l}, dtype, device);
+}
+
+void NsScratch::ensure_iteration(int64_t s, int64_t l, at::ScalarType dtype, at::Device device) {
+  ensure_buffer(a, {s, s}, dtype, device);
+  ensure_buffer(b, {s, s}, dtype, device);
+  ensure_buffer(next, {s * l}, dtype, device);
 }
 
 at::Tensor newton_schulz_matrix(const at::Tensor& g, const NsOptions& options, NsScratch& scratch) {
@@ -281,7 +292,7 @@ at::Tensor newton_schulz_matrix(const at::Tensor& g, const NsOptions& options, N
   const bool gram = ns_uses_gram(s, l, options);
   const at::ScalarType dtype = ns_compute_dtype(options, g);
   const bool fp16 = dtype == at::kHalf;  // normalizes in fp32 first: no buffer to reuse
-  scratch.ensure(s, l, dtype, g.device());
+  if (!fp16) scratch.ensure_input(s, l, dtype, g.device());
   const at::Tensor x = normalize_for_ns(g, options.schedule, dtype, {0, 1}, fp16 ? at::Tensor() : scratch.x);
   if (gram) {
     at::Tensor wide = tall ? x.t().contiguous() : x;
@@ -290,6 +301,7 @@ at::Tensor newton_schulz_matrix(const at::Tensor& g, const NsOptions& options, N
   }
   // A tall matrix is iterated on its transposed view: the first X <- a X + B X reads the view and
   // writes a contiguous [s, l] matrix, as torch.optim.Muon does, with no transposing copy before.
+  scratch.ensure_iteration(s, l, dtype, g.device());
   at::Tensor cur = tall ? x.t() : x;
   at::Tensor spare = scratch.next.view({s, l});
   const auto& sched = options.schedule;

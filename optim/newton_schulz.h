@@ -114,13 +114,15 @@ at::Tensor newton_schulz(const at::Tensor& g, const NsOptions& options);
 /// float32) and float32 elsewhere (emulated bfloat16 products are slower than float32 ones).
 at::ScalarType ns_compute_dtype(const NsOptions& options, const at::Tensor& g);
 
-/// Buffers newton_schulz_matrix reuses from call to call (reallocated when the shape, dtype or
-/// device changes), on the input's device.
+/// Buffers newton_schulz_matrix reuses from call to call, on the input's device: each allocated when
+/// first needed and reallocated when the shape, dtype or device changes (the Gram iteration uses
+/// only x, a float16 one only the plain iteration's three).
 struct NsScratch {
-  at::Tensor a, b;  ///< [s, s]
+  at::Tensor a, b;  ///< [s, s]: the plain iteration's X X^T and polynomial
   at::Tensor x;     ///< s * l: the normalized input
-  at::Tensor next;  ///< s * l: the iteration's other buffer
-  void ensure(int64_t s, int64_t l, at::ScalarType dtype, at::Device device);
+  at::Tensor next;  ///< s * l: the plain iteration's other buffer
+  void ensure_input(int64_t s, int64_t l, at::ScalarType dtype, at::Device device);
+  void ensure_iteration(int64_t s, int64_t l, at::ScalarType dtype, at::Device device);
 };
 
 /// newton_schulz of one matrix `g` ([m, n], any layout, not empty) without the cast back: the
