@@ -187,6 +187,9 @@ void DistributedMuonWithAdamW::set_bucket_bytes(int64_t bytes) {
                                 static_cast<int64_t>(params_[0].tensor.element_size()));
   pieces_.assign(static_cast<size_t>(buckets_.count()), {});
   for (const auto& seg : plan_.segments) buckets_.cut(seg, pieces_);
+  // The pieces move with the bucket size: the padding between them must be zero again (step()
+  // writes only pieces).
+  if (grad_buffer_.defined()) grad_buffer_.zero_();
 }
 
 void DistributedMuonWithAdamW::sync_parameters() {
@@ -309,11 +312,15 @@ void DistributedMuonWithAdamW::step() {
     for (int64_t k = 0; k < buckets_.count(); ++k) {
       const auto t0 = std::chrono::steady_clock::now();
       at::Tensor span = grad_buffer_.narrow(0, buckets_.span_begin(k), buckets_.span_len(k));
-      span.zero_();
+      // Every piece is written (the gradient, or zeros where this rank has none); the padding between
+      // pieces is never written and stays as zero as set_bucket_bytes left it.
       for (const auto& piece : pieces_[static_cast<size_t>(k)]) {
-        if (!has_local[piece.param]) continue;
-        grad_buffer_.narrow(0, piece.physical, piece.count)
-            .copy_(params_[piece.param].tensor.grad().reshape(-1).narrow(0, piece.param_begin, piece.count));
+        at::Tensor slot = grad_buffer_.narrow(0, piece.physical, piece.count);
+        if (has_local[piece.param]) {
+          slot.copy_(params_[piece.param].tensor.grad().reshape(-1).narrow(0, piece.param_begin, piece.count));
+        } else {
+          slot.zero_();
+        }
       }
       last_times_.pack_ms += ms_since(t0);
       at::Tensor out = shard_grad.narrow(0, buckets_.begin(k), buckets_.len(k));

@@ -226,6 +226,26 @@ TEST(DistributedMuon, BucketedStepEqualsSingleProcessAndOneBucketBitwise) {
       single_bucket.step();
     }
     expect_bitwise(dist, one, what + " vs one bucket on random gradients, 5 steps");
+    // Re-bucketed mid-run, with clipping on (the norm sums the padding too, so padding that kept an
+    // old layout's gradients would show) and a parameter whose gradient rank 0 lacks at one step
+    // (its pieces are zeroed): still the one-bucket bits and norm.
+    bucketed.set_bucket_bytes(3 * bucket_bytes + 4 * w);
+    ASSERT_NE(bucketed.buckets(), 1);
+    bucketed.set_max_grad_norm(1.0);
+    single_bucket.set_max_grad_norm(1.0);
+    for (int step = 5; step < 8; ++step) {
+      at::manual_seed(static_cast<uint64_t>(97 * step + r));
+      for (size_t i = 0; i < dist.size(); ++i) {
+        const bool lacks = step == 6 && r == 0 && i == 1;
+        dist[i].tensor.mutable_grad() = lacks ? at::Tensor() : at::randn(dist[i].tensor.sizes());
+        one[i].tensor.mutable_grad() = lacks ? at::Tensor() : dist[i].tensor.grad().clone();
+      }
+      bucketed.step();
+      single_bucket.step();
+      ASSERT_GT(single_bucket.last_grad_norm(), 1.0) << "the test needs clipping to act";
+      EXPECT_EQ(bucketed.last_grad_norm(), single_bucket.last_grad_norm()) << what << ", step " << step;
+    }
+    expect_bitwise(dist, one, what + " vs one bucket after re-bucketing, 3 more steps");
   }
 }
 
