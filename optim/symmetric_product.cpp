@@ -33,6 +33,7 @@ void mirror_tiles(Bits* p, int64_t s, int64_t tile_begin, int64_t tile_end) {
 
 template <typename Bits>
 void mirror(Bits* p, int64_t s) {
+  if (s < 2) return;  // no strict lower triangle
   const int64_t tiles = (s + kTile - 1) / kTile;
   // Below about 64K elements the threads' start-up costs more than the copy.
   const int64_t grain = std::max<int64_t>(1, (int64_t{1} << 16) / (kTile * s));
