@@ -155,8 +155,8 @@ struct SquareProduct {
 /// The products for an [s, s] iteration of `x` (its dtype and device) under `options`: the block
 /// triangle on CPU only (on a GPU the full products run; a cuBLAS syrk path is not built).
 SquareProduct square_product(int64_t s, const at::Tensor& x, const NsOptions& options) {
-  const bool blocks = options.symmetric && x.device().is_cpu();
-  return SquareProduct{blocks ? symmetric_product_blocks(s, x.scalar_type()) : 1};
+  const bool cut = options.symmetric && x.device().is_cpu();
+  return SquareProduct{cut ? symmetric_product_blocks(s, x.scalar_type()) : 1};
 }
 
 /// The Gram iteration for one normalized wide matrix `x` ([s, l], s <= l), in place, in x's dtype.
