@@ -159,28 +159,33 @@ SquareProduct square_product(int64_t s, const at::Tensor& x, const NsOptions& op
   return SquareProduct{cut ? symmetric_product_blocks(s, x.scalar_type()) : 1};
 }
 
-/// The Gram iteration for one normalized wide matrix `x` ([s, l], s <= l), in place, in x's dtype.
-/// P = a I + R with R = b G + c G^2, and the accumulated Q = alpha I + S with a scalar alpha, so no
-/// identity is ever added into a low-precision matrix (in bfloat16 the diagonal would round to
-/// 2^-6): Q <- P Q is S <- a S + R S + alpha R, alpha <- a alpha; G <- P G P is T = a G + R G,
-/// G = a T + T R (R and G commute); X <- Q X is alpha X + S X.
-void gram_newton_schulz_one(at::Tensor x, const NsOptions& options) {
+/// The Gram iteration on one normalized wide matrix `x` ([s, l], s <= l, contiguous); `spare` is a
+/// second contiguous [s, l] buffer. P = a I + R with R = b G + c G^2, and the accumulated
+/// Q = alpha I + S with a scalar alpha, so no identity is ever added into a low-precision matrix (in
+/// bfloat16 the diagonal would round to 2^-6): Q <- P Q is S <- a S + R S + alpha R, alpha <- a alpha;
+/// G <- P G P is T = a G + R G, G = a T + T R (R and G commute); X <- Q X is alpha X + S X, written
+/// into the spare, the two buffers then trading places. Returns the result, one of the two; the
+/// [s, s] matrices live in scratch.a (G), .b (R), .t and .acc (T and S, trading roles).
+at::Tensor gram_newton_schulz_one(at::Tensor x, at::Tensor spare, const NsOptions& options, NsScratch& scratch) {
   const auto& sched = options.schedule;
   const int64_t s = x.size(0);
   const SquareProduct product = square_product(s, x, options);
-  at::Tensor g = at::empty({s, s}, x.options());
-  product.mm(g, x, x.t());
-  at::Tensor r = at::empty({s, s}, x.options()), t = at::empty({s, s}, x.options());
-  at::Tensor acc;  // S; undefined while Q is the identity
+  at::Tensor g = scratch.a, r = scratch.b, t = scratch.t, acc = scratch.acc;
+  bool identity = true;  // Q is the identity: S is not yet formed
   double alpha = 1.0;
-  auto apply_q = [&] { x.copy_(at::addmm(x, acc, x, /*beta=*/alpha, /*alpha=*/1.0)); };
+  auto apply_q = [&] {
+    at::addmm_out(spare, x, acc, x, /*beta=*/alpha, /*alpha=*/1.0);
+    std::swap(x, spare);
+  };
+  product.mm(g, x, x.t());
   for (int k = 0; k < options.steps; ++k) {
     const auto& c = sched.at_step(k);
     const bool restart_next = options.gram_restart > 0 && k + 1 < options.steps && (k + 1) % options.gram_restart == 0;
     product.addmm(r, g, g, g, c[1], c[2]);  // R = b G + c G^2
-    if (!acc.defined()) {
-      acc = r.clone();
+    if (identity) {
+      acc.copy_(r);
       alpha = c[0];
+      identity = false;
     } else {
       product.addmm(t, acc, r, acc, c[0], 1.0);  // a S + R S
       t.add_(r, alpha);
@@ -194,10 +199,11 @@ void gram_newton_schulz_one(at::Tensor x, const NsOptions& options) {
     if (restart_next) {
       apply_q();
       product.mm(g, x, x.t());
-      acc = at::Tensor();
+      identity = true;
     }
   }
   apply_q();
+  return x;
 }
 
 void check_input(const at::Tensor& g, const NsOptions& options) {
@@ -286,6 +292,12 @@ void NsScratch::ensure_iteration(int64_t s, int64_t l, at::ScalarType dtype, at:
   ensure_buffer(next, {s * l}, dtype, device);
 }
 
+void NsScratch::ensure_gram(int64_t s, int64_t l, at::ScalarType dtype, at::Device device) {
+  ensure_iteration(s, l, dtype, device);
+  ensure_buffer(t, {s, s}, dtype, device);
+  ensure_buffer(acc, {s, s}, dtype, device);
+}
+
 at::Tensor newton_schulz_matrix(const at::Tensor& g, const NsOptions& options, NsScratch& scratch) {
   const bool tall = g.size(0) > g.size(1);
   const int64_t s = std::min(g.size(0), g.size(1)), l = std::max(g.size(0), g.size(1));
@@ -295,8 +307,13 @@ at::Tensor newton_schulz_matrix(const at::Tensor& g, const NsOptions& options, N
   if (!fp16) scratch.ensure_input(s, l, dtype, g.device());
   const at::Tensor x = normalize_for_ns(g, options.schedule, dtype, {0, 1}, fp16 ? at::Tensor() : scratch.x);
   if (gram) {
-    at::Tensor wide = tall ? x.t().contiguous() : x;
-    gram_newton_schulz_one(wide, options);
+    // Unlike the plain iteration, the Gram one reads X in every product of a restart; a tall matrix
+    // is transposed once into the other buffer (reading it through its transposed view instead made
+    // the benchmark GPT's step with ns_gram: auto and ns_symmetric 4% slower).
+    scratch.ensure_gram(s, l, dtype, g.device());
+    at::Tensor next = scratch.next.view({s, l}), own = x.view({s, l});  // own: x's storage, seen wide
+    const at::Tensor wide = tall ? gram_newton_schulz_one(next.copy_(x.t()), own, options, scratch)
+                                 : gram_newton_schulz_one(own, next, options, scratch);
     return tall ? wide.t() : wide;
   }
   // A tall matrix is iterated on its transposed view: the first X <- a X + B X reads the view and

@@ -115,14 +115,16 @@ at::Tensor newton_schulz(const at::Tensor& g, const NsOptions& options);
 at::ScalarType ns_compute_dtype(const NsOptions& options, const at::Tensor& g);
 
 /// Buffers newton_schulz_matrix reuses from call to call, on the input's device: each allocated when
-/// first needed and reallocated when the shape, dtype or device changes (the Gram iteration uses
-/// only x, a float16 one only the plain iteration's three).
+/// first needed and reallocated when the shape, dtype or device changes (float16, normalized in
+/// float32 into a fresh tensor, never uses x; only the Gram iteration uses t and acc).
 struct NsScratch {
-  at::Tensor a, b;  ///< [s, s]: the plain iteration's X X^T and polynomial
-  at::Tensor x;     ///< s * l: the normalized input
-  at::Tensor next;  ///< s * l: the plain iteration's other buffer
+  at::Tensor a, b;    ///< [s, s]: X X^T and the polynomial (plain); G and R (Gram)
+  at::Tensor t, acc;  ///< [s, s]: the Gram iteration's T and accumulated S
+  at::Tensor x;       ///< s * l: the normalized input
+  at::Tensor next;    ///< s * l: the iteration's other buffer for X
   void ensure_input(int64_t s, int64_t l, at::ScalarType dtype, at::Device device);
   void ensure_iteration(int64_t s, int64_t l, at::ScalarType dtype, at::Device device);
+  void ensure_gram(int64_t s, int64_t l, at::ScalarType dtype, at::Device device);
 };
 
 /// newton_schulz of one matrix `g` ([m, n], any layout, not empty) without the cast back: the

@@ -634,14 +634,14 @@ TEST(NewtonSchulz, ScratchAndResultLiveOnTheInputsDevice) {
   }
 }
 
-// The scratch holds what the iteration uses and no more: the Gram iteration only the normalized
-// input, float16 (normalized in float32 into a fresh tensor) only the plain iteration's buffers.
+// The scratch holds what the iteration uses and no more: float16 (normalized in float32 into a
+// fresh tensor) no input buffer, the plain iteration none of the Gram iteration's [s, s] pair.
 TEST(NewtonSchulz, ScratchHoldsOnlyWhatTheIterationUses) {
   const at::Tensor g = at::randn({64, 256});
   NsScratch gram_scratch, half_scratch, plain_scratch;
   (void)newton_schulz_matrix(g, gram_options(at::kFloat, NsGram::kOn, 3), gram_scratch);
-  EXPECT_TRUE(gram_scratch.x.defined());
-  EXPECT_FALSE(gram_scratch.a.defined() || gram_scratch.b.defined() || gram_scratch.next.defined());
+  EXPECT_TRUE(gram_scratch.x.defined() && gram_scratch.t.defined() && gram_scratch.acc.defined());
+  EXPECT_EQ(gram_scratch.acc.sizes(), (std::vector<int64_t>{64, 64}));
   (void)newton_schulz_matrix(g, gram_options(at::kHalf, NsGram::kOff, 3), half_scratch);
   EXPECT_FALSE(half_scratch.x.defined());
   EXPECT_TRUE(half_scratch.a.defined() && half_scratch.b.defined() && half_scratch.next.defined());
@@ -649,6 +649,7 @@ TEST(NewtonSchulz, ScratchHoldsOnlyWhatTheIterationUses) {
   EXPECT_EQ(plain_scratch.x.numel(), 64 * 256);
   EXPECT_EQ(plain_scratch.a.sizes(), (std::vector<int64_t>{64, 64}));
   EXPECT_EQ(plain_scratch.next.numel(), 64 * 256);
+  EXPECT_FALSE(plain_scratch.t.defined() || plain_scratch.acc.defined());
 }
 
 TEST(NewtonSchulz, EmptyBatchIsAShapeError) {
