@@ -145,6 +145,7 @@ int64_t DistributedMuonWithAdamW::step_count(const std::string& param) const {
 }
 
 void DistributedMuonWithAdamW::zero_grad() {
+  discard_backward_reduction();
   for (auto& p : params_) {
     if (p.tensor.grad().defined()) p.tensor.mutable_grad() = at::Tensor();
   }
@@ -182,11 +183,19 @@ void DistributedMuonWithAdamW::unpack_bucket(int64_t k) {
 }
 
 void DistributedMuonWithAdamW::set_bucket_bytes(int64_t bytes) {
+  discard_backward_reduction();  // its buckets were the old ones
   const bool bucketable = !element_wise() && tp_.size() == 1;
   buckets_ = make_shard_buckets(dp_.size(), plan_.shard_len, bucketable ? bytes : 0,
                                 static_cast<int64_t>(params_[0].tensor.element_size()));
   pieces_.assign(static_cast<size_t>(buckets_.count()), {});
   for (const auto& seg : plan_.segments) buckets_.cut(seg, pieces_);
+  param_buckets_.assign(params_.size(), {});
+  for (int64_t k = 0; k < buckets_.count(); ++k) {
+    for (const auto& piece : pieces_[static_cast<size_t>(k)]) {
+      auto& in = param_buckets_[piece.param];
+      if (in.empty() || in.back() != k) in.push_back(k);
+    }
+  }
   // The pieces move with the bucket size: the padding between them must be zero again (step()
   // writes only pieces).
   if (grad_buffer_.defined()) grad_buffer_.zero_();
@@ -270,6 +279,89 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
+bool DistributedMuonWithAdamW::reduces_in_backward() const {
+  return !element_wise() && tp_.size() == 1 && dp_.device().is_cpu();
+}
+
+void DistributedMuonWithAdamW::post_reduction(int64_t k) {
+  at::Tensor span = grad_buffer_.narrow(0, buckets_.span_begin(k), buckets_.span_len(k));
+  // Every piece is written (the gradient, or zeros where this rank has none); the padding between
+  // pieces is never written and stays as zero as set_bucket_bytes left it.
+  for (const auto& piece : pieces_[static_cast<size_t>(k)]) {
+    at::Tensor slot = grad_buffer_.narrow(0, piece.physical, piece.count);
+    const at::Tensor g = params_[piece.param].tensor.grad();
+    if (g.defined()) {
+      slot.copy_(g.reshape(-1).narrow(0, piece.param_begin, piece.count));
+    } else {
+      slot.zero_();
+    }
+  }
+  at::Tensor out = shard_grad_.narrow(0, buckets_.begin(k), buckets_.len(k));
+  reductions_.push_back(dp_.ireduce_scatter(out, span, ReduceOp::kAvg));
+}
+
+void DistributedMuonWithAdamW::post_reductions(bool all, double& pack_ms) {
+  while (static_cast<int64_t>(reductions_.size()) < buckets_.count()) {
+    const int64_t k = static_cast<int64_t>(reductions_.size());
+    if (!all && waiting_[static_cast<size_t>(k)] > 0) break;
+    const auto t0 = std::chrono::steady_clock::now();
+    post_reduction(k);
+    pack_ms += ms_since(t0);
+    for (auto& w : reductions_) w->test();  // drive the buckets already in flight
+  }
+}
+
+void DistributedMuonWithAdamW::begin_backward_reduction() {
+  discard_backward_reduction();
+  if (!reduces_in_backward()) return;
+  armed_ = true;
+  ready_.assign(params_.size(), 0);
+  waiting_.assign(static_cast<size_t>(buckets_.count()), 0);
+  for (const auto& in : param_buckets_) {
+    for (int64_t k : in) ++waiting_[static_cast<size_t>(k)];
+  }
+  c10::NoGradGuard no_grad;
+  post_reductions(/*all=*/false, backward_pack_ms_);  // buckets holding padding only
+}
+
+void DistributedMuonWithAdamW::gradient_ready(size_t i) {
+  if (i >= params_.size()) {
+    throw InvalidArgument("gradient_ready: parameter index " + std::to_string(i) + " out of range (" +
+                          std::to_string(params_.size()) + " parameters)");
+  }
+  if (!armed_) return;
+  if (ready_[i]) {
+    const auto& in = param_buckets_[i];
+    if (!in.empty() && in.front() < static_cast<int64_t>(reductions_.size())) {
+      throw InvalidArgument("gradient_ready: the gradient of '" + params_[i].name +
+                            "' was accumulated again after bucket " + std::to_string(in.front()) +
+                            " holding it was packed; call begin_backward_reduction() right before the step's "
+                            "last backward, not before an earlier micro-batch's");
+    }
+    return;
+  }
+  ready_[i] = 1;
+  for (int64_t k : param_buckets_[i]) --waiting_[static_cast<size_t>(k)];
+  c10::NoGradGuard no_grad;
+  post_reductions(/*all=*/false, backward_pack_ms_);
+}
+
+void DistributedMuonWithAdamW::end_backward_reduction() {
+  if (!armed_) return;
+  armed_ = false;
+  buckets_in_backward_ = static_cast<int64_t>(reductions_.size());
+  c10::NoGradGuard no_grad;
+  post_reductions(/*all=*/true, backward_pack_ms_);
+}
+
+void DistributedMuonWithAdamW::discard_backward_reduction() {
+  armed_ = false;
+  for (auto& w : reductions_) w->wait();
+  reductions_.clear();
+  buckets_in_backward_ = 0;
+  backward_pack_ms_ = 0;
+}
+
 void DistributedMuonWithAdamW::step() {
   c10::NoGradGuard no_grad;
   const auto t_start = std::chrono::steady_clock::now();
@@ -279,7 +371,6 @@ void DistributedMuonWithAdamW::step() {
   const bool tp = tp_.size() > 1;
   // 1. Which parameters have a gradient anywhere (a parameter without one on every rank is skipped).
   at::Tensor flags = at::zeros({static_cast<int64_t>(n)}, at::kLong);
-  std::vector<char> has_local(n, 0);
   for (size_t i = 0; i < n; ++i) {
     if (!tp) {
       check_logical_shape(assignment_[i], params_[i].tensor);
@@ -294,41 +385,30 @@ void DistributedMuonWithAdamW::step() {
       throw ShapeError("parameter '" + params_[i].name + "': gradient shape " + c10::str(g.sizes()) +
                        " differs from parameter shape " + c10::str(params_[i].tensor.sizes()));
     }
-    has_local[i] = 1;
     flags[static_cast<int64_t>(i)] = 1;
   }
+  // 2. Gradients into the flat buffer (zeros where this rank has none), averaged and scattered:
+  // bucket by bucket, each bucket's reduce-scatter travelling while the next one is packed. Those
+  // posted during backward (begin_backward_reduction) are already on their way.
+  last_times_.buckets_in_backward = armed_ ? static_cast<int64_t>(reductions_.size()) : buckets_in_backward_;
+  last_times_.backward_pack_ms = backward_pack_ms_;
+  armed_ = false;
+  buckets_in_backward_ = 0;
+  backward_pack_ms_ = 0;
+  post_reductions(/*all=*/true, last_times_.pack_ms);
+  // The flags travel after every reduce-scatter is posted: on each rank the same collectives in the
+  // same order, however many buckets backward posted.
   at::Tensor flags_dev = flags.to(dp_.device());
   dp_.all_reduce(flags_dev, ReduceOp::kMax);
   if (tp) tp_.comm->all_reduce(flags_dev, ReduceOp::kMax);
   flags = flags_dev.cpu();
   std::vector<char> any(n, 0);
   for (size_t i = 0; i < n; ++i) any[i] = flags[static_cast<int64_t>(i)].item<int64_t>() != 0;
-
-  // 2. Gradients into the flat buffer (zeros where this rank has none), averaged and scattered:
-  // bucket by bucket, each bucket's reduce-scatter travelling while the next one is packed.
-  at::Tensor shard_grad = shard_grad_;  // fully written by the reduce-scatter below
+  at::Tensor shard_grad = shard_grad_;  // fully written by the reduce-scatters
   {
-    std::vector<WorkPtr> works;
-    for (int64_t k = 0; k < buckets_.count(); ++k) {
-      const auto t0 = std::chrono::steady_clock::now();
-      at::Tensor span = grad_buffer_.narrow(0, buckets_.span_begin(k), buckets_.span_len(k));
-      // Every piece is written (the gradient, or zeros where this rank has none); the padding between
-      // pieces is never written and stays as zero as set_bucket_bytes left it.
-      for (const auto& piece : pieces_[static_cast<size_t>(k)]) {
-        at::Tensor slot = grad_buffer_.narrow(0, piece.physical, piece.count);
-        if (has_local[piece.param]) {
-          slot.copy_(params_[piece.param].tensor.grad().reshape(-1).narrow(0, piece.param_begin, piece.count));
-        } else {
-          slot.zero_();
-        }
-      }
-      last_times_.pack_ms += ms_since(t0);
-      at::Tensor out = shard_grad.narrow(0, buckets_.begin(k), buckets_.len(k));
-      works.push_back(dp_.ireduce_scatter(out, span, ReduceOp::kAvg));
-      for (auto& w : works) w->test();  // drive the buckets already in flight
-    }
     const auto t0 = std::chrono::steady_clock::now();
-    for (auto& w : works) w->wait();
+    for (auto& w : reductions_) w->wait();
+    reductions_.clear();
     last_times_.reduce_wait_ms = ms_since(t0);
   }
 

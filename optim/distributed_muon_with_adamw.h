@@ -9,7 +9,8 @@
 // Traffic per step is ZeRO-1 AdamW's (reduce-scatter + all-gather of W x S elements) plus the
 // padding W x S - P and one all_reduce of a per-parameter "has a gradient" flag. Steps 2 and 4 can
 // run in overlapped buckets (set_bucket_bytes, shard_buckets.h): the buffers are then bucket-major,
-// and bucket k's all-gather travels while later buckets' Newton-Schulz runs.
+// and bucket k's all-gather travels while later buckets' Newton-Schulz runs. The reduce-scatters can
+// start during backward (begin_backward_reduction, gradient_ready), each bucket once its gradients are final.
 // Layout A was chosen because it moves no bytes beyond ZeRO-1 while the largest Muon matrix is below
 // P / W; where it is not (see OwnerPlan::padding_ratio), the element-wise layout B is the answer.
 //
@@ -81,13 +82,15 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// had not finished behind other work.
   struct StepTimes {
     int64_t buckets = 1;
-    double pack_ms = 0;         ///< gradients into the flat buffer
-    double reduce_wait_ms = 0;  ///< blocked on the reduce-scatters
-    double norm_ms = 0;         ///< the global gradient norm (one small all-reduce) and the clip
-    double update_ms = 0;       ///< the shard's values, Muon (momentum, NS, update) and AdamW on them
-    double gather_wait_ms = 0;  ///< blocked on the all-gathers (under B or TP: the all-gather and the unpacking;
-                                ///< their all-to-alls count in update_ms)
-    double unpack_ms = 0;       ///< the gathered buffer into the parameters
+    int64_t buckets_in_backward = 0;  ///< reduce-scatters posted before end_backward_reduction()
+    double backward_pack_ms = 0;      ///< packing done during backward (outside step, not in total_ms)
+    double pack_ms = 0;               ///< gradients into the flat buffer, within step()
+    double reduce_wait_ms = 0;        ///< blocked on the reduce-scatters
+    double norm_ms = 0;               ///< the global gradient norm (one small all-reduce) and the clip
+    double update_ms = 0;             ///< the shard's values, Muon (momentum, NS, update) and AdamW on them
+    double gather_wait_ms = 0;        ///< blocked on the all-gathers (under B or TP: the all-gather and the unpacking;
+                                      ///< their all-to-alls count in update_ms)
+    double unpack_ms = 0;             ///< the gathered buffer into the parameters
     double total_ms = 0;
   };
   const StepTimes& last_step_times() const { return last_times_; }
@@ -103,7 +106,38 @@ class DistributedMuonWithAdamW : public Optimizer {
   void set_bucket_bytes(int64_t bytes);
   /// Number of buckets in use.
   int64_t buckets() const { return buckets_.count(); }
+  /// Resets every gradient; first waits for and drops a reduction started for a step that did not
+  /// run (discard_backward_reduction).
   void zero_grad() override;
+
+  /// Reduce-scatters started during backward. Call right before the step's last backward (the last
+  /// micro-batch's: a gradient accumulated again after its bucket was packed is an error); then call
+  /// gradient_ready(i) as each parameter's gradient becomes final (engine/train/gradient_ready_hooks.h
+  /// does it from autograd's post-accumulate-grad hooks). Each bucket is packed and its reduce-scatter
+  /// posted as soon as every parameter with a piece in it is ready, strictly in bucket order, so every
+  /// rank issues the same collectives in the same order whatever its timing. The layout keeps each
+  /// shard in backward order (owner_plan.h), so the front buckets complete early in backward.
+  /// Collective order: after begin, this rank's next collective on the data-parallel communicator must
+  /// be end_backward_reduction() or step(). A no-op (step() reduces everything, as without it) when the
+  /// step runs one bucket's path anyway (layout B, tensor parallelism) or the communicator is not on
+  /// the CPU (a CUDA parameter's hook runs on autograd's device thread; not measured without a GPU).
+  /// The step's result is bitwise equal to a step without it: the same bytes are reduced in the same
+  /// order. Local, non-blocking (posting is local).
+  void begin_backward_reduction();
+  /// Parameter i's gradient is final for this step (index into parameters()). Packs and posts every
+  /// bucket that became complete, in order. Ignored when no reduction is armed. InvalidArgument when
+  /// i is out of range, or when i was already reported and one of its buckets has been posted (its
+  /// gradient changed after it was packed). Runs on the thread that runs backward; non-blocking.
+  void gradient_ready(size_t i);
+  /// Posts the buckets not yet posted (a parameter without a gradient contributes zeros). Call after
+  /// the last backward, before any other collective on the data-parallel communicator; step() calls it
+  /// when it was not. Non-blocking.
+  void end_backward_reduction();
+  /// Waits for and drops the reduce-scatters posted for a step that will not run (a skipped
+  /// iteration). Collective in effect: every rank that posted them must discard or step.
+  void discard_backward_reduction();
+  /// Reduce-scatters posted so far for the coming step (0 after a step or a discard).
+  int64_t reductions_posted() const { return static_cast<int64_t>(reductions_.size()); }
 
   /// This rank's state only: the momenta of the Muon matrices it owns and the AdamW moments of its
   /// element runs, keyed by parameter name, plus the layout record in metadata "orthotron.layout":
@@ -165,6 +199,14 @@ class DistributedMuonWithAdamW : public Optimizer {
   void load_shard_from_params();
   /// All-gather of the shards, then every parameter <- its elements in the gathered buffer. Collective.
   void gather_shards_into_params();
+  /// Bucket k's gradient pieces (zeros where this rank has no gradient) into grad_buffer_, then its
+  /// reduce-scatter into shard_grad_, posted and appended to reductions_. Collective over DP.
+  void post_reduction(int64_t k);
+  /// Posts, in order, the buckets after the last posted one whose parameters are all ready (all of
+  /// them when `all`); packing time goes to `pack_ms`.
+  void post_reductions(bool all, double& pack_ms);
+  /// Whether begin_backward_reduction() arms anything (layout A without TP, on the CPU).
+  bool reduces_in_backward() const;
   /// Bucket k's all-gather (param_shard_ -> param_buffer_), posted. Collective over DP.
   WorkPtr post_gather(int64_t k);
   /// The parameters' elements in bucket k <- param_buffer_.
@@ -222,8 +264,17 @@ class DistributedMuonWithAdamW : public Optimizer {
   std::map<size_t, AdamWState> adamw_;     // AdamW parameters with a run in this shard (slice-sized)
   std::vector<PlanSegment> my_segments_;
   std::vector<PlanSegment> holdings_;
-  ShardBuckets buckets_;                          // the physical arrangement of the two W x S buffers
-  std::vector<std::vector<BucketPiece>> pieces_;  // per bucket: every parameter piece in it
+  ShardBuckets buckets_;                             // the physical arrangement of the two W x S buffers
+  std::vector<std::vector<BucketPiece>> pieces_;     // per bucket: every parameter piece in it
+  std::vector<std::vector<int64_t>> param_buckets_;  // per parameter: the buckets holding a piece of it
+  // The reduction of the coming step (begin_backward_reduction .. step): reduce-scatters posted in
+  // bucket order; while armed, which parameters are ready and how many each bucket still waits for.
+  std::vector<WorkPtr> reductions_;
+  bool armed_ = false;
+  std::vector<char> ready_;
+  std::vector<int64_t> waiting_;
+  int64_t buckets_in_backward_ = 0;
+  double backward_pack_ms_ = 0;
   StepTimes last_times_;
   at::Tensor grad_buffer_;   // W x S, bucket-major
   at::Tensor param_buffer_;  // W x S, bucket-major

@@ -148,34 +148,49 @@ OwnerPlan make_owner_plan(const std::vector<PlanParam>& params, int world) {
   const int64_t max_muon = *std::max_element(plan.muon_elements_per_rank.begin(), plan.muon_elements_per_rank.end());
   plan.shard_len = std::max<int64_t>({max_muon, (plan.total_elements + world - 1) / world, 1});
 
-  // 3. Layout: each shard's owned Muon parameters (parameter order), then AdamW elements in order.
-  size_t adam_param = 0;
-  int64_t adam_pos = 0;  // next element of params[adam_param] to place
+  // 3. Layout: each shard holds its owned Muon parameters and the next run of AdamW elements (the
+  // AdamW parameters walked in reverse order), the whole shard then sorted into backward order
+  // (reverse parameter order, the order in which backward produces gradients), so a bucket near the
+  // front of every shard is complete early in backward (begin_backward_reduction).
+  std::vector<size_t> order(params.size());
+  for (size_t k = 0; k < order.size(); ++k) order[k] = order.size() - 1 - k;
+  size_t adam_k = 0;     // position in `order` of the AdamW parameter being placed
+  int64_t adam_pos = 0;  // its next element to place
   auto next_adamw = [&]() {
-    while (adam_param < params.size() &&
-           (params[adam_param].algorithm != Algorithm::kAdamW || adam_pos >= params[adam_param].numel())) {
-      ++adam_param;
+    while (adam_k < order.size() &&
+           (params[order[adam_k]].algorithm != Algorithm::kAdamW || adam_pos >= params[order[adam_k]].numel())) {
+      ++adam_k;
       adam_pos = 0;
     }
   };
   for (int r = 0; r < world; ++r) {
+    const size_t shard_first = plan.segments.size();
     int64_t offset = static_cast<int64_t>(r) * plan.shard_len;
     const int64_t end = offset + plan.shard_len;
-    for (size_t i = 0; i < params.size(); ++i) {
+    for (size_t i : order) {
       if (plan.owner[i] != r) continue;
       plan.segments.push_back({i, 0, params[i].numel(), offset, r});
       offset += params[i].numel();
     }
     next_adamw();
-    while (offset < end && adam_param < params.size()) {
-      const int64_t take = std::min(end - offset, params[adam_param].numel() - adam_pos);
+    while (offset < end && adam_k < order.size()) {
+      const size_t i = order[adam_k];
+      const int64_t take = std::min(end - offset, params[i].numel() - adam_pos);
       if (take > 0) {
-        plan.segments.push_back({adam_param, adam_pos, take, offset, r});
+        plan.segments.push_back({i, adam_pos, take, offset, r});
         plan.adamw_elements_per_rank[static_cast<size_t>(r)] += take;
       }
       offset += take;
       adam_pos += take;
       next_adamw();
+    }
+    // A shard holds at most one segment of each parameter.
+    const auto first = plan.segments.begin() + static_cast<std::ptrdiff_t>(shard_first);
+    std::sort(first, plan.segments.end(), [](const PlanSegment& a, const PlanSegment& b) { return a.param > b.param; });
+    int64_t at = static_cast<int64_t>(r) * plan.shard_len;
+    for (auto it = first; it != plan.segments.end(); ++it) {
+      it->buffer_offset = at;
+      at += it->count;
     }
   }
 

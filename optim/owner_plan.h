@@ -42,10 +42,12 @@ enum class ShardLayout { kOwnerAligned, kElementWise };
 /// "owner_aligned" or "element_wise".
 std::string to_string(ShardLayout layout);
 
-/// The layout. Rank r's shard is buffer [r * shard_len, (r + 1) * shard_len). Layout A: first the
-/// Muon parameters r owns, whole, in parameter order; then the next run of AdamW elements
-/// (parameters in order, cut anywhere, since AdamW is element-wise), so every shard has the same
-/// length; padding only where the AdamW elements run out. Layout B: see element_plan.h.
+/// The layout. Rank r's shard is buffer [r * shard_len, (r + 1) * shard_len). Layout A: the Muon
+/// parameters r owns, whole, and the next run of AdamW elements (the AdamW parameters walked in
+/// reverse order, each one's elements in order, cut anywhere, since AdamW is element-wise), so every
+/// shard has the same length; padding only where the AdamW elements run out. Within a shard the
+/// segments are in backward order (reverse parameter order), so the front of every shard is
+/// complete early in backward. Layout B: see element_plan.h.
 struct OwnerPlan {
   ShardLayout layout = ShardLayout::kOwnerAligned;
   int world = 1;

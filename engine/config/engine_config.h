@@ -65,6 +65,7 @@ struct ParallelOptions {
   std::string device = "cpu";         ///< cpu (MPI) | cuda (NCCL, one GPU per rank)
   std::string shard_layout = "auto";  ///< distributed Muon's DP layout: auto | owner_aligned | element_wise
   int64_t bucket_mb = 16;  ///< overlapped buckets of the gradient reduce-scatter / parameter all-gather (MiB); 0: one
+  bool overlap_backward = true;  ///< start each bucket's reduce-scatter during backward, once its gradients are final
 };
 
 struct LoggingOptions {

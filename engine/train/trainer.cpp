@@ -101,6 +101,7 @@ Trainer::Trainer(EngineConfig config, Communicator& world)
       TensorParallelContext{tp > 1 ? &grid_->tp() : nullptr, model_->tp_layout()}, config_.parallel.shard_layout);
   optimizer_->set_max_grad_norm(config_.training.max_grad_norm);
   optimizer_->set_bucket_bytes(config_.parallel.bucket_mb << 20);
+  if (config_.parallel.overlap_backward) gradient_hooks_ = std::make_unique<GradientReadyHooks>(*optimizer_);
   for (const auto& g : config_.optimizer.groups) {
     base_lr_[g.name] = g.algorithm == Algorithm::kMuon ? g.muon.lr : g.adamw.lr;
   }
@@ -257,9 +258,12 @@ double Trainer::forward_backward(int64_t consumed) {
   for (int64_t k = 0; k < accumulation; ++k) {
     const at::Tensor tokens = micro_batch(*train_samples_, consumed, k);
     const at::Tensor loss = model_->loss(tokens.narrow(1, 0, s), tokens.narrow(1, 1, s));
+    // The last micro-batch's backward starts the gradient reduce-scatters bucket by bucket.
+    if (gradient_hooks_ && k == accumulation - 1) optimizer_->begin_backward_reduction();
     (loss / static_cast<double>(accumulation)).backward();
     loss_sum += loss.item<double>();
   }
+  optimizer_->end_backward_reduction();  // before the loss all-reduce: the same collective order on every rank
   return loss_sum / static_cast<double>(accumulation);
 }
 
@@ -313,6 +317,8 @@ TrainSummary Trainer::train() {
 
   const auto start = Clock::now();
   auto window_start = start;
+  double buckets_in_backward = 0;
+  int64_t steps_run = 0;
   double window_optimizer = 0;
   int64_t window_iters = 0;
   double window_loss = 0;
@@ -343,6 +349,10 @@ TrainSummary Trainer::train() {
     if (!nonfinite) {
       optimizer_->step();
       nonfinite = optimizer_->last_step_skipped();
+      buckets_in_backward += optimizer_->last_step_times().buckets_in_backward;
+      ++steps_run;
+    } else {
+      optimizer_->discard_backward_reduction();
     }
     const double opt_seconds = seconds_since(opt_start);
     if (nonfinite) {
@@ -410,15 +420,18 @@ TrainSummary Trainer::train() {
   sum.consumed_samples = consumed;
   sum.tokens = (consumed - resumed_.consumed_samples) * seq;  // trained by this run
   sum.seconds = seconds_since(start) - eval_seconds;
+  sum.buckets_in_backward = steps_run > 0 ? buckets_in_backward / static_cast<double>(steps_run) : 0.0;
   if (log_) {
     char buf[512];
     std::snprintf(buf, sizeof buf,
                   "[orthotron] done: %lld iterations, %lld tokens in %.1f s (%.0f tokens/s; optimizer %.1f%% of the "
-                  "step time); validation loss %.4f -> %.4f; skipped %lld iteration(s)",
+                  "step time; %.1f of %lld gradient bucket(s) reduced during backward); validation loss %.4f -> "
+                  "%.4f; skipped %lld iteration(s)",
                   static_cast<long long>(sum.iterations), static_cast<long long>(sum.tokens), sum.seconds,
                   sum.seconds > 0 ? static_cast<double>(sum.tokens) / sum.seconds : 0.0,
-                  sum.seconds > 0 ? 100.0 * sum.optimizer_seconds / sum.seconds : 0.0, sum.first_val_loss,
-                  sum.final_val_loss, static_cast<long long>(sum.skipped));
+                  sum.seconds > 0 ? 100.0 * sum.optimizer_seconds / sum.seconds : 0.0, sum.buckets_in_backward,
+                  static_cast<long long>(optimizer_->buckets()), sum.first_val_loss, sum.final_val_loss,
+                  static_cast<long long>(sum.skipped));
     log(buf);
     log("[orthotron] outputs: " + log_->output_dir() + "/log.txt, " + log_->output_dir() + "/metrics.jsonl, " +
         log_->output_dir() + "/config.yaml");
@@ -427,6 +440,8 @@ TrainSummary Trainer::train() {
                   {"tokens", sum.tokens},
                   {"seconds", sum.seconds},
                   {"optimizer_seconds", sum.optimizer_seconds},
+                  {"buckets", optimizer_->buckets()},
+                  {"buckets_in_backward", sum.buckets_in_backward},
                   {"first_val_loss", sum.first_val_loss},
                   {"final_val_loss", sum.final_val_loss},
                   {"skipped", sum.skipped},

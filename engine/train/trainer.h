@@ -16,6 +16,7 @@
 #include "engine/data/gpt_samples.h"
 #include "engine/data/indexed_dataset.h"
 #include "engine/model/gpt_model.h"
+#include "engine/train/gradient_ready_hooks.h"
 #include "engine/train/metrics_log.h"
 #include "optim/distributed_muon_with_adamw.h"
 #include "parallel/communicator.h"
@@ -34,6 +35,7 @@ struct TrainSummary {
   int64_t nan = 0;
   double seconds = 0;  ///< the training loop's wall time (validation excluded)
   double optimizer_seconds = 0;
+  double buckets_in_backward = 0;  ///< gradient buckets whose reduce-scatter started during backward, mean per step
 };
 
 class Trainer {
@@ -95,6 +97,7 @@ class Trainer {
   std::unique_ptr<GptSamples> train_samples_, valid_samples_;
   std::unique_ptr<GptModel> model_;
   std::unique_ptr<DistributedMuonWithAdamW> optimizer_;
+  std::unique_ptr<GradientReadyHooks> gradient_hooks_;  ///< parallel.overlap_backward
   std::unique_ptr<MetricsLog> log_;
   std::map<std::string, double> base_lr_;
   std::map<std::string, double> current_lr_;

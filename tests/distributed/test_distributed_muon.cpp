@@ -12,6 +12,7 @@
 
 #include "base/errors.h"
 #include "engine/optimizer_state_files.h"
+#include "engine/train/gradient_ready_hooks.h"
 #include "gpt_fixture.h"
 #include "mpi_world.h"
 #include "optim/distributed_muon_with_adamw.h"
@@ -247,6 +248,170 @@ TEST(DistributedMuon, BucketedStepEqualsSingleProcessAndOneBucketBitwise) {
     }
     expect_bitwise(dist, one, what + " vs one bucket after re-bucketing, 3 more steps");
   }
+}
+
+// How many buckets must be posted once the parameters in `ready` have reported, computed from the
+// plan's segments alone: the longest prefix of buckets whose every piece belongs to a ready parameter.
+int64_t expected_posted(const OwnerPlan& plan, const ShardBuckets& b, const std::vector<char>& ready) {
+  std::vector<char> complete(static_cast<size_t>(b.count()), 1);
+  for (const auto& seg : plan.segments) {
+    if (ready[seg.param]) continue;
+    const int64_t x = seg.buffer_offset - seg.rank * plan.shard_len;
+    for (int64_t k = b.bucket_of(x); k <= b.bucket_of(x + seg.count - 1); ++k) complete[static_cast<size_t>(k)] = 0;
+  }
+  int64_t posted = 0;
+  while (posted < b.count() && complete[static_cast<size_t>(posted)]) ++posted;
+  return posted;
+}
+
+TEST(DistributedMuon, ReductionStartedDuringBackwardEqualsOneAfterIt) {
+  GptShape s;
+  s.layers = 4;  // owners then mix layers, as in deeper models (at 2 layers and 2 ranks each owns one layer)
+  const int w = world().size(), r = world().rank();
+  for (const bool gpt : {true, false}) {
+    const NamedParameters init = gpt ? orthotron::testing::gpt_params(s, 11) : edge_params();
+    const SplitRegistry splits = gpt ? orthotron::testing::gpt_splits(s) : SplitRegistry{};
+    const int64_t bucket_bytes = 4 * w * (gpt ? 1007 : 10);
+    NamedParameters early = clone_params(init), late = clone_params(init);
+    DistributedMuonWithAdamW eopt(early, world(), test_groups(), default_routing_rules(), splits);
+    DistributedMuonWithAdamW lopt(late, world(), test_groups(), default_routing_rules(), splits);
+    eopt.set_bucket_bytes(bucket_bytes);
+    lopt.set_bucket_bytes(bucket_bytes);
+    eopt.set_max_grad_norm(1.0);
+    lopt.set_max_grad_norm(1.0);
+    const ShardBuckets b = make_shard_buckets(w, eopt.plan().shard_len, bucket_bytes, 4);
+    ASSERT_EQ(b.count(), eopt.buckets());
+    ASSERT_GT(eopt.buckets(), 2);
+    const size_t n = early.size();
+    const std::string what =
+        std::string(gpt ? "GPT" : "edge shapes") + " in " + std::to_string(eopt.buckets()) + " buckets";
+    for (int step = 0; step < 6; ++step) {
+      SCOPED_TRACE(what + ", step " + std::to_string(step));
+      eopt.zero_grad();
+      lopt.zero_grad();
+      // Backward's order: the last parameter's gradient first. At step 2 rank 0 has none for
+      // parameter 1 (never reported; its pieces go as zeros).
+      eopt.begin_backward_reduction();
+      std::vector<char> ready(n, 0);
+      EXPECT_EQ(eopt.reductions_posted(), expected_posted(eopt.plan(), b, ready));
+      int64_t posted_at_half = -1;
+      at::manual_seed(static_cast<uint64_t>(97 * step + r));
+      for (size_t k = 0; k < n; ++k) {
+        const size_t i = n - 1 - k;
+        const bool lacks = step == 2 && r == 0 && i == 1;
+        const at::Tensor g = at::randn(early[i].tensor.sizes());
+        if (lacks) continue;
+        early[i].tensor.mutable_grad() = g;
+        late[i].tensor.mutable_grad() = g.clone();
+        eopt.gradient_ready(i);
+        ready[i] = 1;
+        ASSERT_EQ(eopt.reductions_posted(), expected_posted(eopt.plan(), b, ready)) << "after parameter " << i;
+        if (2 * (k + 1) == n || 2 * (k + 1) == n + 1) posted_at_half = eopt.reductions_posted();
+      }
+      // The plan keeps each shard in backward order: with half the gradients in, the front buckets
+      // are already travelling.
+      if (gpt) {
+        EXPECT_GT(posted_at_half, 0);
+      }
+      eopt.end_backward_reduction();
+      EXPECT_EQ(eopt.reductions_posted(), eopt.buckets());
+      eopt.step();
+      lopt.step();
+      EXPECT_EQ(eopt.last_grad_norm(), lopt.last_grad_norm());
+      const auto& t = eopt.last_step_times();
+      EXPECT_EQ(t.buckets_in_backward, expected_posted(eopt.plan(), b, ready));
+      EXPECT_EQ(lopt.last_step_times().buckets_in_backward, 0);
+      EXPECT_EQ(eopt.reductions_posted(), 0);
+    }
+    expect_bitwise(early, late, what + ": reduced during backward vs after it, 6 steps");
+    expect_ranks_agree(early);
+
+    // A reduction started for a step that does not run is discarded by zero_grad (or
+    // discard_backward_reduction) and leaves no trace.
+    eopt.begin_backward_reduction();
+    for (size_t i = 0; i < n; ++i) {
+      early[i].tensor.mutable_grad() = at::full(early[i].tensor.sizes(), 1e6);
+      eopt.gradient_ready(i);
+    }
+    EXPECT_EQ(eopt.reductions_posted(), eopt.buckets());
+    eopt.zero_grad();
+    EXPECT_EQ(eopt.reductions_posted(), 0);
+    for (size_t i = 0; i < n; ++i) {
+      at::manual_seed(static_cast<uint64_t>(1000 + i + static_cast<size_t>(r)));
+      early[i].tensor.mutable_grad() = at::randn(early[i].tensor.sizes());
+      late[i].tensor.mutable_grad() = early[i].tensor.grad().clone();
+    }
+    eopt.step();  // never armed: everything reduced inside step
+    lopt.step();
+    EXPECT_EQ(eopt.last_step_times().buckets_in_backward, 0);
+    expect_bitwise(early, late, what + ": after a discarded reduction");
+
+    // Armed too early (before an earlier micro-batch's backward): a gradient reported again after
+    // its bucket left is an error naming it.
+    eopt.begin_backward_reduction();
+    for (size_t k = 0; k < n; ++k) eopt.gradient_ready(n - 1 - k);
+    try {
+      eopt.gradient_ready(n - 1);
+      ADD_FAILURE() << "a gradient accumulated after its bucket was packed must throw";
+    } catch (const InvalidArgument& e) {
+      EXPECT_NE(std::string(e.what()).find(early[n - 1].name), std::string::npos) << e.what();
+    }
+    EXPECT_THROW(eopt.gradient_ready(n), InvalidArgument);
+    eopt.discard_backward_reduction();
+  }
+}
+
+// Through autograd: GradientReadyHooks start every bucket's reduce-scatter inside backward(), only
+// for the armed (last) backward of a step, and the result equals reducing after backward bit for bit.
+TEST(DistributedMuon, GradientReadyHooksStartReductionsInsideBackward) {
+  GptShape s;
+  s.layers = 4;
+  const int w = world().size(), r = world().rank();
+  const NamedParameters init = orthotron::testing::gpt_params(s, 11);
+  const SplitRegistry splits = orthotron::testing::gpt_splits(s);
+  NamedParameters hooked = clone_params(init), plain = clone_params(init);
+  DistributedMuonWithAdamW hopt(hooked, world(), test_groups(), default_routing_rules(), splits);
+  DistributedMuonWithAdamW popt(plain, world(), test_groups(), default_routing_rules(), splits);
+  hopt.set_bucket_bytes(4 * w * 1007);
+  popt.set_bucket_bytes(4 * w * 1007);
+  ASSERT_GT(hopt.buckets(), 2);
+  // A loss touching every parameter: sum_i <p_i, c_i> + 0.5 |p_i|^2, with rank-dependent c_i.
+  auto backward = [&](NamedParameters& params, uint64_t seed) {
+    at::manual_seed(seed + static_cast<uint64_t>(r));
+    at::Tensor loss = at::zeros({});
+    for (auto& p : params) loss = loss + (p.tensor * at::randn(p.tensor.sizes())).sum() + 0.5 * p.tensor.square().sum();
+    loss.backward();
+  };
+  {
+    GradientReadyHooks hooks(hopt);
+    EXPECT_THROW(GradientReadyHooks{hopt}, InvalidArgument);  // a tensor holds one such hook
+    for (int step = 0; step < 4; ++step) {
+      hopt.zero_grad();
+      popt.zero_grad();
+      // Two micro-batches: the first backward unarmed (the hooks do nothing), the second armed.
+      backward(hooked, 100 * step);
+      EXPECT_EQ(hopt.reductions_posted(), 0);
+      hopt.begin_backward_reduction();
+      backward(hooked, 100 * step + 50);
+      EXPECT_EQ(hopt.reductions_posted(), hopt.buckets()) << "every bucket left during backward, step " << step;
+      hopt.end_backward_reduction();
+      backward(plain, 100 * step);
+      backward(plain, 100 * step + 50);
+      hopt.step();
+      popt.step();
+      EXPECT_EQ(hopt.last_step_times().buckets_in_backward, hopt.buckets());
+      EXPECT_EQ(hopt.last_grad_norm(), popt.last_grad_norm());
+    }
+  }
+  expect_bitwise(hooked, plain, "reduced inside backward by the hooks vs after it, 4 steps");
+  // The destructor removed the hooks: an armed backward posts nothing until end_backward_reduction.
+  hopt.zero_grad();
+  hopt.begin_backward_reduction();
+  backward(hooked, 7);
+  EXPECT_EQ(hopt.reductions_posted(), 0);
+  hopt.end_backward_reduction();
+  EXPECT_EQ(hopt.reductions_posted(), hopt.buckets());
+  hopt.discard_backward_reduction();
 }
 
 TEST(DistributedMuon, ElementWiseStateDictRoundTrip) {

@@ -4,7 +4,8 @@
 #   1. 2 ranks train the tiny config and the validation loss falls by at least 1 nat;
 #   2. data parallel 2 equals data parallel 1 at the same global batch, and micro batch 4 x
 #      accumulation 2 equals micro batch 8, per iteration, within an fp32 reduction-order tolerance;
-#      the element-wise shard layout (B) gives the owner-aligned one's (A) losses bit for bit;
+#      the element-wise shard layout (B) gives the owner-aligned one's (A) losses bit for bit, and
+#      so does reducing gradients during backward (parallel.overlap_backward) against after it;
 #   3. a NaN loss is skipped and counted (on_nonfinite: skip), or stops the job (stop); the
 #      all-AdamW variant of the config (two --set overrides) trains;
 #   4. a misspelled --set key stops every rank with a message naming the override.
@@ -74,6 +75,23 @@ a, b = ([r["loss"] for r in map(json.loads, open(p)) if r.get("kind") == "train"
 sys.exit(0 if a == b and len(a) == 8 else f"losses differ: {a} vs {b}")
 PY
   fail "layout B's losses are not bitwise layout A's"
+
+# 2c. Reduce-scatters started during backward (parallel.overlap_backward, on above) change no bit:
+#     the same bytes are reduced in the same order, so losses and gradient norms equal a run that
+#     reduces after backward. The log says how many buckets left during backward.
+launch 2 "$bin" "${short[@]}" --set training.micro_batch_size=8 --set training.max_grad_norm=0 \
+  --set parallel.shard_layout=owner_aligned --set parallel.bucket_mb=1 --set parallel.overlap_backward=false \
+  --set logging.output_dir="$work/no_overlap" >"$work/no_overlap.log" 2>&1 || { cat "$work/no_overlap.log"; fail "overlap off run"; }
+grep -Eq "; [1-9][0-9.]* of [0-9]+ gradient bucket\(s\) reduced during backward\)" "$work/noclip_owner_aligned.log" ||
+  { grep "done:" "$work/noclip_owner_aligned.log"; fail "no bucket was reduced during backward"; }
+grep -Eq "; 0\.0 of [0-9]+ gradient bucket\(s\) reduced during backward\)" "$work/no_overlap.log" ||
+  { grep "done:" "$work/no_overlap.log"; fail "overlap_backward: false still reduced during backward"; }
+python3 - "$work/noclip_owner_aligned/metrics.jsonl" "$work/no_overlap/metrics.jsonl" <<'PY' ||
+import json, sys
+a, b = ([(r["loss"], r["grad_norm"]) for r in map(json.loads, open(p)) if r.get("kind") == "train"] for p in sys.argv[1:3])
+sys.exit(0 if a == b and len(a) == 8 else f"runs differ: {a} vs {b}")
+PY
+  fail "reducing during backward changed the losses or gradient norms"
 
 # 3. A NaN loss at iteration 3: skipped and counted, or the end of the run.
 ORTHOTRON_FAULT_NAN_LOSS_AT=3 launch 2 "$bin" "${short[@]}" --set logging.output_dir="$work/nan" >"$work/nan.log" 2>&1 ||

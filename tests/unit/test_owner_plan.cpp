@@ -34,6 +34,24 @@ void check_invariants(const OwnerPlan& plan) {
     }
   }
   for (size_t i = 0; i < plan.params.size(); ++i) EXPECT_EQ(covered[i], plan.params[i].numel()) << plan.params[i].name;
+  // Backward order: within each shard, segments in reverse parameter order; the AdamW walk runs
+  // through the parameters in reverse order across the shards.
+  int last_rank = -1;
+  size_t last_in_shard = 0, last_adamw = plan.params.size(), adamw_in_shard = plan.params.size();
+  for (const auto& s : plan.segments) {
+    if (s.rank != last_rank) {
+      last_rank = s.rank;
+      last_in_shard = plan.params.size();
+      if (adamw_in_shard < plan.params.size()) last_adamw = adamw_in_shard;
+    }
+    ASSERT_LT(s.param, last_in_shard) << plan.params[s.param].name << ": shard " << s.rank
+                                      << " not in reverse parameter order";
+    last_in_shard = s.param;
+    if (plan.owner[s.param] < 0) {
+      ASSERT_LE(s.param, last_adamw) << plan.params[s.param].name << ": the AdamW walk is not in reverse order";
+      adamw_in_shard = s.param;  // the shard's smallest AdamW parameter (its segments descend)
+    }
+  }
   const int64_t max_muon = *std::max_element(plan.muon_elements_per_rank.begin(), plan.muon_elements_per_rank.end());
   EXPECT_EQ(plan.shard_len, std::max<int64_t>({max_muon, (plan.total_elements + plan.world - 1) / plan.world, 1}));
 }
