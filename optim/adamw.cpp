@@ -18,29 +18,45 @@ constexpr int64_t kStaggerMinBytes = 64 * 1024;
 
 }  // namespace
 
-at::Tensor zeros_at_page_offset(const at::Tensor& param, int64_t stagger) {
+namespace {
+
+/// A tensor shaped like `param` placed as zeros_at_page_offset places it; zero-filled only when
+/// `zero` (a restore overwrites every element anyway).
+at::Tensor at_page_offset(const at::Tensor& param, int64_t stagger, bool zero) {
   if (stagger < 0 || stagger >= kPageBytes) {
     throw InvalidArgument("zeros_at_page_offset: stagger must lie in [0, 4096) bytes, got " + std::to_string(stagger));
   }
+  auto plain = [&] {
+    return zero ? at::zeros_like(param, at::MemoryFormat::Preserve) : at::empty_like(param, at::MemoryFormat::Preserve);
+  };
   const int64_t elem = static_cast<int64_t>(param.element_size());
-  if (!param.device().is_cpu() || !param.is_contiguous() || param.numel() * elem < kStaggerMinBytes) {
-    return at::zeros_like(param, at::MemoryFormat::Preserve);
-  }
+  if (!param.device().is_cpu() || !param.is_contiguous() || param.numel() * elem < kStaggerMinBytes) return plain();
   const auto param_address = reinterpret_cast<uintptr_t>(param.data_ptr());
-  at::Tensor storage = at::zeros({param.numel() + kPageBytes / elem}, param.options());
+  const int64_t total = param.numel() + kPageBytes / elem;
+  at::Tensor storage = zero ? at::zeros({total}, param.options()) : at::empty({total}, param.options());
   const auto base = reinterpret_cast<uintptr_t>(storage.data_ptr());
   const auto target = (param_address + static_cast<uintptr_t>(stagger)) % kPageBytes;
   const int64_t shift = static_cast<int64_t>((target + kPageBytes - base % kPageBytes) % kPageBytes);
-  // A stagger (or a parameter address) that is not a multiple of the element size: plain zeros.
-  if (shift % elem != 0) return at::zeros_like(param, at::MemoryFormat::Preserve);
+  // A stagger (or a parameter address) that is not a multiple of the element size: plain placement.
+  if (shift % elem != 0) return plain();
   return storage.narrow(0, shift / elem, param.numel()).view(param.sizes());
 }
 
-AdamWState adamw_state_for(const at::Tensor& param) {
+AdamWState placed_state(const at::Tensor& param, bool zero) {
   AdamWState state;
-  state.exp_avg = zeros_at_page_offset(param, kPageBytes / 4);
-  state.exp_avg_sq = zeros_at_page_offset(param, kPageBytes / 2);
+  state.exp_avg = at_page_offset(param, kPageBytes / 4, zero);
+  state.exp_avg_sq = at_page_offset(param, kPageBytes / 2, zero);
   return state;
+}
+
+}  // namespace
+
+at::Tensor zeros_at_page_offset(const at::Tensor& param, int64_t stagger) {
+  return at_page_offset(param, stagger, /*zero=*/true);
+}
+
+AdamWState adamw_state_for(const at::Tensor& param) {
+  return placed_state(param, /*zero=*/true);
 }
 
 void adamw_restore_moments(const at::Tensor& param, const at::Tensor& exp_avg, const at::Tensor& exp_avg_sq,
@@ -49,9 +65,9 @@ void adamw_restore_moments(const at::Tensor& param, const at::Tensor& exp_avg, c
     return t.sizes().equals(param.sizes()) && t.scalar_type() == param.scalar_type();
   };
   if (fits(exp_avg) && fits(exp_avg_sq)) {
-    AdamWState fresh = adamw_state_for(param);
-    state.exp_avg = fresh.exp_avg.copy_(exp_avg);
-    state.exp_avg_sq = fresh.exp_avg_sq.copy_(exp_avg_sq);
+    AdamWState placed = placed_state(param, /*zero=*/false);  // every element is written next
+    state.exp_avg = placed.exp_avg.copy_(exp_avg);
+    state.exp_avg_sq = placed.exp_avg_sq.copy_(exp_avg_sq);
     return;
   }
   state.exp_avg = exp_avg.to(param.device(), /*non_blocking=*/false, /*copy=*/true);

@@ -423,8 +423,7 @@ void DistributedMuonWithAdamW::step() {
   } else {
     for (const auto& s : my_segments_) {
       if (grid_.shard[s.param].cut == TpCut::kReplicated && tp_.rank() != 0) continue;
-      local_sumsq +=
-          shard_grad.narrow(0, s.buffer_offset - base, s.count).to(at::kDouble).square().sum().item<double>();
+      local_sumsq += squared_l2_norm(shard_grad.narrow(0, s.buffer_offset - base, s.count));
     }
   }
   at::Tensor sumsq = at::full({1}, local_sumsq, at::TensorOptions().dtype(at::kDouble)).to(dp_.device());
