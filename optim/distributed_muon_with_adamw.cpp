@@ -184,9 +184,8 @@ void DistributedMuonWithAdamW::unpack_bucket(int64_t k) {
 
 void DistributedMuonWithAdamW::set_bucket_bytes(int64_t bytes) {
   discard_backward_reduction();  // its buckets were the old ones
-  const bool bucketable = !element_wise() && tp_.size() == 1;
-  buckets_ = make_shard_buckets(dp_.size(), plan_.shard_len, bucketable ? bytes : 0,
-                                static_cast<int64_t>(params_[0].tensor.element_size()));
+  buckets_ =
+      make_shard_buckets(dp_.size(), plan_.shard_len, bytes, static_cast<int64_t>(params_[0].tensor.element_size()));
   pieces_.assign(static_cast<size_t>(buckets_.count()), {});
   for (const auto& seg : plan_.segments) buckets_.cut(seg, pieces_);
   param_buckets_.assign(params_.size(), {});
@@ -279,10 +278,6 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
 
 }  // namespace
 
-bool DistributedMuonWithAdamW::reduces_in_backward() const {
-  return !element_wise() && tp_.size() == 1 && dp_.device().is_cpu();
-}
-
 void DistributedMuonWithAdamW::post_reduction(int64_t k) {
   at::Tensor span = grad_buffer_.narrow(0, buckets_.span_begin(k), buckets_.span_len(k));
   // Every piece is written (the gradient, or zeros where this rank has none); the padding between
@@ -313,7 +308,7 @@ void DistributedMuonWithAdamW::post_reductions(bool all, double& pack_ms) {
 
 void DistributedMuonWithAdamW::begin_backward_reduction() {
   discard_backward_reduction();
-  if (!reduces_in_backward()) return;
+  if (!dp_.device().is_cpu()) return;  // a CUDA parameter's hook runs on autograd's device thread
   armed_ = true;
   ready_.assign(params_.size(), 0);
   waiting_.assign(static_cast<size_t>(buckets_.count()), 0);

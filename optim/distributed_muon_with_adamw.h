@@ -100,9 +100,11 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// (shard_buckets.h) and overlaps them: bucket k's reduce-scatter travels while bucket k+1 is
   /// packed; bucket k's all-gather starts once the matrices and AdamW elements reaching into it are
   /// updated, and travels while later buckets' Newton-Schulz runs (the MPI backend is driven by
-  /// Work::test() between buckets). The result is bitwise equal to one bucket's, since the
-  /// reduce-scatter sums in rank order per element and NS is per matrix. 0 (the default): one
-  /// bucket. Layout B and tensor parallelism always run one bucket.
+  /// Work::test() between buckets). Under layout B or tensor parallelism the reduce-scatter and the
+  /// all-gather run in these buckets too, but the all-to-alls and the TP exchange between them need
+  /// every bucket: the all-gathers start together after the update and each bucket is unpacked as
+  /// it arrives. The result is bitwise equal to one bucket's, since the reduce-scatter sums in rank
+  /// order per element and NS is per matrix. 0 (the default): one bucket.
   void set_bucket_bytes(int64_t bytes);
   /// Number of buckets in use.
   int64_t buckets() const { return buckets_.count(); }
@@ -115,12 +117,13 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// gradient_ready(i) as each parameter's gradient becomes final (engine/train/gradient_ready_hooks.h
   /// does it from autograd's post-accumulate-grad hooks). Each bucket is packed and its reduce-scatter
   /// posted as soon as every parameter with a piece in it is ready, strictly in bucket order, so every
-  /// rank issues the same collectives in the same order whatever its timing. The layout keeps each
-  /// shard in backward order (owner_plan.h), so the front buckets complete early in backward.
+  /// rank issues the same collectives in the same order whatever its timing. Layout A keeps each
+  /// shard in backward order (owner_plan.h), so its front buckets complete early in backward; layout
+  /// B's shards are ranges of the parameter order, so its buckets complete only near the end of backward.
   /// Collective order: after begin, this rank's next collective on the data-parallel communicator must
-  /// be end_backward_reduction() or step(). A no-op (step() reduces everything, as without it) when the
-  /// step runs one bucket's path anyway (layout B, tensor parallelism) or the communicator is not on
-  /// the CPU (a CUDA parameter's hook runs on autograd's device thread; not measured without a GPU).
+  /// be end_backward_reduction() or step(). A no-op (step() reduces everything, as without it) when
+  /// the communicator is not on the CPU (a CUDA parameter's hook runs on autograd's device thread; not
+  /// measured without a GPU).
   /// The step's result is bitwise equal to a step without it: the same bytes are reduced in the same
   /// order. Local, non-blocking (posting is local).
   void begin_backward_reduction();
@@ -205,8 +208,6 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// Posts, in order, the buckets after the last posted one whose parameters are all ready (all of
   /// them when `all`); packing time goes to `pack_ms`.
   void post_reductions(bool all, double& pack_ms);
-  /// Whether begin_backward_reduction() arms anything (layout A without TP, on the CPU).
-  bool reduces_in_backward() const;
   /// Bucket k's all-gather (param_shard_ -> param_buffer_), posted. Collective over DP.
   WorkPtr post_gather(int64_t k);
   /// The parameters' elements in bucket k <- param_buffer_.
@@ -218,7 +219,7 @@ class DistributedMuonWithAdamW : public Optimizer {
                       std::vector<size_t>& stepped);
   /// Steps 3 and 4 under layout A without TP, bucket by bucket (set_bucket_bytes).
   void update_and_gather_in_buckets(const std::vector<char>& any, const at::Tensor& shard_grad);
-  /// Step 3 under layout B or with TP (one bucket): the all-to-alls and the TP exchange.
+  /// Step 3 under layout B or with TP: the all-to-alls and the TP exchange (on the whole shard).
   void update_gathered_or_element_wise(const std::vector<char>& any, const at::Tensor& shard_grad);
   /// InvariantError when last_ns_counts_ differs from `expected` (debug checks only).
   void audit_ns(const NsCounts& expected) const;

@@ -184,12 +184,12 @@ const FieldTable<ParallelOptions>& parallel_option_fields() {
                           [](O& o) -> std::string& { return o.shard_layout; }),
           number_field<O, int64_t>(
               "bucket_mb",
-              "MiB of gradients per overlapped bucket of the reduce-scatter and all-gather (layout "
-              "A without tensor parallelism; bitwise equal to one bucket); 0: one bucket",
+              "MiB of gradients per overlapped bucket of the reduce-scatter and all-gather (bitwise equal "
+              "to one bucket); 0: one bucket",
               {0, 1 << 20}, [](O& o) -> int64_t& { return o.bucket_mb; }),
           bool_field<O>("overlap_backward",
                         "start each gradient bucket's reduce-scatter during backward as soon as its gradients are "
-                        "final (layout A without tensor parallelism; bitwise equal to reducing after backward)",
+                        "final (bitwise equal to reducing after backward)",
                         [](O& o) -> bool& { return o.overlap_backward; }),
       });
   return table;

@@ -132,9 +132,14 @@ TEST(DistributedMuon, ElementWiseLayoutEqualsSingleProcessBitwise) {
   for (const bool gpt : {true, false}) {
     const NamedParameters init = gpt ? orthotron::testing::gpt_params(s, 11) : edge;
     const SplitRegistry splits = gpt ? orthotron::testing::gpt_splits(s) : SplitRegistry{};
-    NamedParameters dist = clone_params(init), ref = clone_params(init);
+    NamedParameters dist = clone_params(init), ref = clone_params(init), bucketed = clone_params(init);
     DistributedMuonWithAdamW dopt(dist, world(), test_groups(), default_routing_rules(), splits, {}, "element_wise");
     MuonWithAdamW sopt(ref, test_groups(), default_routing_rules(), splits);
+    // The reduce-scatter and all-gather in buckets around the all-to-alls: the same bits.
+    DistributedMuonWithAdamW bopt(bucketed, world(), test_groups(), default_routing_rules(), splits, {},
+                                  "element_wise");
+    bopt.set_bucket_bytes(4 * world().size() * (gpt ? 1007 : 4));
+    ASSERT_GT(bopt.buckets(), 2);
     ASSERT_EQ(dopt.plan().layout, ShardLayout::kElementWise);
     const OwnerPlan& plan = dopt.plan();
     int64_t straddling = 0;
@@ -150,6 +155,11 @@ TEST(DistributedMuon, ElementWiseLayoutEqualsSingleProcessBitwise) {
     const std::string what = std::string(gpt ? "GPT" : "edge shapes") + " under layout B";
     for (int step = 0; step < 12; ++step) {
       set_grads(dist, ref, step);
+      for (size_t i = 0; i < dist.size(); ++i) {
+        bucketed[i].tensor.mutable_grad() =
+            dist[i].tensor.grad().defined() ? dist[i].tensor.grad().clone() : at::Tensor();
+      }
+      bopt.step();
       world().stats().reset();
       dopt.step();
       sopt.step();
@@ -162,6 +172,7 @@ TEST(DistributedMuon, ElementWiseLayoutEqualsSingleProcessBitwise) {
       }
     }
     expect_bitwise(dist, ref, what + ", 12 steps");
+    expect_bitwise(bucketed, ref, what + " in " + std::to_string(bopt.buckets()) + " buckets, 12 steps");
     expect_ranks_agree(dist);
     if (world().rank() == 0 && gpt) std::printf("W=%d %s\n", world().size(), dopt.grid_plan().summary().c_str());
   }
@@ -268,96 +279,98 @@ TEST(DistributedMuon, ReductionStartedDuringBackwardEqualsOneAfterIt) {
   GptShape s;
   s.layers = 4;  // owners then mix layers, as in deeper models (at 2 layers and 2 ranks each owns one layer)
   const int w = world().size(), r = world().rank();
-  for (const bool gpt : {true, false}) {
-    const NamedParameters init = gpt ? orthotron::testing::gpt_params(s, 11) : edge_params();
-    const SplitRegistry splits = gpt ? orthotron::testing::gpt_splits(s) : SplitRegistry{};
-    const int64_t bucket_bytes = 4 * w * (gpt ? 1007 : 10);
-    NamedParameters early = clone_params(init), late = clone_params(init);
-    DistributedMuonWithAdamW eopt(early, world(), test_groups(), default_routing_rules(), splits);
-    DistributedMuonWithAdamW lopt(late, world(), test_groups(), default_routing_rules(), splits);
-    eopt.set_bucket_bytes(bucket_bytes);
-    lopt.set_bucket_bytes(bucket_bytes);
-    eopt.set_max_grad_norm(1.0);
-    lopt.set_max_grad_norm(1.0);
-    const ShardBuckets b = make_shard_buckets(w, eopt.plan().shard_len, bucket_bytes, 4);
-    ASSERT_EQ(b.count(), eopt.buckets());
-    ASSERT_GT(eopt.buckets(), 2);
-    const size_t n = early.size();
-    const std::string what =
-        std::string(gpt ? "GPT" : "edge shapes") + " in " + std::to_string(eopt.buckets()) + " buckets";
-    for (int step = 0; step < 6; ++step) {
-      SCOPED_TRACE(what + ", step " + std::to_string(step));
-      eopt.zero_grad();
-      lopt.zero_grad();
-      // Backward's order: the last parameter's gradient first. At step 2 rank 0 has none for
-      // parameter 1 (never reported; its pieces go as zeros).
+  for (const char* layout : {"owner_aligned", "element_wise"}) {
+    for (const bool gpt : {true, false}) {
+      const NamedParameters init = gpt ? orthotron::testing::gpt_params(s, 11) : edge_params();
+      const SplitRegistry splits = gpt ? orthotron::testing::gpt_splits(s) : SplitRegistry{};
+      const int64_t bucket_bytes = 4 * w * (gpt ? 1007 : 10);
+      NamedParameters early = clone_params(init), late = clone_params(init);
+      DistributedMuonWithAdamW eopt(early, world(), test_groups(), default_routing_rules(), splits, {}, layout);
+      DistributedMuonWithAdamW lopt(late, world(), test_groups(), default_routing_rules(), splits, {}, layout);
+      eopt.set_bucket_bytes(bucket_bytes);
+      lopt.set_bucket_bytes(bucket_bytes);
+      eopt.set_max_grad_norm(1.0);
+      lopt.set_max_grad_norm(1.0);
+      const ShardBuckets b = make_shard_buckets(w, eopt.plan().shard_len, bucket_bytes, 4);
+      ASSERT_EQ(b.count(), eopt.buckets());
+      ASSERT_GT(eopt.buckets(), 2);
+      const size_t n = early.size();
+      const std::string what = std::string(gpt ? "GPT" : "edge shapes") + " in " + std::to_string(eopt.buckets()) +
+                               " buckets, layout " + layout;
+      for (int step = 0; step < 6; ++step) {
+        SCOPED_TRACE(what + ", step " + std::to_string(step));
+        eopt.zero_grad();
+        lopt.zero_grad();
+        // Backward's order: the last parameter's gradient first. At step 2 rank 0 has none for
+        // parameter 1 (never reported; its pieces go as zeros).
+        eopt.begin_backward_reduction();
+        std::vector<char> ready(n, 0);
+        EXPECT_EQ(eopt.reductions_posted(), expected_posted(eopt.plan(), b, ready));
+        int64_t posted_at_half = -1;
+        at::manual_seed(static_cast<uint64_t>(97 * step + r));
+        for (size_t k = 0; k < n; ++k) {
+          const size_t i = n - 1 - k;
+          const bool lacks = step == 2 && r == 0 && i == 1;
+          const at::Tensor g = at::randn(early[i].tensor.sizes());
+          if (lacks) continue;
+          early[i].tensor.mutable_grad() = g;
+          late[i].tensor.mutable_grad() = g.clone();
+          eopt.gradient_ready(i);
+          ready[i] = 1;
+          ASSERT_EQ(eopt.reductions_posted(), expected_posted(eopt.plan(), b, ready)) << "after parameter " << i;
+          if (2 * (k + 1) == n || 2 * (k + 1) == n + 1) posted_at_half = eopt.reductions_posted();
+        }
+        // Layout A keeps each shard in backward order: with half the gradients in, the front buckets
+        // are already travelling. (Layout B's shards are ranges of the parameter order.)
+        if (gpt && eopt.plan().layout == ShardLayout::kOwnerAligned) {
+          EXPECT_GT(posted_at_half, 0);
+        }
+        eopt.end_backward_reduction();
+        EXPECT_EQ(eopt.reductions_posted(), eopt.buckets());
+        eopt.step();
+        lopt.step();
+        EXPECT_EQ(eopt.last_grad_norm(), lopt.last_grad_norm());
+        const auto& t = eopt.last_step_times();
+        EXPECT_EQ(t.buckets_in_backward, expected_posted(eopt.plan(), b, ready));
+        EXPECT_EQ(lopt.last_step_times().buckets_in_backward, 0);
+        EXPECT_EQ(eopt.reductions_posted(), 0);
+      }
+      expect_bitwise(early, late, what + ": reduced during backward vs after it, 6 steps");
+      expect_ranks_agree(early);
+
+      // A reduction started for a step that does not run is discarded by zero_grad (or
+      // discard_backward_reduction) and leaves no trace.
       eopt.begin_backward_reduction();
-      std::vector<char> ready(n, 0);
-      EXPECT_EQ(eopt.reductions_posted(), expected_posted(eopt.plan(), b, ready));
-      int64_t posted_at_half = -1;
-      at::manual_seed(static_cast<uint64_t>(97 * step + r));
-      for (size_t k = 0; k < n; ++k) {
-        const size_t i = n - 1 - k;
-        const bool lacks = step == 2 && r == 0 && i == 1;
-        const at::Tensor g = at::randn(early[i].tensor.sizes());
-        if (lacks) continue;
-        early[i].tensor.mutable_grad() = g;
-        late[i].tensor.mutable_grad() = g.clone();
+      for (size_t i = 0; i < n; ++i) {
+        early[i].tensor.mutable_grad() = at::full(early[i].tensor.sizes(), 1e6);
         eopt.gradient_ready(i);
-        ready[i] = 1;
-        ASSERT_EQ(eopt.reductions_posted(), expected_posted(eopt.plan(), b, ready)) << "after parameter " << i;
-        if (2 * (k + 1) == n || 2 * (k + 1) == n + 1) posted_at_half = eopt.reductions_posted();
       }
-      // The plan keeps each shard in backward order: with half the gradients in, the front buckets
-      // are already travelling.
-      if (gpt) {
-        EXPECT_GT(posted_at_half, 0);
-      }
-      eopt.end_backward_reduction();
       EXPECT_EQ(eopt.reductions_posted(), eopt.buckets());
-      eopt.step();
-      lopt.step();
-      EXPECT_EQ(eopt.last_grad_norm(), lopt.last_grad_norm());
-      const auto& t = eopt.last_step_times();
-      EXPECT_EQ(t.buckets_in_backward, expected_posted(eopt.plan(), b, ready));
-      EXPECT_EQ(lopt.last_step_times().buckets_in_backward, 0);
+      eopt.zero_grad();
       EXPECT_EQ(eopt.reductions_posted(), 0);
-    }
-    expect_bitwise(early, late, what + ": reduced during backward vs after it, 6 steps");
-    expect_ranks_agree(early);
+      for (size_t i = 0; i < n; ++i) {
+        at::manual_seed(static_cast<uint64_t>(1000 + i + static_cast<size_t>(r)));
+        early[i].tensor.mutable_grad() = at::randn(early[i].tensor.sizes());
+        late[i].tensor.mutable_grad() = early[i].tensor.grad().clone();
+      }
+      eopt.step();  // never armed: everything reduced inside step
+      lopt.step();
+      EXPECT_EQ(eopt.last_step_times().buckets_in_backward, 0);
+      expect_bitwise(early, late, what + ": after a discarded reduction");
 
-    // A reduction started for a step that does not run is discarded by zero_grad (or
-    // discard_backward_reduction) and leaves no trace.
-    eopt.begin_backward_reduction();
-    for (size_t i = 0; i < n; ++i) {
-      early[i].tensor.mutable_grad() = at::full(early[i].tensor.sizes(), 1e6);
-      eopt.gradient_ready(i);
+      // Armed too early (before an earlier micro-batch's backward): a gradient reported again after
+      // its bucket left is an error naming it.
+      eopt.begin_backward_reduction();
+      for (size_t k = 0; k < n; ++k) eopt.gradient_ready(n - 1 - k);
+      try {
+        eopt.gradient_ready(n - 1);
+        ADD_FAILURE() << "a gradient accumulated after its bucket was packed must throw";
+      } catch (const InvalidArgument& e) {
+        EXPECT_NE(std::string(e.what()).find(early[n - 1].name), std::string::npos) << e.what();
+      }
+      EXPECT_THROW(eopt.gradient_ready(n), InvalidArgument);
+      eopt.discard_backward_reduction();
     }
-    EXPECT_EQ(eopt.reductions_posted(), eopt.buckets());
-    eopt.zero_grad();
-    EXPECT_EQ(eopt.reductions_posted(), 0);
-    for (size_t i = 0; i < n; ++i) {
-      at::manual_seed(static_cast<uint64_t>(1000 + i + static_cast<size_t>(r)));
-      early[i].tensor.mutable_grad() = at::randn(early[i].tensor.sizes());
-      late[i].tensor.mutable_grad() = early[i].tensor.grad().clone();
-    }
-    eopt.step();  // never armed: everything reduced inside step
-    lopt.step();
-    EXPECT_EQ(eopt.last_step_times().buckets_in_backward, 0);
-    expect_bitwise(early, late, what + ": after a discarded reduction");
-
-    // Armed too early (before an earlier micro-batch's backward): a gradient reported again after
-    // its bucket left is an error naming it.
-    eopt.begin_backward_reduction();
-    for (size_t k = 0; k < n; ++k) eopt.gradient_ready(n - 1 - k);
-    try {
-      eopt.gradient_ready(n - 1);
-      ADD_FAILURE() << "a gradient accumulated after its bucket was packed must throw";
-    } catch (const InvalidArgument& e) {
-      EXPECT_NE(std::string(e.what()).find(early[n - 1].name), std::string::npos) << e.what();
-    }
-    EXPECT_THROW(eopt.gradient_ready(n), InvalidArgument);
-    eopt.discard_backward_reduction();
   }
 }
 

@@ -136,7 +136,10 @@ void set_exact_grads(const NamedParameters& ref, const NamedParameters& mine, co
 // Runs `steps` steps of the TP x DP optimizer on TP pieces and of the single-process container on
 // the logical parameters with the same gradients; expects every piece bitwise equal to the
 // reference's piece, and the grid's Newton-Schulz matrices to add up to the reference's.
-void expect_grid_step_bitwise(int T, SplitGranularity split, const std::string& shard_layout = "owner_aligned") {
+// With bucket_bytes > 0 the grid's reduce-scatter and all-gather run in buckets and its gradients are
+// reported in backward order (begin_backward_reduction, gradient_ready), as the trainer's hooks do.
+void expect_grid_step_bitwise(int T, SplitGranularity split, const std::string& shard_layout = "owner_aligned",
+                              int64_t bucket_bytes = 0) {
   ProcessGrid grid(world(), T);
   const int D = grid.shape().dp, t = grid.coords().tp_rank, d = grid.coords().dp_rank;
   GptOptions o = tp_options(split);
@@ -149,11 +152,18 @@ void expect_grid_step_bitwise(int T, SplitGranularity split, const std::string& 
   MuonWithAdamW sopt(ref, test_groups(), default_routing_rules(), whole.splits());
   DistributedMuonWithAdamW gopt(mine, grid.dp(), test_groups(), default_routing_rules(), whole.splits(),
                                 TensorParallelContext{&grid.tp(), layout}, shard_layout);
+  gopt.set_bucket_bytes(bucket_bytes);
   const std::string what = "TP=" + std::to_string(T) + " x DP=" + std::to_string(D) + " split " + to_string(split) +
-                           " layout " + shard_layout;
+                           " layout " + shard_layout + " in " + std::to_string(gopt.buckets()) + " bucket(s)";
+  if (bucket_bytes > 0) EXPECT_GT(gopt.buckets(), 1) << what;
   for (int step = 0; step < 4; ++step) {
     set_exact_grads(ref, mine, layout, T, t, D, d, step);
     sopt.step();
+    if (bucket_bytes > 0) {
+      gopt.begin_backward_reduction();
+      for (size_t k = 0; k < mine.size(); ++k) gopt.gradient_ready(mine.size() - 1 - k);
+      EXPECT_EQ(gopt.reductions_posted(), gopt.buckets()) << what;
+    }
     gopt.step();
     // The grid's norm counts each logical element once (a replicated parameter on TP rank 0 only);
     // it sums in another order than the single process: float32 rounding apart, the same.
@@ -190,6 +200,9 @@ TEST(TensorParallelMuon, GridStepEqualsSingleProcessBitwise) {
     // Layout B over DP: each piece first gathered to its DP owner, then as above.
     expect_grid_step_bitwise(T, SplitGranularity::kQkv, "element_wise");
     expect_grid_step_bitwise(T, SplitGranularity::kPerHead, "element_wise");
+    // The reduce-scatter and all-gather in buckets, started from backward-ordered gradient reports.
+    expect_grid_step_bitwise(T, SplitGranularity::kQkv, "owner_aligned", 4096);
+    expect_grid_step_bitwise(T, SplitGranularity::kQkv, "element_wise", 4096);
   }
 }
 

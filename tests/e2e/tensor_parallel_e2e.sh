@@ -2,8 +2,8 @@
 # tensor_parallel_e2e.sh: tensor parallelism through the real binary and real ranks on the bundled
 # corpus:
 #   1. the tiny config at the same global batch of 16 as TP 1 x DP 1 (1 rank), TP 2 x DP 1
-#      (2 ranks) and TP 2 x DP 2 (4 ranks) gives the same loss and gradient norm per iteration
-#      within an fp32 tolerance;
+#      (2 ranks) and TP 2 x DP 2 (4 ranks; 1 MiB buckets reduced during backward) gives the same
+#      loss and gradient norm per iteration within an fp32 tolerance;
 #   2. checkpoints: TP 2 x DP 2's checkpoint of iteration 4 resumed at TP 1 x DP 4 and at TP 1 x DP 1,
 #      and TP 1 x DP 1's resumed at TP 2 x DP 2, train iterations 5 to 8 as the uninterrupted runs
 #      do (same tolerance);
@@ -36,8 +36,11 @@ run() {
 saving=(--set checkpoint.save_interval=4)
 run tp1 1 1 16 "${saving[@]}" --set checkpoint.dir="$work/ck_tp1"
 run tp2 2 2 16
-run tp2dp2 4 2 8 "${saving[@]}" --set checkpoint.dir="$work/ck_tp2dp2" --set checkpoint.async=true
+run tp2dp2 4 2 8 "${saving[@]}" --set checkpoint.dir="$work/ck_tp2dp2" --set checkpoint.async=true --set parallel.bucket_mb=1
 grep -q "4 rank(s): tensor-parallel 2 x data-parallel 2" "$work/tp2dp2.log" || fail "the grid is not logged"
+# TP x DP runs its reduce-scatter in buckets, started during backward.
+grep -Eq "; [1-9][0-9.]* of ([2-9]|[1-9][0-9]+) gradient bucket\(s\) reduced during backward\)" "$work/tp2dp2.log" ||
+  { grep "done:" "$work/tp2dp2.log"; fail "TP 2 x DP 2 did not reduce buckets during backward"; }
 grep -q "tensor-parallel: TP=2 x DP=2; Muon parameters gathered to one TP owner" "$work/tp2dp2.log" ||
   fail "the grid plan is not logged"
 # Tolerance: the runs see the same samples; TP sums the attention and MLP outputs, the embedding and
