@@ -155,7 +155,9 @@ void expect_grid_step_bitwise(int T, SplitGranularity split, const std::string& 
   gopt.set_bucket_bytes(bucket_bytes);
   const std::string what = "TP=" + std::to_string(T) + " x DP=" + std::to_string(D) + " split " + to_string(split) +
                            " layout " + shard_layout + " in " + std::to_string(gopt.buckets()) + " bucket(s)";
-  if (bucket_bytes > 0) EXPECT_GT(gopt.buckets(), 1) << what;
+  if (bucket_bytes > 0) {
+    EXPECT_GT(gopt.buckets(), 1) << what;
+  }
   for (int step = 0; step < 4; ++step) {
     set_exact_grads(ref, mine, layout, T, t, D, d, step);
     sopt.step();
