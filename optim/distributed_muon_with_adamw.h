@@ -108,6 +108,8 @@ class DistributedMuonWithAdamW : public Optimizer {
   void set_bucket_bytes(int64_t bytes);
   /// Number of buckets in use.
   int64_t buckets() const { return buckets_.count(); }
+  /// The buckets in use over plan()'s shards.
+  const ShardBuckets& bucket_layout() const { return buckets_; }
   /// Resets every gradient; first waits for and drops a reduction started for a step that did not
   /// run (discard_backward_reduction).
   void zero_grad() override;

@@ -32,6 +32,26 @@ void ShardBuckets::cut(const PlanSegment& segment, std::vector<std::vector<Bucke
   }
 }
 
+std::vector<double> backward_start_shares(const OwnerPlan& plan, const ShardBuckets& buckets) {
+  // final_share[i]: the share of elements final once parameter i's gradient is (those of i and after).
+  std::vector<double> final_share(plan.params.size(), 0.0);
+  const double total = static_cast<double>(std::max<int64_t>(plan.total_elements, 1));
+  int64_t done = 0;
+  for (size_t k = plan.params.size(); k-- > 0;) {
+    done += plan.params[k].numel();
+    final_share[k] = static_cast<double>(done) / total;
+  }
+  std::vector<double> share(static_cast<size_t>(buckets.count()), 0.0);
+  for (const auto& seg : plan.segments) {
+    const int64_t x = seg.buffer_offset - static_cast<int64_t>(seg.rank) * plan.shard_len;
+    for (int64_t k = buckets.bucket_of(x); k <= buckets.bucket_of(x + seg.count - 1); ++k) {
+      share[static_cast<size_t>(k)] = std::max(share[static_cast<size_t>(k)], final_share[seg.param]);
+    }
+  }
+  for (size_t k = 1; k < share.size(); ++k) share[k] = std::max(share[k], share[k - 1]);
+  return share;
+}
+
 ShardBuckets make_shard_buckets(int world, int64_t shard_len, int64_t bucket_bytes, int64_t element_size) {
   if (world < 1 || shard_len < 0 || element_size < 1) {
     throw InvalidArgument("make_shard_buckets: world " + std::to_string(world) + ", shard length " +

@@ -44,6 +44,14 @@ struct ShardBuckets {
   void cut(const PlanSegment& segment, std::vector<std::vector<BucketPiece>>& pieces) const;
 };
 
+/// For each bucket k of `buckets` over `plan`: how far backward must have gone before bucket k's
+/// reduce-scatter can start when gradients are reported as they become final
+/// (DistributedMuonWithAdamW::begin_backward_reduction), as the share of all parameter elements whose
+/// gradients are final by then, counting parameters in backward order (reverse parameter order, each
+/// one's gradient final at once). Buckets start in order, so the shares never decrease; 1.0: only
+/// when backward ends. A model whose backward finishes parameters in another order moves these.
+std::vector<double> backward_start_shares(const OwnerPlan& plan, const ShardBuckets& buckets);
+
 /// Buckets of about `bucket_bytes` of reduce-scatter input (W x L x element_size) each over a
 /// W x S buffer: L = max(1, bucket_bytes / (W element_size)), capped at S. bucket_bytes <= 0
 /// means one bucket (L = S).

@@ -123,8 +123,18 @@ Trainer::Trainer(EngineConfig config, Communicator& world)
                std::to_string(train_samples_->samples_per_epoch()) + " samples per epoch); validation " +
                std::to_string(valid_data_->total_tokens()) + " tokens");
     log_->line("parameter assignment:\n" + optimizer_->assignment_table() + "\n" + optimizer_->grid_plan().summary());
+    std::string when;
+    if (config_.parallel.overlap_backward) {
+      const std::vector<double> share = backward_start_shares(optimizer_->plan(), optimizer_->bucket_layout());
+      char buf[200];
+      std::snprintf(buf, sizeof buf,
+                    "; reduce-scatters start during backward: the first once %.1f%% of the parameters have their "
+                    "gradients (in reverse parameter order), half of them by %.1f%%",
+                    100 * share.front(), 100 * share[share.size() / 2]);
+      when = buf;
+    }
     log_->line("gradient reduce-scatter and parameter all-gather: " + std::to_string(optimizer_->buckets()) +
-               " overlapped bucket(s) (parallel.bucket_mb " + std::to_string(config_.parallel.bucket_mb) + ")");
+               " overlapped bucket(s) (parallel.bucket_mb " + std::to_string(config_.parallel.bucket_mb) + ")" + when);
   }
   resume();
 }

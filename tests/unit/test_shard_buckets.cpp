@@ -3,9 +3,11 @@
 // buffer, each bucket's span contiguous with rank r's part at r L_k; segments cut at bucket edges.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <vector>
 
 #include "base/errors.h"
+#include "gpt_fixture.h"
 #include "optim/shard_buckets.h"
 
 namespace orthotron {
@@ -72,6 +74,60 @@ TEST(ShardBuckets, SegmentsAreCutAtBucketEdges) {
   EXPECT_EQ(pieces[2][0].count, 1);
   EXPECT_EQ(pieces[2][0].physical, 16 + 2);  // bucket 2 span [16, 20), L_2 = 2, rank 1 at 18
   for (const auto& p : pieces) EXPECT_EQ(p[0].param, 7u);
+}
+
+TEST(ShardBuckets, BackwardStartSharesOfASmallPlan) {
+  // e (AdamW, 6 elements), m1 and m2 (Muon 2 x 2) on one rank: the shard holds m2, m1, e in backward
+  // order; buckets of 4 elements: [m2], [m1], e[0, 4), e[4, 6).
+  auto param = [](const std::string& name, std::vector<int64_t> shape, Algorithm a) {
+    PlanParam p;
+    p.name = name;
+    p.shape = std::move(shape);
+    p.algorithm = a;
+    p.ns_cost = a == Algorithm::kMuon ? 1.0 : 0.0;
+    return p;
+  };
+  const OwnerPlan plan = make_owner_plan({param("e", {6}, Algorithm::kAdamW), param("m1", {2, 2}, Algorithm::kMuon),
+                                          param("m2", {2, 2}, Algorithm::kMuon)},
+                                         1);
+  const ShardBuckets b = make_shard_buckets(1, plan.shard_len, 16, 4);
+  ASSERT_EQ(b.count(), 4);
+  const std::vector<double> share = backward_start_shares(plan, b);
+  ASSERT_EQ(share.size(), 4u);
+  EXPECT_DOUBLE_EQ(share[0], 4.0 / 14);  // m2 alone
+  EXPECT_DOUBLE_EQ(share[1], 8.0 / 14);  // m2 and m1
+  EXPECT_DOUBLE_EQ(share[2], 1.0);       // e, the first parameter, is final last
+  EXPECT_DOUBLE_EQ(share[3], 1.0);
+  EXPECT_EQ(backward_start_shares(plan, make_shard_buckets(1, plan.shard_len, 0, 4)), std::vector<double>{1.0});
+}
+
+// How early the reduce-scatter can start in backward for the benchmark GPT and the 7B-shaped one in
+// 16 MiB buckets (fp32), from the plans alone: printed, and the shares are checked to be ordered.
+TEST(ShardBuckets, BackwardStartSharesOfGptPlans) {
+  std::printf("%-10s %5s %8s %14s %22s %26s\n", "model", "W", "buckets", "bucket 0 at", "half the buckets by",
+              "buckets started by 90%");
+  for (const bool seven_b : {false, true}) {
+    const auto s = seven_b ? orthotron::testing::seven_billion_gpt_shape() : orthotron::testing::benchmark_gpt_shape();
+    const auto params = orthotron::testing::gpt_plan_params(s, orthotron::testing::gpt_splits(s));
+    for (int w : seven_b ? std::vector<int>{8, 32, 64} : std::vector<int>{2, 4, 8}) {
+      const OwnerPlan plan = make_owner_plan(params, w);
+      const ShardBuckets b = make_shard_buckets(w, plan.shard_len, int64_t{16} << 20, 4);
+      const std::vector<double> share = backward_start_shares(plan, b);
+      ASSERT_EQ(static_cast<int64_t>(share.size()), b.count());
+      int64_t by90 = 0;
+      for (size_t k = 0; k < share.size(); ++k) {
+        ASSERT_GT(share[k], 0.0);
+        ASSERT_LE(share[k], 1.0);
+        if (k > 0) {
+          ASSERT_GE(share[k], share[k - 1]);
+        }
+        by90 += share[k] <= 0.9;
+      }
+      std::printf("%-10s %5d %8lld %13.1f%% %21.1f%% %15lld of %lld\n", seven_b ? "7B" : "benchmark", w,
+                  static_cast<long long>(b.count()), 100 * share[0], 100 * share[share.size() / 2],
+                  static_cast<long long>(by90), static_cast<long long>(b.count()));
+    }
+  }
 }
 
 TEST(ShardBuckets, BadArgumentsAreRefused) {
