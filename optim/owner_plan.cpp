@@ -2,6 +2,7 @@
 #include "optim/owner_plan.h"
 
 #include <algorithm>
+#include <iterator>
 #include <numeric>
 #include <set>
 #include <sstream>
@@ -91,15 +92,37 @@ std::vector<int> assign_muon_owners(const std::vector<PlanParam>& params, int wo
     if (params[a].shape != params[b].shape) return params[a].shape > params[b].shape;
     return params[a].name < params[b].name;
   });
+  // Among ranks tied on cost and elements, the one whose parameters lie farthest (by index) from
+  // this one, then the lower rank: each rank's matrices then spread over the model's depth, so that
+  // every shard (in backward order) has late-layer gradients at its front and buckets can start
+  // early in backward. Only ties move, so costs and element counts per rank are as plain LPT's.
+  std::vector<std::set<size_t>> owned(static_cast<size_t>(world));
+  auto distance = [&](size_t r, size_t i) {
+    const std::set<size_t>& mine = owned[r];
+    if (mine.empty()) return params.size();
+    auto above = mine.lower_bound(i);
+    size_t d = above == mine.end() ? params.size() : *above - i;
+    if (above != mine.begin()) d = std::min(d, i - *std::prev(above));
+    return d;
+  };
   for (size_t i : muon) {
     int best = 0;
+    size_t best_distance = distance(0, i);
     for (int r = 1; r < world; ++r) {
       const auto ur = static_cast<size_t>(r), ub = static_cast<size_t>(best);
-      if (ns_cost_per_rank[ur] < ns_cost_per_rank[ub] ||
-          (ns_cost_per_rank[ur] == ns_cost_per_rank[ub] && muon_elements_per_rank[ur] < muon_elements_per_rank[ub])) {
+      if (ns_cost_per_rank[ur] > ns_cost_per_rank[ub] ||
+          (ns_cost_per_rank[ur] == ns_cost_per_rank[ub] && muon_elements_per_rank[ur] > muon_elements_per_rank[ub])) {
+        continue;
+      }
+      const bool tied =
+          ns_cost_per_rank[ur] == ns_cost_per_rank[ub] && muon_elements_per_rank[ur] == muon_elements_per_rank[ub];
+      const size_t d = distance(ur, i);
+      if (!tied || d > best_distance) {
         best = r;
+        best_distance = d;
       }
     }
+    owned[static_cast<size_t>(best)].insert(i);
     owner[i] = best;
     ns_cost_per_rank[static_cast<size_t>(best)] += params[i].ns_cost;
     muon_elements_per_rank[static_cast<size_t>(best)] += params[i].numel();

@@ -82,16 +82,15 @@ struct OwnerPlan {
   std::string summary() const;
 };
 
-/// Builds the plan. Owners: longest-processing-time first by NS cost (ties: larger shape, then
-/// name), each to the rank with the least cost so far (ties: fewer Muon elements, then lower rank).
-/// S = max(largest per-rank Muon total, ceil(P / W)). Deterministic: it depends on the inputs alone,
-/// never on addresses, ranks or timing. InvalidArgument for world < 1 or duplicate names.
+/// Builds the plan. Owners: assign_muon_owners. S = max(largest per-rank Muon total, ceil(P / W)). Deterministic: it
+/// depends on the inputs alone, never on addresses, ranks or timing. InvalidArgument for world < 1 or duplicate names.
 OwnerPlan make_owner_plan(const std::vector<PlanParam>& params, int world);
 
 /// The Muon owners both layouts use: longest-processing-time first by NS cost (ties: larger shape,
-/// then name), each to the rank with the least cost so far (ties: fewer Muon elements, then lower
-/// rank); -1 for AdamW parameters. Fills the per-rank NS cost and owned Muon elements.
-/// InvalidArgument for world < 1 or duplicate names.
+/// then name), each to the rank with the least cost so far (ties: fewer Muon elements, then the
+/// rank whose parameters so far lie farthest from this one by parameter index, so each rank's
+/// matrices spread over depth, then lower rank); -1 for AdamW parameters. Fills the per-rank NS cost and owned Muon
+/// elements. InvalidArgument for world < 1 or duplicate names.
 std::vector<int> assign_muon_owners(const std::vector<PlanParam>& params, int world,
                                     std::vector<double>& ns_cost_per_rank,
                                     std::vector<int64_t>& muon_elements_per_rank);

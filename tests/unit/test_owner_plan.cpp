@@ -84,10 +84,39 @@ TEST(OwnerPlan, DeterministicAndIndependentOfInputOrderForOwners) {
   EXPECT_EQ(a.owner, b.owner);
   std::map<std::string, int> owner_of;
   for (size_t i = 0; i < params.size(); ++i) owner_of[params[i].name] = a.owner[i];
+  // Another input order moves only ties (which of equally loaded ranks takes a matrix, by depth):
+  // the per-rank NS costs and Muon element counts are the same multiset.
   std::mt19937 rng(3);
   std::shuffle(params.begin(), params.end(), rng);
   const OwnerPlan c = make_owner_plan(params, 4);
-  for (size_t i = 0; i < params.size(); ++i) EXPECT_EQ(c.owner[i], owner_of[params[i].name]) << params[i].name;
+  auto loads = [](const OwnerPlan& p) {
+    std::vector<std::pair<double, int64_t>> out;
+    for (size_t r = 0; r < p.ns_cost_per_rank.size(); ++r)
+      out.emplace_back(p.ns_cost_per_rank[r], p.muon_elements_per_rank[r]);
+    std::sort(out.begin(), out.end());
+    return out;
+  };
+  EXPECT_EQ(loads(a), loads(c));
+}
+
+TEST(OwnerPlan, TiedOwnersSpreadOverDepth) {
+  // The benchmark GPT (8 identical layers) at 8 ranks: plain LPT with ties to the lower rank gives
+  // rank r all four matrices of layer r; spreading by depth (greedy, matrix by matrix, so the last
+  // of a round takes the rank that is left) gives every rank matrices of 3 or 4 layers.
+  const GptShape s = orthotron::testing::benchmark_gpt_shape();
+  const auto params = orthotron::testing::gpt_plan_params(s, orthotron::testing::gpt_splits(s));
+  const OwnerPlan plan = make_owner_plan(params, 8);
+  std::map<int, std::map<std::string, int>> layers;  // rank -> layer prefix -> matrices
+  for (size_t i = 0; i < params.size(); ++i) {
+    if (plan.owner[i] < 0) continue;
+    const std::string& name = params[i].name;
+    const size_t dot = name.find('.', std::string("decoder.layers.").size());
+    ++layers[plan.owner[i]][name.substr(0, dot)];
+  }
+  ASSERT_EQ(layers.size(), 8u);
+  for (const auto& [rank, per_layer] : layers) {
+    EXPECT_GE(per_layer.size(), 3u) << "rank " << rank << " owns matrices of " << per_layer.size() << " layers";
+  }
 }
 
 TEST(OwnerPlan, HashChangesWithShapesNamesRolesAndWorld) {
