@@ -422,7 +422,9 @@ void load_verified(VerifiedShard& v, DistributedMuonWithAdamW& opt) {
     if (key.rfind(kMetaPrefix, 0) != 0 && key != "format") sd.metadata[key] = value;
   }
   // Another model: every rank names what it holds that does not match, and every rank hears it all.
-  std::string error;
+  // A shape that differs names another model at once; a parameter missing from this rank's shard
+  // may instead have another owner under another split registry, which is named first.
+  std::string error, missing;
   size_t expected_count = 0;
   for (const auto& seg : opt.holdings()) {
     const NamedParameter& p = opt.parameters()[seg.param];
@@ -431,22 +433,24 @@ void load_verified(VerifiedShard& v, DistributedMuonWithAdamW& opt) {
     ++expected_count;
     auto it = model.find(p.name);
     if (it == model.end()) {
-      error = "parameter '" + p.name + "' is not in the checkpoint";
+      if (missing.empty()) missing = "parameter '" + p.name + "' is not in the checkpoint";
     } else if (it->second.sizes().vec() != want) {  // a dtype is load_parameter_shard's (lossless or refused)
       error = "parameter '" + p.name + "' has shape " + c10::str(it->second.sizes()) + " " +
               c10::toString(it->second.scalar_type()) + " in the checkpoint, this model's is " +
               c10::str(at::IntArrayRef(want)) + " " + c10::toString(p.tensor.scalar_type());
+      break;
     }
-    if (!error.empty()) break;
   }
-  if (error.empty() && model.size() != expected_count) {
-    error = "the checkpoint's shard holds " + std::to_string(model.size()) + " parameters, this rank holds " +
-            std::to_string(expected_count) + " (another model?)";
+  if (missing.empty() && model.size() != expected_count) {
+    missing = "the checkpoint's shard holds " + std::to_string(model.size()) + " parameters, this rank holds " +
+              std::to_string(expected_count) + " (another model?)";
   }
   GridComm comm(opt);
   const std::string failure = join_errors(comm.all_gather_strings(error));
   if (!failure.empty()) throw StateDictError("checkpoint of another model: " + failure);
   refuse_other_splits(v);
+  const std::string absent = join_errors(comm.all_gather_strings(missing));
+  if (!absent.empty()) throw StateDictError("checkpoint of another model: " + absent);
   if (v.plan_hash != hex64(opt.grid_plan().hash)) {
     throw StateDictError("checkpoint saved with owner plan " + v.plan_hash + ", this job's plan is " +
                          hex64(opt.grid_plan().hash) + " (routing or splits differ)");

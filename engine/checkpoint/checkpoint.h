@@ -32,7 +32,9 @@
 
 namespace orthotron {
 
-constexpr int kCheckpointFormatVersion = 1;
+/// 2: layout A's shards in backward order and owners spread over depth (the layout record of a
+/// version-1 checkpoint names plans this build no longer computes, so it is refused by version).
+constexpr int kCheckpointFormatVersion = 2;
 
 /// What a checkpoint records about the run besides the model and optimizer.
 struct CheckpointProgress {
