@@ -1,6 +1,8 @@
 // gradient_ready_hooks.h: tells the distributed optimizer, from autograd, the moment each parameter's
 // gradient is final, so the reduce-scatter of every complete gradient bucket starts during backward
-// (DistributedMuonWithAdamW::begin_backward_reduction) instead of after it.
+// (DistributedMuonWithAdamW::begin_backward_reduction) instead of after it. It goes through
+// torch::autograd::impl::set_post_acc_grad_hooks, LibTorch's only C++ entry to the hooks that
+// Python's Tensor.register_post_accumulate_grad_hook uses (an impl namespace: checked against 2.11).
 #pragma once
 
 #include <ATen/ATen.h>
