@@ -76,7 +76,7 @@ TEST(OwnerPlan, SmallGptInvariantsAtManyWorldSizes) {
   }
 }
 
-TEST(OwnerPlan, DeterministicAndIndependentOfInputOrderForOwners) {
+TEST(OwnerPlan, DeterministicAndLoadsIndependentOfInputOrder) {
   const GptShape s;
   auto params = orthotron::testing::gpt_plan_params(s, orthotron::testing::gpt_splits(s));
   const OwnerPlan a = make_owner_plan(params, 4), b = make_owner_plan(params, 4);
