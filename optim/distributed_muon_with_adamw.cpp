@@ -15,6 +15,7 @@
 
 #include "base/debug_checks.h"
 #include "base/errors.h"
+#include "optim/element_plan.h"
 #include "optim/muon_batch.h"
 #include "optim/ns_audit.h"
 #include "optim/optimizer_state.h"
@@ -58,7 +59,12 @@ DistributedMuonWithAdamW::DistributedMuonWithAdamW(NamedParameters params, Commu
                                                    std::vector<ParamGroup> groups, std::vector<RoutingRule> rules,
                                                    SplitRegistry splits, TensorParallelContext tp,
                                                    const std::string& shard_layout)
-    : dp_(dp), tp_(std::move(tp)), params_(std::move(params)), groups_(std::move(groups)), splits_(std::move(splits)) {
+    : dp_(dp),
+      tp_(std::move(tp)),
+      params_(std::move(params)),
+      groups_(std::move(groups)),
+      splits_(std::move(splits)),
+      shard_layout_(shard_layout) {
   validate_groups(groups_);
   if (tp_.comm == nullptr) tp_.layout = TensorParallelLayout{};
   tp_.layout.size = tp_.size();
@@ -78,14 +84,24 @@ DistributedMuonWithAdamW::DistributedMuonWithAdamW(NamedParameters params, Commu
   }
   for (size_t i = 0; i < params_.size(); ++i) index_[params_[i].name] = i;
   steps_.assign(params_.size(), 0);
-  grid_ = make_grid_plan(plan_params(assignment_, groups_, splits_), splits_, tp_.layout, dp_.size(), tp_.rank(),
-                         shard_layout);
+  adopt_plan(plan_for_buckets(0));
+  set_bucket_bytes(0);
+  sync_parameters();
+}
+
+GridPlan DistributedMuonWithAdamW::plan_for_buckets(int64_t bucket_bytes) const {
+  return make_grid_plan(plan_params(assignment_, groups_, splits_), splits_, tp_.layout, dp_.size(), tp_.rank(),
+                        shard_layout_,
+                        element_bucket_elements(bucket_bytes, static_cast<int64_t>(params_[0].tensor.element_size())));
+}
+
+void DistributedMuonWithAdamW::adopt_plan(GridPlan grid) {
+  grid_ = std::move(grid);
   plan_ = grid_.dp;
   audit_params_ = plan_.params;
   for (size_t i = 0; i < params_.size(); ++i) {
     if (grid_.gathered[i]) audit_params_[i] = grid_.logical[i];
   }
-
   // Every rank must have built the same plan: compare hashes before any buffer-sized collective.
   check_hash_agrees(dp_, grid_.hash, grid_.summary());
   if (tp_.comm != nullptr) check_hash_agrees(*tp_.comm, grid_.hash, grid_.summary());
@@ -96,8 +112,6 @@ DistributedMuonWithAdamW::DistributedMuonWithAdamW(NamedParameters params, Commu
   shard_grad_ = at::zeros({plan_.shard_len}, opts);
   my_segments_ = plan_.shard_segments(dp_.rank());
   holdings_ = plan_.holdings(dp_.rank());
-  set_bucket_bytes(0);
-  sync_parameters();
 }
 
 bool DistributedMuonWithAdamW::keeps_state(size_t i) const {
@@ -184,8 +198,23 @@ void DistributedMuonWithAdamW::unpack_bucket(int64_t k) {
 
 void DistributedMuonWithAdamW::set_bucket_bytes(int64_t bytes) {
   discard_backward_reduction();  // its buckets were the old ones
-  buckets_ =
-      make_shard_buckets(dp_.size(), plan_.shard_len, bytes, static_cast<int64_t>(params_[0].tensor.element_size()));
+  if (shard_layout_ != "owner_aligned") {
+    // Layout B's cut follows its buckets (element_plan.h); under auto the choice may move too.
+    GridPlan next = plan_for_buckets(bytes);
+    if (next.hash != grid_.hash) {
+      const bool stepped = std::any_of(steps_.begin(), steps_.end(), [](int64_t n) { return n > 0; });
+      if (stepped || !momentum_.empty() || !adamw_.empty()) {
+        throw InvalidArgument("set_bucket_bytes(" + std::to_string(bytes) + ") under shard layout " + shard_layout_ +
+                              " re-cuts the shards (layout B's cut follows its buckets), which would move the "
+                              "optimizer state; set it before the first step or state load");
+      }
+      adopt_plan(std::move(next));  // collective: the hash check
+      load_shard_from_params();     // the parameters are already equal on every rank
+    }
+  }
+  buckets_ = element_wise() ? shard_buckets_at(dp_.size(), plan_.bucket_bounds)
+                            : make_shard_buckets(dp_.size(), plan_.shard_len, bytes,
+                                                 static_cast<int64_t>(params_[0].tensor.element_size()));
   pieces_.assign(static_cast<size_t>(buckets_.count()), {});
   for (const auto& seg : plan_.segments) buckets_.cut(seg, pieces_);
   param_buckets_.assign(params_.size(), {});
@@ -595,7 +624,7 @@ std::pair<at::Tensor, std::vector<int64_t>> exchange(Communicator& comm, const s
 std::vector<at::Tensor> DistributedMuonWithAdamW::gather_to_owners(const at::Tensor& shard_grad) {
   const int W = dp_.size(), me = dp_.rank();
   const int64_t base = static_cast<int64_t>(me) * plan_.shard_len;
-  // Sent to q: this shard's pieces of q's matrices, in buffer (= parameter) order.
+  // Sent to q: this shard's pieces of q's matrices, in buffer order.
   std::vector<int64_t> send_counts(static_cast<size_t>(W), 0), recv_counts(static_cast<size_t>(W), 0);
   std::vector<std::vector<at::Tensor>> by_dest(static_cast<size_t>(W));
   for (const auto& s : my_segments_) {

@@ -59,7 +59,8 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// over the TP group too (the grid plan's hash is compared there as well). Every rank of the grid
   /// must then call step(), state_dict-loading and sync in the same order.
   /// `shard_layout` picks the data-parallel layout (layout_choice.h's make_plan): owner_aligned (A,
-  /// the default), element_wise (B: ZeRO-1's even cut, each Muon gradient's pieces sent to its DP
+  /// the default), element_wise (B: ZeRO-1's even cut per bucket, one bucket until set_bucket_bytes;
+  /// each Muon gradient's pieces sent to its DP
   /// owner by one all-to-all and the result's pieces back by a second; with TP, the owner's whole
   /// piece then takes part in the TP exchange as under A) or auto (the one moving fewer bytes).
   /// grid_plan().layout_reason says which and why.
@@ -105,6 +106,11 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// every bucket: the all-gathers start together after the update and each bucket is unpacked as
   /// it arrives. The result is bitwise equal to one bucket's, since the reduce-scatter sums in rank
   /// order per element and NS is per matrix. 0 (the default): one bucket.
+  /// Layout B's cut follows its buckets (element_plan.h: buckets of whole parameters in backward
+  /// order, each cut evenly over the ranks), so under element_wise or auto this re-plans: collective
+  /// (the hash check) when the plan changes, and then only before the first step or state load
+  /// (InvalidArgument afterwards: the state would have to move between ranks; a checkpoint reshards
+  /// it instead). Layout A's buckets are cut from its plan and never change it.
   void set_bucket_bytes(int64_t bytes);
   /// Number of buckets in use.
   int64_t buckets() const { return buckets_.count(); }
@@ -121,7 +127,8 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// posted as soon as every parameter with a piece in it is ready, strictly in bucket order, so every
   /// rank issues the same collectives in the same order whatever its timing. Layout A keeps each
   /// shard in backward order (owner_plan.h), so its front buckets complete early in backward; layout
-  /// B's shards are ranges of the parameter order, so its buckets complete only near the end of backward.
+  /// B's bucket k is one contiguous run of the backward order (element_plan.h), complete as soon as
+  /// backward has passed it.
   /// Collective order: after begin, this rank's next collective on the data-parallel communicator must
   /// be end_backward_reduction() or step(). A no-op (step() reduces everything, as without it) when
   /// the communicator is not on the CPU (a CUDA parameter's hook runs on autograd's device thread; not
@@ -200,6 +207,11 @@ class DistributedMuonWithAdamW : public Optimizer {
 
  private:
   size_t index_of(const std::string& param) const;
+  /// The grid plan for buckets of `bucket_bytes` (layout B's cut follows them; layout A ignores them).
+  GridPlan plan_for_buckets(int64_t bucket_bytes) const;
+  /// Makes `grid` the plan: checks its hash across the DP and TP ranks (collective), allocates the
+  /// buffers (zero) and this rank's segments and holdings. No state may exist yet.
+  void adopt_plan(GridPlan grid);
   /// This rank's shard of param_buffer_ <- the current values of the parameters it holds.
   void load_shard_from_params();
   /// All-gather of the shards, then every parameter <- its elements in the gathered buffer. Collective.
@@ -257,6 +269,7 @@ class DistributedMuonWithAdamW : public Optimizer {
   std::vector<ParamGroup> groups_;
   std::vector<Assignment> assignment_;
   SplitRegistry splits_;
+  std::string shard_layout_;  // the setting: owner_aligned, element_wise or auto
   GridPlan grid_;
   OwnerPlan plan_;                       // grid_.dp
   std::vector<PlanParam> audit_params_;  // what NS sees per parameter on this rank (pieces or logical)

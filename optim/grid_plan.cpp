@@ -51,7 +51,8 @@ std::string GridPlan::summary() const {
 }
 
 GridPlan make_grid_plan(const std::vector<PlanParam>& logical, const SplitRegistry& splits,
-                        const TensorParallelLayout& layout, int dp_size, int tp_rank, const std::string& shard_layout) {
+                        const TensorParallelLayout& layout, int dp_size, int tp_rank, const std::string& shard_layout,
+                        int64_t bucket_elements) {
   const int tp = layout.size;
   if (tp < 1 || tp_rank < 0 || tp_rank >= tp) {
     throw InvalidArgument("grid plan: tensor-parallel rank " + std::to_string(tp_rank) + " of size " +
@@ -98,7 +99,7 @@ GridPlan make_grid_plan(const std::vector<PlanParam>& logical, const SplitRegist
   }
 
   // 2. The DP layout over the pieces: the same on every TP rank (equal piece shapes).
-  plan.dp = make_plan(pieces, dp_size, shard_layout, &plan.layout_reason);
+  plan.dp = make_plan(pieces, dp_size, shard_layout, &plan.layout_reason, bucket_elements);
 
   // 3. TP owners, per DP index, by longest-processing-time.
   std::vector<double> gathered_cost(static_cast<size_t>(tp * dp_size), 0.0);
@@ -164,7 +165,10 @@ nlohmann::json layout_record(const GridPlan& plan) {
                         {"shard_len", dp.shard_len},
                         {"owners", owners},
                         {"adamw_ranges", ranges}};
-  if (dp.layout != ShardLayout::kOwnerAligned) out["shard_layout"] = to_string(dp.layout);
+  if (dp.layout != ShardLayout::kOwnerAligned) {
+    out["shard_layout"] = to_string(dp.layout);
+    out["bucket_elements"] = dp.bucket_elements;
+  }
   if (plan.tp > 1) {
     nlohmann::json cuts = nlohmann::json::object(), tp_owners = nlohmann::json::object();
     for (size_t i = 0; i < plan.logical.size(); ++i) {

@@ -54,6 +54,11 @@ struct GridPlan {
   std::string summary() const;
 };
 
+/// The layout record of `plan`, without rank-specific fields: world_size (DP), plan_hash, shard_len,
+/// owners, adamw_ranges, under layout B shard_layout and bucket_elements, and at TP > 1 tensor_parallel, tp_cuts and
+/// tp_owners. The optimizer's state dict adds its rank to it; a checkpoint manifest stores it as is.
+nlohmann::json layout_record(const GridPlan& plan);
+
 /// Builds the grid plan for the parameters `logical` (plan_params over logical shapes, with the
 /// logical `splits`) cut by `layout` over TP = layout.size ranks and `dp_size` data-parallel ranks,
 /// with local splits for TP rank `tp_rank`. TP owners: per DP index, longest NS cost first, each to
@@ -61,14 +66,9 @@ struct GridPlan {
 /// parameter is replicated across TP > 1 ranks (it would be orthogonalized T times) or a cut
 /// parameter does not divide; ShapeError from the cuts.
 /// `shard_layout` is make_plan's setting for the DP layout over the pieces (layout_choice.h):
-/// owner_aligned, element_wise or auto.
-/// The layout record of `plan`, without rank-specific fields: world_size (DP), plan_hash, shard_len,
-/// owners, adamw_ranges, under layout B shard_layout, and at TP > 1 tensor_parallel, tp_cuts and
-/// tp_owners. The optimizer's state dict adds its rank to it; a checkpoint manifest stores it as is.
-nlohmann::json layout_record(const GridPlan& plan);
-
+/// owner_aligned, element_wise or auto; `bucket_elements` the bucket size layout B's cut follows.
 GridPlan make_grid_plan(const std::vector<PlanParam>& logical, const SplitRegistry& splits,
                         const TensorParallelLayout& layout, int dp_size, int tp_rank,
-                        const std::string& shard_layout = "owner_aligned");
+                        const std::string& shard_layout = "owner_aligned", int64_t bucket_elements = 0);
 
 }  // namespace orthotron

@@ -39,15 +39,17 @@ LayoutCost compare_layouts(const OwnerPlan& a, const OwnerPlan& b) {
   return c;
 }
 
-OwnerPlan make_plan(const std::vector<PlanParam>& params, int world, const std::string& setting, std::string* why) {
+OwnerPlan make_plan(const std::vector<PlanParam>& params, int world, const std::string& setting, std::string* why,
+                    int64_t bucket_elements) {
   if (setting == "owner_aligned" || setting == "element_wise") {
     if (why != nullptr) *why = "set to " + setting;
-    return setting == "owner_aligned" ? make_owner_plan(params, world) : make_element_plan(params, world);
+    return setting == "owner_aligned" ? make_owner_plan(params, world)
+                                      : make_element_plan(params, world, bucket_elements);
   }
   if (setting != "auto") {
     throw ConfigError("shard layout '" + setting + "': expected owner_aligned, element_wise or auto");
   }
-  OwnerPlan a = make_owner_plan(params, world), b = make_element_plan(params, world);
+  OwnerPlan a = make_owner_plan(params, world), b = make_element_plan(params, world, bucket_elements);
   const LayoutCost c = compare_layouts(a, b);
   if (why != nullptr) *why = "auto: " + c.reason;
   return c.choice == ShardLayout::kOwnerAligned ? std::move(a) : std::move(b);

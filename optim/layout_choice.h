@@ -29,8 +29,9 @@ LayoutCost compare_layouts(const OwnerPlan& a, const OwnerPlan& b);
 
 /// The plan `setting` names: "owner_aligned", "element_wise", or "auto" (compare_layouts' choice).
 /// `why` (optional) receives compare_layouts' reason under auto, else "set to <setting>".
-/// ConfigError naming the setting and the choices for anything else.
+/// ConfigError naming the setting and the choices for anything else. Layout B is cut in buckets of
+/// `bucket_elements` (make_element_plan; 0: one bucket).
 OwnerPlan make_plan(const std::vector<PlanParam>& params, int world, const std::string& setting,
-                    std::string* why = nullptr);
+                    std::string* why = nullptr, int64_t bucket_elements = 0);
 
 }  // namespace orthotron

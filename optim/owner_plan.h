@@ -63,7 +63,12 @@ struct OwnerPlan {
   /// by others) and received (elements of its own matrices held in other shards); the scatter-back
   /// moves the reverse. All zero under layout A.
   std::vector<int64_t> gather_sent, gather_received;
-  uint64_t hash = 0;  ///< FNV-1a over everything above
+  /// Layout B: the bucket size its cut follows (element_plan.h; 0: one bucket) and the buckets'
+  /// shard-relative bounds (0 = b_0 < ... < b_K = S), which the data-parallel step's buckets must
+  /// use. Layout A: 0 and empty (any buckets fit it).
+  int64_t bucket_elements = 0;
+  std::vector<int64_t> bucket_bounds;
+  uint64_t hash = 0;  ///< FNV-1a over everything above (bucket_elements only through the bounds)
 
   int64_t buffer_len() const { return shard_len * world; }
   int64_t padding() const { return buffer_len() - total_elements; }

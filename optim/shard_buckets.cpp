@@ -7,12 +7,10 @@
 
 namespace orthotron {
 
-int64_t ShardBuckets::count() const {
-  return shard_len == 0 ? 1 : (shard_len + bucket_len - 1) / bucket_len;
-}
-
-int64_t ShardBuckets::len(int64_t k) const {
-  return std::max<int64_t>(0, std::min(bucket_len, shard_len - begin(k)));
+int64_t ShardBuckets::bucket_of(int64_t x) const {
+  // The last bound <= x; x = S (past the end) lands in the last bucket.
+  const auto it = std::upper_bound(bounds.begin() + 1, bounds.end() - 1, x);
+  return static_cast<int64_t>(it - bounds.begin()) - 1;
 }
 
 int64_t ShardBuckets::physical(int rank, int64_t x) const {
@@ -57,12 +55,30 @@ ShardBuckets make_shard_buckets(int world, int64_t shard_len, int64_t bucket_byt
     throw InvalidArgument("make_shard_buckets: world " + std::to_string(world) + ", shard length " +
                           std::to_string(shard_len) + ", element size " + std::to_string(element_size));
   }
+  int64_t len = shard_len;
+  if (bucket_bytes > 0) len = std::min(shard_len, std::max<int64_t>(1, bucket_bytes / (world * element_size)));
+  std::vector<int64_t> bounds = {0};
+  for (int64_t b = len; b < shard_len; b += len) bounds.push_back(b);
+  bounds.push_back(shard_len);
+  return shard_buckets_at(world, std::move(bounds));
+}
+
+ShardBuckets shard_buckets_at(int world, std::vector<int64_t> bounds) {
+  const bool empty = bounds.size() == 2 && bounds[0] == 0 && bounds[1] == 0;
+  if (world < 1 || bounds.size() < 2 || bounds.front() != 0) {
+    throw InvalidArgument("shard_buckets_at: world " + std::to_string(world) + ", " + std::to_string(bounds.size()) +
+                          " bounds (expected at least 2, the first 0)");
+  }
+  for (size_t k = 1; k < bounds.size() && !empty; ++k) {
+    if (bounds[k] <= bounds[k - 1]) {
+      throw InvalidArgument("shard_buckets_at: bound " + std::to_string(k) + " is " + std::to_string(bounds[k]) +
+                            ", not above bound " + std::to_string(k - 1) + " (" + std::to_string(bounds[k - 1]) + ")");
+    }
+  }
   ShardBuckets b;
   b.world = world;
-  b.shard_len = shard_len;
-  b.bucket_len = shard_len;
-  if (bucket_bytes > 0) b.bucket_len = std::min(shard_len, std::max<int64_t>(1, bucket_bytes / (world * element_size)));
-  if (b.bucket_len == 0) b.bucket_len = 1;
+  b.shard_len = bounds.back();
+  b.bounds = std::move(bounds);
   return b;
 }
 

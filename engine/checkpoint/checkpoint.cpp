@@ -261,9 +261,11 @@ VerifiedShard verify_shard(const std::string& dir, int rank, int world, int tp, 
                            const SplitRegistry* splits) {
   const Json m = read_manifest(dir);
   try {
-    if (field(m, "format_version", dir).get<int>() != kCheckpointFormatVersion) {
+    const int version = field(m, "format_version", dir).get<int>();
+    if (version != kCheckpointFormatVersion && version != kOwnerAlignedSinceVersion) {
       throw FormatError("'" + dir + "/" + kManifest + "': format_version " + field(m, "format_version", dir).dump() +
-                        ", this build reads " + std::to_string(kCheckpointFormatVersion));
+                        ", this build reads " + std::to_string(kCheckpointFormatVersion) + " (and " +
+                        std::to_string(kOwnerAlignedSinceVersion) + " for layout owner_aligned)");
     }
     const int saved_world = field(m, "world_size", dir).get<int>();
     const int saved_tp = m.contains("tensor_parallel") ? m.at("tensor_parallel").get<int>() : 1;
@@ -278,8 +280,20 @@ VerifiedShard verify_shard(const std::string& dir, int rank, int world, int tp, 
         saved_record.is_object() && saved_record.contains("shard_layout") && saved_record.at("shard_layout").is_string()
             ? saved_record.at("shard_layout").get<std::string>()
             : "owner_aligned";
+    if (version != kCheckpointFormatVersion && saved_layout != "owner_aligned") {
+      throw FormatError("'" + dir + "/" + kManifest + "': format_version " + std::to_string(version) +
+                        " with shard layout " + saved_layout + ", whose cut this build no longer computes (it reads " +
+                        saved_layout + " from format_version " + std::to_string(kCheckpointFormatVersion) + ")");
+    }
+    // Layout B's cut follows its buckets: another bucket size is another grid as well.
+    const int64_t saved_buckets = saved_record.is_object() && saved_record.contains("bucket_elements") &&
+                                          saved_record.at("bucket_elements").is_number_integer()
+                                      ? saved_record.at("bucket_elements").get<int64_t>()
+                                      : 0;
     const std::string job_layout = plan == nullptr ? "owner_aligned" : to_string(plan->dp.layout);
-    const bool same_grid = saved_world == world && saved_tp == tp && saved_layout == job_layout;
+    const int64_t job_buckets = plan == nullptr ? 0 : plan->dp.bucket_elements;
+    const bool same_grid =
+        saved_world == world && saved_tp == tp && saved_layout == job_layout && saved_buckets == job_buckets;
     VerifiedShard out;
     if (!same_grid && plan == nullptr) {
       throw ConfigError(std::string(kFatal) + " checkpoint '" + dir + "' was saved at " +

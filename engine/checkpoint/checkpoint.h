@@ -34,7 +34,10 @@ namespace orthotron {
 
 /// 2: layout A's shards in backward order and owners spread over depth (the layout record of a
 /// version-1 checkpoint names plans this build no longer computes, so it is refused by version).
-constexpr int kCheckpointFormatVersion = 2;
+/// 3: layout B cut bucket by bucket in backward order (element_plan.h); its layout record names the
+/// bucket size. A version-2 checkpoint of layout A is still read (its plan is unchanged since).
+constexpr int kCheckpointFormatVersion = 3;
+constexpr int kOwnerAlignedSinceVersion = 2;
 
 /// What a checkpoint records about the run besides the model and optimizer.
 struct CheckpointProgress {

@@ -263,6 +263,11 @@ SavedLayout parse_saved_layout(const Json& layout, const std::string& where) {
       throw bad("field 'shard_layout' is " + kind.dump() + ", expected \"owner_aligned\" or \"element_wise\"");
     out.shard_layout = kind.get<std::string>();
   }
+  if (layout.contains("bucket_elements")) {
+    if (!layout["bucket_elements"].is_number_integer() || layout["bucket_elements"].get<int64_t>() < 0)
+      throw bad("field 'bucket_elements' is " + layout["bucket_elements"].dump() + ", expected an integer >= 0");
+    out.bucket_elements = layout["bucket_elements"].get<int64_t>();
+  }
   if (layout.contains("tensor_parallel")) {
     if (!layout["tensor_parallel"].is_number_integer() || layout["tensor_parallel"].get<int>() < 1)
       throw bad("field 'tensor_parallel' is " + layout["tensor_parallel"].dump() + ", expected an integer >= 1");
@@ -309,7 +314,7 @@ GridPlan saved_grid_plan(const SavedLayout& saved, const GridPlan& job, const Sp
   TensorParallelLayout layout;
   layout.size = saved.tp;
   layout.shards = saved.cuts;
-  return make_grid_plan(job.logical, splits, layout, saved.world, 0, saved.shard_layout);
+  return make_grid_plan(job.logical, splits, layout, saved.world, 0, saved.shard_layout, saved.bucket_elements);
 }
 
 std::string describe_plan_mismatch(const SavedLayout& saved, const std::string& saved_plan_hash, const GridPlan& job,

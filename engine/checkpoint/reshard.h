@@ -38,6 +38,7 @@ struct SavedLayout {
   int world = 0;                               ///< data-parallel size
   int tp = 1;                                  ///< tensor-parallel size
   std::string shard_layout = "owner_aligned";  ///< or "element_wise" (layout B)
+  int64_t bucket_elements = 0;                 ///< layout B: the bucket size its cut followed (0: one bucket)
   std::string plan_hash;                       ///< as the layout record spells it
   int64_t shard_len = 0;
   std::map<std::string, int> owners;  ///< Muon parameter -> owning old DP rank
@@ -51,7 +52,7 @@ struct SavedLayout {
 
 /// Parses the layout record; FormatError naming `where` and the field when malformed. A record
 /// without "tensor_parallel" (every checkpoint before tensor parallelism) has TP = 1; one without
-/// "shard_layout" is owner_aligned.
+/// "shard_layout" is owner_aligned; one without "bucket_elements" was cut in one bucket.
 SavedLayout parse_saved_layout(const nlohmann::json& layout, const std::string& where);
 
 /// layout_record(plan) (grid_plan.h), parsed.

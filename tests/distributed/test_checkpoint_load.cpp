@@ -29,12 +29,14 @@ struct Job {
   NamedParameters params;
   SplitRegistry splits;
   std::unique_ptr<DistributedMuonWithAdamW> opt;
-  Job(at::ScalarType dtype, SplitGranularity g, uint64_t seed, const std::string& layout = "owner_aligned")
+  Job(at::ScalarType dtype, SplitGranularity g, uint64_t seed, const std::string& layout = "owner_aligned",
+      int64_t bucket_bytes = 0)
       : splits(orthotron::testing::gpt_splits(GptShape{}, g)) {
     params = orthotron::testing::gpt_params(GptShape{}, seed);
     for (auto& p : params) p.tensor = p.tensor.detach().to(dtype).requires_grad_(true);
     opt = std::make_unique<DistributedMuonWithAdamW>(params, world(), default_groups(), default_routing_rules(), splits,
                                                      TensorParallelContext{}, layout);
+    opt->set_bucket_bytes(bucket_bytes);
   }
   void step(uint64_t seed) {
     at::manual_seed(seed);  // the same gradients on every rank
@@ -76,18 +78,37 @@ TEST(CheckpointLoad, EveryRanksGeneratorStateIsRestored) {
 
 // A checkpoint saved under one shard layout resumes under the other (resharded: both save every
 // Muon matrix whole on its owner and AdamW runs by range), and training continues bitwise as the
-// uninterrupted run under the saving layout.
+// uninterrupted run under the saving layout. Layout B's cut follows its buckets, so another bucket
+// size under layout B is another cut, resharded the same way.
 TEST(CheckpointLoad, ResumesUnderTheOtherShardLayoutBitwise) {
-  for (const auto& [from, to] : {std::pair<std::string, std::string>{"owner_aligned", "element_wise"},
-                                 std::pair<std::string, std::string>{"element_wise", "owner_aligned"}}) {
-    Job straight(at::kFloat, SplitGranularity::kQkv, 3, from), saver(at::kFloat, SplitGranularity::kQkv, 3, from);
+  struct Case {
+    std::string from;
+    int64_t from_bytes;
+    std::string to;
+    int64_t to_bytes;
+  };
+  for (const Case& c :
+       {Case{"owner_aligned", 0, "element_wise", 0}, Case{"element_wise", 0, "owner_aligned", 0},
+        Case{"element_wise", 4 * 3000, "element_wise", 0}, Case{"element_wise", 4 * 1000, "element_wise", 4 * 3000},
+        Case{"element_wise", 4 * 1000, "owner_aligned", 4 * 1000}}) {
+    const std::string& from = c.from;
+    const std::string& to = c.to;
+    SCOPED_TRACE(from + " in buckets of " + std::to_string(c.from_bytes) + " bytes -> " + to + " in " +
+                 std::to_string(c.to_bytes));
+    Job straight(at::kFloat, SplitGranularity::kQkv, 3, from, c.from_bytes);
+    Job saver(at::kFloat, SplitGranularity::kQkv, 3, from, c.from_bytes);
     for (uint64_t s = 0; s < 2; ++s) {
       straight.step(20 + s);
       saver.step(20 + s);
     }
+    if (from == "element_wise") {
+      // Re-cutting the shards after a step would have to move the state: refused on every rank alike.
+      EXPECT_THROW(saver.opt->set_bucket_bytes(c.from_bytes + 4 * 700), InvalidArgument);
+      saver.opt->set_bucket_bytes(c.from_bytes);  // the same cut: allowed
+    }
     const SharedRoot dir("layouts");
     save_checkpoint(dir.path, progress_at(2), *saver.opt, "config: test\n", 0);
-    Job loader(at::kFloat, SplitGranularity::kQkv, 8, to);  // other initial values
+    Job loader(at::kFloat, SplitGranularity::kQkv, 8, to, c.to_bytes);  // other initial values
     ASSERT_NE(loader.opt->plan().hash, saver.opt->plan().hash);
     const CheckpointProgress p = load_checkpoint(dir.path + "/" + checkpoint_name(2), *loader.opt);
     EXPECT_EQ(p.iteration, 2);

@@ -16,6 +16,7 @@
 #include "gpt_fixture.h"
 #include "mpi_world.h"
 #include "optim/distributed_muon_with_adamw.h"
+#include "optim/element_plan.h"
 #include "optim/muon_with_adamw.h"
 #include "optim/owner_plan.h"
 #include "parallel/mpi_runtime.h"
@@ -291,8 +292,16 @@ TEST(DistributedMuon, ReductionStartedDuringBackwardEqualsOneAfterIt) {
       lopt.set_bucket_bytes(bucket_bytes);
       eopt.set_max_grad_norm(1.0);
       lopt.set_max_grad_norm(1.0);
-      const ShardBuckets b = make_shard_buckets(w, eopt.plan().shard_len, bucket_bytes, 4);
-      ASSERT_EQ(b.count(), eopt.buckets());
+      // Layout B's cut follows the buckets (whole parameters in backward order); layout A's buckets
+      // are cut from its shards.
+      const bool element_wise = eopt.plan().layout == ShardLayout::kElementWise;
+      const ShardBuckets b = element_wise ? shard_buckets_at(w, eopt.plan().bucket_bounds)
+                                          : make_shard_buckets(w, eopt.plan().shard_len, bucket_bytes, 4);
+      if (element_wise) {
+        ASSERT_EQ(eopt.plan().bucket_elements, bucket_bytes / 4);
+        ASSERT_EQ(eopt.plan().hash, make_element_plan(eopt.plan().params, w, bucket_bytes / 4).hash);
+      }
+      ASSERT_EQ(b.bounds, eopt.bucket_layout().bounds);
       ASSERT_GT(eopt.buckets(), 2);
       const size_t n = early.size();
       const std::string what = std::string(gpt ? "GPT" : "edge shapes") + " in " + std::to_string(eopt.buckets()) +
@@ -320,9 +329,9 @@ TEST(DistributedMuon, ReductionStartedDuringBackwardEqualsOneAfterIt) {
           ASSERT_EQ(eopt.reductions_posted(), expected_posted(eopt.plan(), b, ready)) << "after parameter " << i;
           if (2 * (k + 1) == n || 2 * (k + 1) == n + 1) posted_at_half = eopt.reductions_posted();
         }
-        // Layout A keeps each shard in backward order: with half the gradients in, the front buckets
-        // are already travelling. (Layout B's shards are ranges of the parameter order.)
-        if (gpt && eopt.plan().layout == ShardLayout::kOwnerAligned) {
+        // Layout A keeps each shard in backward order, layout B's buckets are runs of it: with half
+        // the gradients in, the front buckets are already travelling.
+        if (gpt) {
           EXPECT_GT(posted_at_half, 0);
         }
         eopt.end_backward_reduction();

@@ -79,20 +79,24 @@ PY
 
 # 2c. Reduce-scatters started during backward (parallel.overlap_backward, on above) change no bit:
 #     the same bytes are reduced in the same order, so losses and gradient norms equal a run that
-#     reduces after backward. The log says how many buckets left during backward.
-launch 2 "$bin" "${short[@]}" --set training.micro_batch_size=8 --set training.max_grad_norm=0 \
-  --set parallel.shard_layout=owner_aligned --set parallel.bucket_mb=1 --set parallel.overlap_backward=false \
-  --set logging.output_dir="$work/no_overlap" >"$work/no_overlap.log" 2>&1 || { cat "$work/no_overlap.log"; fail "overlap off run"; }
-grep -Eq "; [1-9][0-9.]* of [0-9]+ gradient bucket\(s\) reduced during backward\)" "$work/noclip_owner_aligned.log" ||
-  { grep "done:" "$work/noclip_owner_aligned.log"; fail "no bucket was reduced during backward"; }
-grep -Eq "; 0\.0 of [0-9]+ gradient bucket\(s\) reduced during backward\)" "$work/no_overlap.log" ||
-  { grep "done:" "$work/no_overlap.log"; fail "overlap_backward: false still reduced during backward"; }
-python3 - "$work/noclip_owner_aligned/metrics.jsonl" "$work/no_overlap/metrics.jsonl" <<'PY' ||
+#     reduces after backward, under either layout (layout B's buckets are runs of the backward
+#     order, so they leave during backward as layout A's do). The log says how many buckets left.
+for layout in owner_aligned element_wise; do
+  launch 2 "$bin" "${short[@]}" --set training.micro_batch_size=8 --set training.max_grad_norm=0 \
+    --set parallel.shard_layout=$layout --set parallel.bucket_mb=1 --set parallel.overlap_backward=false \
+    --set logging.output_dir="$work/no_overlap_$layout" >"$work/no_overlap_$layout.log" 2>&1 ||
+    { cat "$work/no_overlap_$layout.log"; fail "overlap off run, $layout"; }
+  grep -Eq "; [1-9][0-9.]* of [0-9]+ gradient bucket\(s\) reduced during backward\)" "$work/noclip_$layout.log" ||
+    { grep "done:" "$work/noclip_$layout.log"; fail "no bucket was reduced during backward under $layout"; }
+  grep -Eq "; 0\.0 of [0-9]+ gradient bucket\(s\) reduced during backward\)" "$work/no_overlap_$layout.log" ||
+    { grep "done:" "$work/no_overlap_$layout.log"; fail "overlap_backward: false still reduced during backward"; }
+  python3 - "$work/noclip_$layout/metrics.jsonl" "$work/no_overlap_$layout/metrics.jsonl" <<'PY' ||
 import json, sys
 a, b = ([(r["loss"], r["grad_norm"]) for r in map(json.loads, open(p)) if r.get("kind") == "train"] for p in sys.argv[1:3])
 sys.exit(0 if a == b and len(a) == 8 else f"runs differ: {a} vs {b}")
 PY
-  fail "reducing during backward changed the losses or gradient norms"
+    fail "reducing during backward changed the losses or gradient norms under $layout"
+done
 
 # 3. A NaN loss at iteration 3: skipped and counted, or the end of the run.
 ORTHOTRON_FAULT_NAN_LOSS_AT=3 launch 2 "$bin" "${short[@]}" --set logging.output_dir="$work/nan" >"$work/nan.log" 2>&1 ||

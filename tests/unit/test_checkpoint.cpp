@@ -136,6 +136,29 @@ TEST(Checkpoint, AShardOfAnotherSaveIsRefused) {
   EXPECT_TRUE(contains(msg, "save_id is 00000000000000bb, the manifest says 00000000000000aa")) << msg;
 }
 
+// Format version 3 changed only layout B's cut: a version-2 checkpoint of layout A is read, one of
+// layout B is refused naming its layout (its record names a cut this build no longer computes), and
+// version 1 is refused by version.
+TEST(Checkpoint, OlderFormatVersionsAreReadOnlyWhereTheirPlanIsUnchanged) {
+  auto rewrite = [](const HandBuilt& c, int version, const char* layout) {
+    nlohmann::json m = nlohmann::json::parse(read_bytes(c.dir + "/manifest.json"));
+    m["format_version"] = version;
+    if (layout != nullptr) m["layout"] = {{"shard_layout", layout}};
+    write_text(c.dir + "/manifest.json", m.dump());
+  };
+  HandBuilt a("v2a");
+  rewrite(a, kOwnerAlignedSinceVersion, nullptr);
+  EXPECT_EQ(verify_checkpoint_shard(a.dir, 0, 1).iteration, 4);
+  HandBuilt b("v2b");
+  rewrite(b, kOwnerAlignedSinceVersion, "element_wise");
+  std::string msg = thrown_message<FormatError>([&] { verify_checkpoint_shard(b.dir, 0, 1); });
+  EXPECT_TRUE(contains(msg, "format_version 2 with shard layout element_wise")) << msg;
+  HandBuilt old("v1");
+  rewrite(old, 1, nullptr);
+  msg = thrown_message<FormatError>([&] { verify_checkpoint_shard(old.dir, 0, 1); });
+  EXPECT_TRUE(contains(msg, "format_version 1, this build reads 3")) << msg;
+}
+
 TEST(Checkpoint, AMissingManifestAndAnotherWorldSizeAreRefused) {
   HandBuilt c("world");
   EXPECT_TRUE(contains(thrown_message<ConfigError>([&] { verify_checkpoint_shard(c.dir, 0, 2); }),

@@ -26,8 +26,8 @@ TEST(ShardBuckets, EveryBucketSizeIsABijectionWithContiguousSpans) {
     for (int64_t shard : {1, 7, 10, 33}) {
       for (int64_t len : {1, 2, 3, 5, 10, 40}) {
         const ShardBuckets b = make_shard_buckets(world, shard, len * world * 4, 4);
-        ASSERT_EQ(b.bucket_len, std::min(len, shard));
-        EXPECT_EQ(b.count(), (shard + b.bucket_len - 1) / b.bucket_len);
+        ASSERT_EQ(b.len(0), std::min(len, shard));
+        EXPECT_EQ(b.count(), (shard + b.len(0) - 1) / b.len(0));
         std::vector<int> seen(static_cast<size_t>(world * shard), 0);
         for (int r = 0; r < world; ++r) {
           for (int64_t x = 0; x < shard; ++x) {
