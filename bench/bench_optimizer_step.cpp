@@ -3,9 +3,11 @@
 // distributed Muon in the owner-aligned layout (A) and the element-wise layout (B) vs ZeRO-1 AdamW
 // vs single-process Muon (rank 0 alone: the others sleep in a barrier polled every 10 ms, so they
 // take no CPU from it), with the plan's NS imbalance, the bytes each rank moves per step, and what
-// `auto` would pick. Layout A runs twice: in one bucket and in overlapped buckets of --bucket-mb
-// (set_bucket_bytes); each prints where its time went (packing, waiting for the reduce-scatter,
-// norm, update, waiting for the all-gather, unpacking) beside the same collectives timed alone.
+// `auto` would pick. Layouts A and B and ZeRO-1 each run twice, in alternating rounds: in one bucket
+// and in overlapped buckets of --bucket-mb (set_bucket_bytes; two optimizers, since layout B's cut
+// follows its buckets); each prints where its time went (packing, waiting for the reduce-scatter,
+// norm, update with layout B's all-to-alls, waiting for the all-gather, unpacking) beside the same
+// collectives timed alone.
 //   mpirun -np {1,2,4} build/bin/bench_optimizer_step [--steps N] [--layers L] [--hidden H] [--ns-dtype D]
 //                                                    [--bucket-mb MB] [--rounds R]
 #include <ATen/ATen.h>
@@ -14,8 +16,10 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <thread>
+#include <tuple>
 #include <vector>
 
 #include "../tests/support/gpt_fixture.h"
@@ -56,19 +60,20 @@ double time_steps(orthotron::Communicator& world, orthotron::NamedParameters& pa
 
 using StepTimes = orthotron::DistributedMuonWithAdamW::StepTimes;
 
-// The distributed step in one bucket and in buckets of `bucket_bytes`, alternating over `rounds`
-// rounds of `steps` timed steps each (after one warm-up of each): per setting, the median step time
-// (max over ranks) and the median of each part on this rank.
+// Two distributed optimizers over the same parameters, `one` in one bucket and `bucketed` in buckets
+// (set_bucket_bytes before their first step: layout B's cut follows its buckets), alternating over
+// `rounds` rounds of `steps` timed steps each (after one warm-up of each): per setting, the median
+// step time (max over ranks) and the median of each part on this rank.
 std::pair<StepTimes, StepTimes> time_one_and_bucketed(orthotron::Communicator& world,
                                                       orthotron::NamedParameters& params, int steps, int rounds,
-                                                      orthotron::DistributedMuonWithAdamW& opt, int64_t bucket_bytes) {
+                                                      orthotron::DistributedMuonWithAdamW& one,
+                                                      orthotron::DistributedMuonWithAdamW& bucketed) {
   std::vector<StepTimes> parts[2];
   std::vector<double> totals[2];
-  int64_t buckets[2] = {1, 1};
+  int64_t buckets[2] = {one.buckets(), bucketed.buckets()};
   for (int round = -1; round < rounds; ++round) {  // round -1: warm-up
     for (int setting = 0; setting < 2; ++setting) {
-      opt.set_bucket_bytes(setting == 0 ? 0 : bucket_bytes);
-      buckets[setting] = opt.buckets();
+      orthotron::DistributedMuonWithAdamW& opt = setting == 0 ? one : bucketed;
       for (int s = 0; s < (round < 0 ? 1 : steps); ++s) {
         fill_grads(params, 7 + s);
         world.barrier();
@@ -99,7 +104,6 @@ std::pair<StepTimes, StepTimes> time_one_and_bucketed(orthotron::Communicator& w
     out[setting].gather_wait_ms = med(&StepTimes::gather_wait_ms);
     out[setting].unpack_ms = med(&StepTimes::unpack_ms);
   }
-  opt.set_bucket_bytes(0);
   return {out[0], out[1]};
 }
 
@@ -169,7 +173,20 @@ int main(int argc, char** argv) {
     const int64_t bucket_bytes = static_cast<int64_t>(bucket_mb * (1 << 20));
     time_steps(*world, params, 1, [&] { dist.step(); });  // counts the bytes of two steps
     const int64_t dist_bytes = (world->stats().bytes_sent() + world->stats().bytes_received()) / 2;
-    const auto [one_bucket, bucketed] = time_one_and_bucketed(*world, params, steps, rounds, dist, bucket_bytes);
+    // Another optimizer of the same layout, in buckets of bucket_bytes (before its first step).
+    auto bucketed_twin = [&](const std::vector<orthotron::ParamGroup>& g,
+                             const std::vector<orthotron::RoutingRule>& rules, const orthotron::SplitRegistry& split,
+                             const std::string& layout) {
+      auto opt = std::make_unique<orthotron::DistributedMuonWithAdamW>(params, *world, g, rules, split,
+                                                                       orthotron::TensorParallelContext{}, layout);
+      opt->set_bucket_bytes(bucket_bytes);
+      return opt;
+    };
+    StepTimes one_bucket, bucketed;
+    {
+      auto twin = bucketed_twin(groups, orthotron::default_routing_rules(), splits, "owner_aligned");
+      std::tie(one_bucket, bucketed) = time_one_and_bucketed(*world, params, steps, rounds, dist, *twin);
+    }
     const double dist_ms = bucketed.total_ms;
 
     // The step's collectives alone, blocking: one reduce-scatter and one all-gather of W x S.
@@ -194,8 +211,14 @@ int main(int argc, char** argv) {
     orthotron::DistributedMuonWithAdamW dist_b(params, *world, groups, orthotron::default_routing_rules(), splits, {},
                                                "element_wise");
     world->stats().reset();
-    const double dist_b_ms = time_steps(*world, params, steps, [&] { dist_b.step(); });
-    const int64_t dist_b_bytes = (world->stats().bytes_sent() + world->stats().bytes_received()) / (steps + 1);
+    time_steps(*world, params, 1, [&] { dist_b.step(); });  // counts the bytes of two steps
+    const int64_t dist_b_bytes = (world->stats().bytes_sent() + world->stats().bytes_received()) / 2;
+    StepTimes b_one, b_bucketed;
+    {
+      auto twin = bucketed_twin(groups, orthotron::default_routing_rules(), splits, "element_wise");
+      std::tie(b_one, b_bucketed) = time_one_and_bucketed(*world, params, steps, rounds, dist_b, *twin);
+    }
+    const double dist_b_ms = b_bucketed.total_ms;
     const std::string auto_reason = orthotron::DistributedMuonWithAdamW(
                                         params, *world, groups, orthotron::default_routing_rules(), splits, {}, "auto")
                                         .grid_plan()
@@ -205,7 +228,11 @@ int main(int argc, char** argv) {
     world->stats().reset();
     time_steps(*world, params, 1, [&] { zero1.step(); });
     const int64_t zero1_bytes = (world->stats().bytes_sent() + world->stats().bytes_received()) / 2;
-    const auto [zero1_one, zero1_bucketed] = time_one_and_bucketed(*world, params, steps, rounds, zero1, bucket_bytes);
+    StepTimes zero1_one, zero1_bucketed;
+    {
+      auto twin = bucketed_twin({groups[1]}, {all_adamw}, orthotron::SplitRegistry{}, "owner_aligned");
+      std::tie(zero1_one, zero1_bucketed) = time_one_and_bucketed(*world, params, steps, rounds, zero1, *twin);
+    }
     const double zero1_ms = zero1_bucketed.total_ms;
 
     // Single-process Muon on rank 0 with all the machine's threads; the other ranks sleep in the barrier.
@@ -243,6 +270,8 @@ int main(int argc, char** argv) {
           bucket_mb, bucketed.total_ms, bucketed.total_ms / (comm_ms + compute));
       std::printf("  distributed Muon B %10.1f ms/step  %12lld bytes/rank/step\n", dist_b_ms,
                   static_cast<long long>(dist_b_bytes));
+      print_parts("B in one bucket", b_one);
+      print_parts("B in buckets", b_bucketed);
       std::printf("  ZeRO-1 AdamW       %10.1f ms/step  %12lld bytes/rank/step\n", zero1_ms,
                   static_cast<long long>(zero1_bytes));
       print_parts("ZeRO-1 in one bucket", zero1_one);

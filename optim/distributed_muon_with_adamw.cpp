@@ -464,6 +464,8 @@ void DistributedMuonWithAdamW::step() {
   last_times_.update_ms = ms_since(t_load);
   if (!element_wise() && !tp) {
     update_and_gather_in_buckets(any, shard_grad);  // 3 and 4, overlapped bucket by bucket
+  } else if (!tp) {
+    update_and_gather_element_wise_in_buckets(any, shard_grad);  // the same around the all-to-alls
   } else {
     update_gathered_or_element_wise(any, shard_grad);
     // 4. Every rank receives every updated parameter.
@@ -549,6 +551,78 @@ void DistributedMuonWithAdamW::update_and_gather_in_buckets(const std::vector<ch
   }
 }
 
+void DistributedMuonWithAdamW::update_and_gather_element_wise_in_buckets(const std::vector<char>& any,
+                                                                         const at::Tensor& shard_grad) {
+  const auto t_update = std::chrono::steady_clock::now();
+  const int me = dp_.rank();
+  const int64_t K = buckets_.count();
+  std::vector<PostedExchange> gathers, scatters;
+  std::vector<WorkPtr> all_gathers;
+  auto drive = [&] {  // MPI progresses non-blocking collectives only inside MPI calls
+    for (auto& x : gathers) x.work->test();
+    for (auto& x : scatters) x.work->test();
+    for (auto& w : all_gathers) w->test();
+  };
+  for (int64_t k = 0; k < K; ++k) gathers.push_back(post_gather_to_owners(shard_grad, k));
+  // AdamW runs while the gradients travel (a Muon piece is left to its owner: update_segment is false).
+  std::vector<MuonTask> none;
+  std::vector<size_t> stepped;
+  for (const auto& s : my_segments_) {
+    if (any[s.param]) update_segment(s, shard_grad, none, stepped);
+  }
+  drive();
+  last_ns_counts_.clear();
+  NsCounts expected;
+  auto add = [](NsCounts& total, const NsCounts& part) {
+    for (const auto& [group, count] : part) {
+      total[group].matrices += count.matrices;
+      total[group].calls += count.calls;
+    }
+  };
+  // Bucket k-1's scatter-back is finished (its pieces land in param_shard_) and its all-gather posted
+  // after bucket k's Newton-Schulz: the same point in the sequence on every rank.
+  auto finish_bucket = [&](int64_t j) {
+    finish_scatter_owned_values(scatters[static_cast<size_t>(j)], j);
+    all_gathers.push_back(post_gather(j));
+  };
+  for (int64_t k = 0; k < K; ++k) {
+    const std::vector<at::Tensor> grads = finish_gather_to_owners(gathers[static_cast<size_t>(k)], shard_grad, k);
+    std::vector<at::Tensor> owned;  // this bucket's matrices owned here, in parameter order
+    std::vector<MuonTask> tasks;
+    std::vector<size_t> stepped_muon;
+    size_t next = 0;
+    for (size_t i = 0; i < params_.size(); ++i) {
+      if (plan_.owner[i] != me || !in_bucket(i, k)) continue;
+      const c10::IntArrayRef shape(plan_.params[i].shape);
+      owned.push_back(params_[i].tensor.detach().clone().view(-1));  // the owner steps a copy
+      const at::Tensor grad = grads[next++].view(shape);
+      if (!any[i]) continue;
+      const ParamGroup& g = groups_[assignment_[i].group_index];
+      at::Tensor& m = momentum_[i];
+      if (!m.defined()) m = at::zeros(shape, grad.options());
+      tasks.push_back({owned.back().view(shape), muon_momentum_direction(grad, m, g.muon), split_for(i),
+                       assignment_[i].group_index, &g.muon, params_[i].name});
+      stepped_muon.push_back(i);
+    }
+    add(last_ns_counts_, apply_muon_tasks(tasks));
+    if (debug_checks_enabled()) add(expected, expected_ns_counts(audit_params_, stepped_muon));
+    scatters.push_back(post_scatter_owned_values(owned, k));
+    if (k > 0) finish_bucket(k - 1);
+    drive();
+  }
+  finish_bucket(K - 1);
+  audit_ns(expected);
+  last_times_.update_ms += ms_since(t_update);
+  for (int64_t k = 0; k < K; ++k) {
+    auto t0 = std::chrono::steady_clock::now();
+    all_gathers[static_cast<size_t>(k)]->wait();
+    last_times_.gather_wait_ms += ms_since(t0);
+    t0 = std::chrono::steady_clock::now();
+    unpack_bucket(k);
+    last_times_.unpack_ms += ms_since(t0);
+  }
+}
+
 void DistributedMuonWithAdamW::update_gathered_or_element_wise(const std::vector<char>& any,
                                                                const at::Tensor& shard_grad) {
   const auto t_update = std::chrono::steady_clock::now();
@@ -606,22 +680,36 @@ void DistributedMuonWithAdamW::update_gathered_or_element_wise(const std::vector
 namespace {
 
 /// One uneven all-to-all of `chunks` (concatenated, send_counts elements per destination) over
-/// `comm`; returns the received elements and where each source's block starts in them.
+/// `comm`, posted: x.recv receives, x.offset says where each source's block starts in it.
+PostedExchange post_exchange(Communicator& comm, const std::vector<at::Tensor>& chunks,
+                             const std::vector<int64_t>& send_counts, const std::vector<int64_t>& recv_counts,
+                             const at::TensorOptions& opts) {
+  PostedExchange x;
+  x.send = chunks.empty() ? at::empty({0}, opts) : at::cat(chunks);
+  x.recv = at::empty({std::accumulate(recv_counts.begin(), recv_counts.end(), int64_t{0})}, opts);
+  x.offset.assign(recv_counts.size(), 0);
+  for (size_t q = 1; q < x.offset.size(); ++q) x.offset[q] = x.offset[q - 1] + recv_counts[q - 1];
+  x.work = comm.iall_to_all(x.recv, x.send, send_counts, recv_counts);
+  return x;
+}
+
+/// The same, blocking: the received elements and where each source's block starts in them.
 std::pair<at::Tensor, std::vector<int64_t>> exchange(Communicator& comm, const std::vector<at::Tensor>& chunks,
                                                      const std::vector<int64_t>& send_counts,
                                                      const std::vector<int64_t>& recv_counts,
                                                      const at::TensorOptions& opts) {
-  const at::Tensor send = chunks.empty() ? at::empty({0}, opts) : at::cat(chunks);
-  at::Tensor recv = at::empty({std::accumulate(recv_counts.begin(), recv_counts.end(), int64_t{0})}, opts);
-  comm.all_to_all(recv, send, send_counts, recv_counts);
-  std::vector<int64_t> begin(recv_counts.size(), 0);
-  for (size_t q = 1; q < begin.size(); ++q) begin[q] = begin[q - 1] + recv_counts[q - 1];
-  return {recv, begin};
+  PostedExchange x = post_exchange(comm, chunks, send_counts, recv_counts, opts);
+  x.work->wait();
+  return {x.recv, x.offset};
 }
 
 }  // namespace
 
-std::vector<at::Tensor> DistributedMuonWithAdamW::gather_to_owners(const at::Tensor& shard_grad) {
+bool DistributedMuonWithAdamW::in_bucket(size_t i, int64_t k) const {
+  return k < 0 || (!param_buckets_[i].empty() && param_buckets_[i].front() == k);
+}
+
+PostedExchange DistributedMuonWithAdamW::post_gather_to_owners(const at::Tensor& shard_grad, int64_t k) {
   const int W = dp_.size(), me = dp_.rank();
   const int64_t base = static_cast<int64_t>(me) * plan_.shard_len;
   // Sent to q: this shard's pieces of q's matrices, in buffer order.
@@ -629,54 +717,68 @@ std::vector<at::Tensor> DistributedMuonWithAdamW::gather_to_owners(const at::Ten
   std::vector<std::vector<at::Tensor>> by_dest(static_cast<size_t>(W));
   for (const auto& s : my_segments_) {
     const int q = plan_.owner[s.param];
-    if (q < 0 || q == me) continue;
+    if (q < 0 || q == me || !in_bucket(s.param, k)) continue;
     by_dest[static_cast<size_t>(q)].push_back(shard_grad.narrow(0, s.buffer_offset - base, s.count));
     send_counts[static_cast<size_t>(q)] += s.count;
   }
   std::vector<at::Tensor> chunks;
   for (auto& d : by_dest) chunks.insert(chunks.end(), d.begin(), d.end());
   for (const auto& s : plan_.segments) {
-    if (plan_.owner[s.param] == me && s.rank != me) recv_counts[static_cast<size_t>(s.rank)] += s.count;
+    if (plan_.owner[s.param] == me && s.rank != me && in_bucket(s.param, k))
+      recv_counts[static_cast<size_t>(s.rank)] += s.count;
   }
-  auto [recv, src_offset] = exchange(dp_, chunks, send_counts, recv_counts, shard_grad.options());
+  return post_exchange(dp_, chunks, send_counts, recv_counts, shard_grad.options());
+}
+
+std::vector<at::Tensor> DistributedMuonWithAdamW::finish_gather_to_owners(PostedExchange& x,
+                                                                          const at::Tensor& shard_grad, int64_t k) {
+  const int me = dp_.rank();
+  const int64_t base = static_cast<int64_t>(me) * plan_.shard_len;
+  x.work->wait();
   // Each owned matrix whole: its own shard's piece and every other shard's, in segment order.
   std::vector<at::Tensor> out;
   std::map<size_t, size_t> slot;
   for (size_t i = 0; i < params_.size(); ++i) {
-    if (plan_.owner[i] != me) continue;
+    if (plan_.owner[i] != me || !in_bucket(i, k)) continue;
     slot[i] = out.size();
     out.push_back(at::empty({plan_.params[i].numel()}, shard_grad.options()));
   }
   for (const auto& s : plan_.segments) {
-    if (plan_.owner[s.param] != me) continue;
+    if (plan_.owner[s.param] != me || !in_bucket(s.param, k)) continue;
     at::Tensor dst = out[slot.at(s.param)].narrow(0, s.param_begin, s.count);
     if (s.rank == me) {
       dst.copy_(shard_grad.narrow(0, s.buffer_offset - base, s.count));
     } else {
-      int64_t& o = src_offset[static_cast<size_t>(s.rank)];
-      dst.copy_(recv.narrow(0, o, s.count));
+      int64_t& o = x.offset[static_cast<size_t>(s.rank)];
+      dst.copy_(x.recv.narrow(0, o, s.count));
       o += s.count;
     }
   }
   return out;
 }
 
-void DistributedMuonWithAdamW::scatter_owned_values(const std::vector<at::Tensor>& owned) {
+std::vector<at::Tensor> DistributedMuonWithAdamW::gather_to_owners(const at::Tensor& shard_grad) {
+  PostedExchange x = post_gather_to_owners(shard_grad, -1);
+  return finish_gather_to_owners(x, shard_grad, -1);
+}
+
+PostedExchange DistributedMuonWithAdamW::post_scatter_owned_values(const std::vector<at::Tensor>& owned, int64_t k) {
   const int W = dp_.size(), me = dp_.rank();
   const int64_t base = static_cast<int64_t>(me) * plan_.shard_len;
   std::map<size_t, size_t> slot;
-  for (size_t i = 0, k = 0; i < params_.size(); ++i) {
-    if (plan_.owner[i] == me) slot[i] = k++;
+  for (size_t i = 0, n = 0; i < params_.size(); ++i) {
+    if (plan_.owner[i] == me && in_bucket(i, k)) slot[i] = n++;
   }
   if (slot.size() != owned.size()) {
     throw InvariantError("scatter_owned_values: " + std::to_string(owned.size()) + " values for the " +
-                         std::to_string(slot.size()) + " matrices rank " + std::to_string(me) + " owns");
+                         std::to_string(slot.size()) + " matrices rank " + std::to_string(me) + " owns" +
+                         (k < 0 ? std::string() : " in bucket " + std::to_string(k)));
   }
   // Sent to q: the pieces of this rank's matrices that sit in q's shard, in parameter order.
   std::vector<int64_t> send_counts(static_cast<size_t>(W), 0), recv_counts(static_cast<size_t>(W), 0);
   std::vector<std::vector<at::Tensor>> by_dest(static_cast<size_t>(W));
   for (const auto& s : plan_.segments) {
-    if (plan_.owner[s.param] != me) continue;
+    if (plan_.owner[s.param] != me || !in_bucket(s.param, k)) continue;
     const at::Tensor piece = owned[slot.at(s.param)].narrow(0, s.param_begin, s.count);
     if (s.rank == me) {
       param_shard_.narrow(0, s.buffer_offset - base, s.count).copy_(piece);
@@ -689,16 +791,27 @@ void DistributedMuonWithAdamW::scatter_owned_values(const std::vector<at::Tensor
   for (auto& d : by_dest) chunks.insert(chunks.end(), d.begin(), d.end());
   for (const auto& s : my_segments_) {
     const int q = plan_.owner[s.param];
-    if (q >= 0 && q != me) recv_counts[static_cast<size_t>(q)] += s.count;
+    if (q >= 0 && q != me && in_bucket(s.param, k)) recv_counts[static_cast<size_t>(q)] += s.count;
   }
-  auto [recv, src_offset] = exchange(dp_, chunks, send_counts, recv_counts, param_shard_.options());
+  return post_exchange(dp_, chunks, send_counts, recv_counts, param_shard_.options());
+}
+
+void DistributedMuonWithAdamW::finish_scatter_owned_values(PostedExchange& x, int64_t k) {
+  const int me = dp_.rank();
+  const int64_t base = static_cast<int64_t>(me) * plan_.shard_len;
+  x.work->wait();
   for (const auto& s : my_segments_) {
     const int q = plan_.owner[s.param];
-    if (q < 0 || q == me) continue;
-    int64_t& o = src_offset[static_cast<size_t>(q)];
-    param_shard_.narrow(0, s.buffer_offset - base, s.count).copy_(recv.narrow(0, o, s.count));
+    if (q < 0 || q == me || !in_bucket(s.param, k)) continue;
+    int64_t& o = x.offset[static_cast<size_t>(q)];
+    param_shard_.narrow(0, s.buffer_offset - base, s.count).copy_(x.recv.narrow(0, o, s.count));
     o += s.count;
   }
+}
+
+void DistributedMuonWithAdamW::scatter_owned_values(const std::vector<at::Tensor>& owned) {
+  PostedExchange x = post_scatter_owned_values(owned, -1);
+  finish_scatter_owned_values(x, -1);
 }
 
 void DistributedMuonWithAdamW::send_gathered_to_owners(

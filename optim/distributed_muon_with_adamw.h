@@ -47,6 +47,15 @@ struct TensorParallelContext {
   int rank() const { return comm == nullptr ? 0 : comm->rank(); }
 };
 
+/// An uneven all-to-all in flight (layout B's gather-to-owner and scatter-back, the TP exchange):
+/// the buffers it reads and writes, kept alive until `work` is waited on, and where each source
+/// rank's block starts in `recv`.
+struct PostedExchange {
+  WorkPtr work;
+  at::Tensor send, recv;
+  std::vector<int64_t> offset;
+};
+
 class DistributedMuonWithAdamW : public Optimizer {
  public:
   /// Collective over `dp`: every data-parallel rank must construct it with the same parameter
@@ -89,8 +98,8 @@ class DistributedMuonWithAdamW : public Optimizer {
     double reduce_wait_ms = 0;        ///< blocked on the reduce-scatters
     double norm_ms = 0;               ///< the global gradient norm (one small all-reduce) and the clip
     double update_ms = 0;             ///< the shard's values, Muon (momentum, NS, update) and AdamW on them
-    double gather_wait_ms = 0;        ///< blocked on the all-gathers (under B or TP: the all-gather and the unpacking;
-                                      ///< their all-to-alls count in update_ms)
+    double gather_wait_ms = 0;        ///< blocked on the all-gathers (with TP: the all-gather and the unpacking;
+                                      ///< the all-to-alls, layout B's too, count in update_ms)
     double unpack_ms = 0;             ///< the gathered buffer into the parameters
     double total_ms = 0;
   };
@@ -101,16 +110,18 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// (shard_buckets.h) and overlaps them: bucket k's reduce-scatter travels while bucket k+1 is
   /// packed; bucket k's all-gather starts once the matrices and AdamW elements reaching into it are
   /// updated, and travels while later buckets' Newton-Schulz runs (the MPI backend is driven by
-  /// Work::test() between buckets). Under layout B or tensor parallelism the reduce-scatter and the
-  /// all-gather run in these buckets too, but the all-to-alls and the TP exchange between them need
-  /// every bucket: the all-gathers start together after the update and each bucket is unpacked as
-  /// it arrives. The result is bitwise equal to one bucket's, since the reduce-scatter sums in rank
-  /// order per element and NS is per matrix. 0 (the default): one bucket.
-  /// Layout B's cut follows its buckets (element_plan.h: buckets of whole parameters in backward
-  /// order, each cut evenly over the ranks), so under element_wise or auto this re-plans: collective
-  /// (the hash check) when the plan changes, and then only before the first step or state load
-  /// (InvalidArgument afterwards: the state would have to move between ranks; a checkpoint reshards
-  /// it instead). Layout A's buckets are cut from its plan and never change it.
+  /// Work::test() between buckets). Under layout B the gather-to-owner and scatter-back all-to-alls
+  /// run per bucket too (every matrix lies in one bucket of its cut): bucket k's matrices are
+  /// orthogonalized once they arrived, while later buckets' gradients travel and earlier buckets'
+  /// results go back and are all-gathered. With tensor parallelism the reduce-scatter and the
+  /// all-gather run in these buckets, but the TP exchange between them needs every bucket: the
+  /// all-gathers start together after the update and each bucket is unpacked as it arrives. The result is bitwise equal
+  /// to one bucket's, since the reduce-scatter sums in rank order per element and NS is per matrix. 0 (the default):
+  /// one bucket. Layout B's cut follows its buckets (element_plan.h: buckets of whole parameters in backward order,
+  /// each cut evenly over the ranks), so under element_wise or auto this re-plans: collective (the hash check) when the
+  /// plan changes, and then only before the first step or state load (InvalidArgument afterwards: the state would have
+  /// to move between ranks; a checkpoint reshards it instead). Layout A's buckets are cut from its plan and never
+  /// change it.
   void set_bucket_bytes(int64_t bytes);
   /// Number of buckets in use.
   int64_t buckets() const { return buckets_.count(); }
@@ -233,7 +244,12 @@ class DistributedMuonWithAdamW : public Optimizer {
                       std::vector<size_t>& stepped);
   /// Steps 3 and 4 under layout A without TP, bucket by bucket (set_bucket_bytes).
   void update_and_gather_in_buckets(const std::vector<char>& any, const at::Tensor& shard_grad);
-  /// Step 3 under layout B or with TP: the all-to-alls and the TP exchange (on the whole shard).
+  /// Steps 3 and 4 under layout B without TP, bucket by bucket: every bucket's gather-to-owner
+  /// all-to-all is posted at once; then, in bucket order, the owner orthogonalizes bucket k's
+  /// matrices as soon as they arrived and posts their scatter-back, while bucket k-1's scatter-back
+  /// is finished and its all-gather posted. Every rank posts the same collectives in the same order.
+  void update_and_gather_element_wise_in_buckets(const std::vector<char>& any, const at::Tensor& shard_grad);
+  /// Step 3 with TP (either layout): the all-to-alls and the TP exchange (on the whole shard).
   void update_gathered_or_element_wise(const std::vector<char>& any, const at::Tensor& shard_grad);
   /// InvariantError when last_ns_counts_ differs from `expected` (debug checks only).
   void audit_ns(const NsCounts& expected) const;
@@ -255,13 +271,26 @@ class DistributedMuonWithAdamW : public Optimizer {
   void return_gathered_pieces(const std::vector<size_t>& gathered, const std::vector<at::Tensor>& logical_values,
                               std::vector<at::Tensor>& dest);
   bool element_wise() const { return plan_.layout == ShardLayout::kElementWise; }
+  /// Layout B: whether parameter i lies in bucket k (every parameter lies in one bucket of layout
+  /// B's cut); k < 0: every bucket.
+  bool in_bucket(size_t i, int64_t k) const;
   /// Layout B, collective over DP: every Muon matrix this rank owns, its averaged gradient whole
   /// (flat), in parameter order, from the shards holding its pieces (one uneven all-to-all).
   std::vector<at::Tensor> gather_to_owners(const at::Tensor& shard_grad);
+  /// The same for the matrices in bucket k (k < 0: all), in two halves: post (collective over DP,
+  /// non-blocking; `shard_grad` must not change until finished) and finish (waits, then returns the
+  /// matrices this rank owns in bucket k, in parameter order).
+  PostedExchange post_gather_to_owners(const at::Tensor& shard_grad, int64_t k);
+  std::vector<at::Tensor> finish_gather_to_owners(PostedExchange& x, const at::Tensor& shard_grad, int64_t k);
   /// Layout B, collective over DP: `owned` (flat values of every matrix this rank owns, in
   /// parameter order) into param_shard_ here and, by one uneven all-to-all, into the shards holding
   /// their other pieces.
   void scatter_owned_values(const std::vector<at::Tensor>& owned);
+  /// The same for the matrices in bucket k (k < 0: all; `owned` those this rank owns there): post
+  /// writes this rank's own pieces and posts the all-to-all (collective over DP, non-blocking);
+  /// finish waits and writes the received pieces into param_shard_.
+  PostedExchange post_scatter_owned_values(const std::vector<at::Tensor>& owned, int64_t k);
+  void finish_scatter_owned_values(PostedExchange& x, int64_t k);
 
   Communicator& dp_;
   TensorParallelContext tp_;

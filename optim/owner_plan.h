@@ -36,7 +36,7 @@ struct PlanSegment {
 };
 
 /// The two shard layouts of distributed.md. Owner-aligned (A, make_owner_plan): each Muon matrix
-/// whole in its owner's shard. Element-wise (B, element_plan.h): ZeRO-1's even cut, Muon pieces
+/// whole in its owner's shard. Element-wise (B, element_plan.h): ZeRO-1's even cut per bucket, Muon pieces
 /// travelling to their owner and back.
 enum class ShardLayout { kOwnerAligned, kElementWise };
 /// "owner_aligned" or "element_wise".

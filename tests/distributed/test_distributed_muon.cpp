@@ -160,17 +160,22 @@ TEST(DistributedMuon, ElementWiseLayoutEqualsSingleProcessBitwise) {
         bucketed[i].tensor.mutable_grad() =
             dist[i].tensor.grad().defined() ? dist[i].tensor.grad().clone() : at::Tensor();
       }
+      // The all-to-alls move what the plan says: twice (sent + received), fp32; in buckets, two per bucket.
+      auto expect_all_to_alls = [&](const OwnerPlan& p, int64_t calls, const std::string& how) {
+        const auto& by_op = world().stats().by_op;
+        const bool any = by_op.count("all_to_all") > 0;
+        const int64_t counted = any ? by_op.at("all_to_all").bytes_sent + by_op.at("all_to_all").bytes_received : 0;
+        const auto r = static_cast<size_t>(world().rank());
+        EXPECT_EQ(counted, 4 * 2 * (p.gather_sent[r] + p.gather_received[r])) << how;
+        EXPECT_EQ(any ? by_op.at("all_to_all").calls : 0, calls) << how;
+      };
+      world().stats().reset();
       bopt.step();
+      if (step == 0) expect_all_to_alls(bopt.plan(), 2 * bopt.buckets(), what + " in buckets");
       world().stats().reset();
       dopt.step();
       sopt.step();
-      if (step == 0) {  // the two all-to-alls move what the plan says: twice (sent + received), fp32
-        const auto& by_op = world().stats().by_op;
-        const int64_t counted =
-            by_op.count("all_to_all") ? by_op.at("all_to_all").bytes_sent + by_op.at("all_to_all").bytes_received : 0;
-        const auto r = static_cast<size_t>(world().rank());
-        EXPECT_EQ(counted, 4 * 2 * (plan.gather_sent[r] + plan.gather_received[r])) << what;
-      }
+      if (step == 0) expect_all_to_alls(plan, 2, what);
     }
     expect_bitwise(dist, ref, what + ", 12 steps");
     expect_bitwise(bucketed, ref, what + " in " + std::to_string(bopt.buckets()) + " buckets, 12 steps");

@@ -8,6 +8,7 @@
 
 #include "base/errors.h"
 #include "gpt_fixture.h"
+#include "optim/element_plan.h"
 #include "optim/shard_buckets.h"
 
 namespace orthotron {
@@ -104,28 +105,40 @@ TEST(ShardBuckets, BackwardStartSharesOfASmallPlan) {
 // How early the reduce-scatter can start in backward for the benchmark GPT and the 7B-shaped one in
 // 16 MiB buckets (fp32), from the plans alone: printed, and the shares are checked to be ordered.
 TEST(ShardBuckets, BackwardStartSharesOfGptPlans) {
-  std::printf("%-10s %5s %8s %14s %22s %26s\n", "model", "W", "buckets", "bucket 0 at", "half the buckets by",
+  std::printf("%-10s %2s %5s %8s %14s %22s %26s\n", "model", "", "W", "buckets", "bucket 0 at", "half the buckets by",
               "buckets started by 90%");
   for (const bool seven_b : {false, true}) {
     const auto s = seven_b ? orthotron::testing::seven_billion_gpt_shape() : orthotron::testing::benchmark_gpt_shape();
     const auto params = orthotron::testing::gpt_plan_params(s, orthotron::testing::gpt_splits(s));
-    for (int w : seven_b ? std::vector<int>{8, 32, 64} : std::vector<int>{2, 4, 8}) {
-      const OwnerPlan plan = make_owner_plan(params, w);
-      const ShardBuckets b = make_shard_buckets(w, plan.shard_len, int64_t{16} << 20, 4);
-      const std::vector<double> share = backward_start_shares(plan, b);
-      ASSERT_EQ(static_cast<int64_t>(share.size()), b.count());
-      int64_t by90 = 0;
-      for (size_t k = 0; k < share.size(); ++k) {
-        ASSERT_GT(share[k], 0.0);
-        ASSERT_LE(share[k], 1.0);
-        if (k > 0) {
-          ASSERT_GE(share[k], share[k - 1]);
+    for (int w : seven_b ? std::vector<int>{8, 32, 64, 1024} : std::vector<int>{2, 4, 8}) {
+      for (const bool element_wise : {false, true}) {
+        // Layout B's cut follows its buckets (element_plan.h); layout A's buckets are cut from its shards.
+        const int64_t bytes = int64_t{16} << 20;
+        const OwnerPlan plan =
+            element_wise ? make_element_plan(params, w, element_bucket_elements(bytes, 4)) : make_owner_plan(params, w);
+        const ShardBuckets b =
+            element_wise ? shard_buckets_at(w, plan.bucket_bounds) : make_shard_buckets(w, plan.shard_len, bytes, 4);
+        const std::vector<double> share = backward_start_shares(plan, b);
+        ASSERT_EQ(static_cast<int64_t>(share.size()), b.count());
+        int64_t by90 = 0;
+        for (size_t k = 0; k < share.size(); ++k) {
+          ASSERT_GT(share[k], 0.0);
+          ASSERT_LE(share[k], 1.0);
+          if (k > 0) {
+            ASSERT_GE(share[k], share[k - 1]);
+          }
+          by90 += share[k] <= 0.9;
         }
-        by90 += share[k] <= 0.9;
+        if (element_wise) {  // bucket 0 leaves once backward has produced its own parameters, the last ones
+          int64_t first = 0;
+          const auto buckets = element_buckets(params, plan.bucket_elements);
+        for (size_t i : buckets.front()) first += params[i].numel();
+          EXPECT_DOUBLE_EQ(share[0], static_cast<double>(first) / static_cast<double>(plan.total_elements));
+        }
+        std::printf("%-10s %2s %5d %8lld %13.1f%% %21.1f%% %15lld of %lld\n", seven_b ? "7B" : "benchmark",
+                    element_wise ? "B" : "A", w, static_cast<long long>(b.count()), 100 * share[0],
+                    100 * share[share.size() / 2], static_cast<long long>(by90), static_cast<long long>(b.count()));
       }
-      std::printf("%-10s %5d %8lld %13.1f%% %21.1f%% %15lld of %lld\n", seven_b ? "7B" : "benchmark", w,
-                  static_cast<long long>(b.count()), 100 * share[0], 100 * share[share.size() / 2],
-                  static_cast<long long>(by90), static_cast<long long>(b.count()));
     }
   }
 }
