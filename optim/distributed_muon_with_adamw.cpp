@@ -305,6 +305,13 @@ double ms_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
 }
 
+void add_ns_counts(NsCounts& total, const NsCounts& part) {
+  for (const auto& [group, count] : part) {
+    total[group].matrices += count.matrices;
+    total[group].calls += count.calls;
+  }
+}
+
 }  // namespace
 
 void DistributedMuonWithAdamW::post_reduction(int64_t k) {
@@ -493,12 +500,19 @@ bool DistributedMuonWithAdamW::update_segment(const PlanSegment& s, const at::Te
   if (element_wise() || grid_.gathered[i]) return false;
   // The shard slice is flat: the matrix view takes the parameter's (piece's) shape from the plan.
   const c10::IntArrayRef shape(plan_.params[i].shape);
-  at::Tensor& m = momentum_[i];
-  if (!m.defined()) m = at::zeros(shape, p.options());
-  tasks.push_back({p.view(shape), muon_momentum_direction(grad.view(shape), m, g.muon), split_for(i),
-                   assignment_[i].group_index, &g.muon, params_[i].name});
-  stepped.push_back(i);
+  add_muon_task(i, p.view(shape), grad.view(shape), split_for(i), tasks, stepped);
   return true;
+}
+
+void DistributedMuonWithAdamW::add_muon_task(size_t i, const at::Tensor& value, const at::Tensor& grad,
+                                             const ParamSplit* split, std::vector<MuonTask>& tasks,
+                                             std::vector<size_t>& stepped) {
+  const ParamGroup& g = groups_[assignment_[i].group_index];
+  at::Tensor& m = momentum_[i];
+  if (!m.defined()) m = at::zeros(grad.sizes(), grad.options());
+  tasks.push_back(
+      {value, muon_momentum_direction(grad, m, g.muon), split, assignment_[i].group_index, &g.muon, params_[i].name});
+  stepped.push_back(i);
 }
 
 void DistributedMuonWithAdamW::audit_ns(const NsCounts& expected) const {
@@ -520,12 +534,6 @@ void DistributedMuonWithAdamW::update_and_gather_in_buckets(const std::vector<ch
     if (any[s.param]) due[static_cast<size_t>(buckets_.bucket_of(s.buffer_offset - base))].push_back(&s);
   }
   // The NS audit's prediction: one batched call per distinct shape within each bucket.
-  auto add = [](NsCounts& total, const NsCounts& part) {
-    for (const auto& [group, count] : part) {
-      total[group].matrices += count.matrices;
-      total[group].calls += count.calls;
-    }
-  };
   last_ns_counts_.clear();
   NsCounts expected;
   std::vector<WorkPtr> works;
@@ -534,16 +542,20 @@ void DistributedMuonWithAdamW::update_and_gather_in_buckets(const std::vector<ch
     std::vector<MuonTask> tasks;
     std::vector<size_t> stepped;
     for (const PlanSegment* s : due[static_cast<size_t>(k)]) update_segment(*s, shard_grad, tasks, stepped);
-    add(last_ns_counts_, apply_muon_tasks(tasks));
-    if (debug_checks_enabled()) add(expected, expected_ns_counts(audit_params_, stepped));
+    add_ns_counts(last_ns_counts_, apply_muon_tasks(tasks));
+    if (debug_checks_enabled()) add_ns_counts(expected, expected_ns_counts(audit_params_, stepped));
     last_times_.update_ms += ms_since(t0);
     works.push_back(post_gather(k));
     for (auto& w : works) w->test();  // drive the buckets already in flight
   }
   audit_ns(expected);
-  for (int64_t k = 0; k < K; ++k) {
+  unpack_gathers(works);
+}
+
+void DistributedMuonWithAdamW::unpack_gathers(std::vector<WorkPtr>& all_gathers) {
+  for (int64_t k = 0; k < buckets_.count(); ++k) {
     auto t0 = std::chrono::steady_clock::now();
-    works[static_cast<size_t>(k)]->wait();
+    all_gathers[static_cast<size_t>(k)]->wait();
     last_times_.gather_wait_ms += ms_since(t0);
     t0 = std::chrono::steady_clock::now();
     unpack_bucket(k);
@@ -573,12 +585,6 @@ void DistributedMuonWithAdamW::update_and_gather_element_wise_in_buckets(const s
   drive();
   last_ns_counts_.clear();
   NsCounts expected;
-  auto add = [](NsCounts& total, const NsCounts& part) {
-    for (const auto& [group, count] : part) {
-      total[group].matrices += count.matrices;
-      total[group].calls += count.calls;
-    }
-  };
   // Bucket k-1's scatter-back is finished (its pieces land in param_shard_) and its all-gather posted
   // after bucket k's Newton-Schulz: the same point in the sequence on every rank.
   auto finish_bucket = [&](int64_t j) {
@@ -596,16 +602,10 @@ void DistributedMuonWithAdamW::update_and_gather_element_wise_in_buckets(const s
       const c10::IntArrayRef shape(plan_.params[i].shape);
       owned.push_back(params_[i].tensor.detach().clone().view(-1));  // the owner steps a copy
       const at::Tensor grad = grads[next++].view(shape);
-      if (!any[i]) continue;
-      const ParamGroup& g = groups_[assignment_[i].group_index];
-      at::Tensor& m = momentum_[i];
-      if (!m.defined()) m = at::zeros(shape, grad.options());
-      tasks.push_back({owned.back().view(shape), muon_momentum_direction(grad, m, g.muon), split_for(i),
-                       assignment_[i].group_index, &g.muon, params_[i].name});
-      stepped_muon.push_back(i);
+      if (any[i]) add_muon_task(i, owned.back().view(shape), grad, split_for(i), tasks, stepped_muon);
     }
-    add(last_ns_counts_, apply_muon_tasks(tasks));
-    if (debug_checks_enabled()) add(expected, expected_ns_counts(audit_params_, stepped_muon));
+    add_ns_counts(last_ns_counts_, apply_muon_tasks(tasks));
+    if (debug_checks_enabled()) add_ns_counts(expected, expected_ns_counts(audit_params_, stepped_muon));
     scatters.push_back(post_scatter_owned_values(owned, k));
     if (k > 0) finish_bucket(k - 1);
     drive();
@@ -613,14 +613,7 @@ void DistributedMuonWithAdamW::update_and_gather_element_wise_in_buckets(const s
   finish_bucket(K - 1);
   audit_ns(expected);
   last_times_.update_ms += ms_since(t_update);
-  for (int64_t k = 0; k < K; ++k) {
-    auto t0 = std::chrono::steady_clock::now();
-    all_gathers[static_cast<size_t>(k)]->wait();
-    last_times_.gather_wait_ms += ms_since(t0);
-    t0 = std::chrono::steady_clock::now();
-    unpack_bucket(k);
-    last_times_.unpack_ms += ms_since(t0);
-  }
+  unpack_gathers(all_gathers);
 }
 
 void DistributedMuonWithAdamW::update_gathered_or_element_wise(const std::vector<char>& any,
@@ -660,12 +653,7 @@ void DistributedMuonWithAdamW::update_gathered_or_element_wise(const std::vector
         gathered_values.push_back(owned.back());
         continue;
       }
-      const ParamGroup& g = groups_[assignment_[i].group_index];
-      at::Tensor& m = momentum_[i];
-      if (!m.defined()) m = at::zeros(shape, grad.options());
-      tasks.push_back({owned.back().view(shape), muon_momentum_direction(grad, m, g.muon), split_for(i),
-                       assignment_[i].group_index, &g.muon, params_[i].name});
-      stepped_muon.push_back(i);
+      add_muon_task(i, owned.back().view(shape), grad, split_for(i), tasks, stepped_muon);
     }
   }
   std::vector<at::Tensor> logical_values;
@@ -850,12 +838,7 @@ void DistributedMuonWithAdamW::send_gathered_to_owners(
     }
     const at::Tensor grad = tp_assemble(grad_pieces, grid_.shard[i]);
     logical_values.push_back(tp_assemble(value_pieces, grid_.shard[i]));
-    const ParamGroup& g = groups_[assignment_[i].group_index];
-    at::Tensor& m = momentum_[i];
-    if (!m.defined()) m = at::zeros(grad.sizes(), grad.options());
-    tasks.push_back({logical_values.back(), muon_momentum_direction(grad, m, g.muon), splits_.find(params_[i].name),
-                     assignment_[i].group_index, &g.muon, params_[i].name});
-    stepped.push_back(i);
+    add_muon_task(i, logical_values.back(), grad, splits_.find(params_[i].name), tasks, stepped);
   }
 }
 

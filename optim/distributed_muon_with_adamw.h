@@ -242,6 +242,13 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// layout-B piece or a TP-gathered piece).
   bool update_segment(const PlanSegment& s, const at::Tensor& shard_grad, std::vector<MuonTask>& tasks,
                       std::vector<size_t>& stepped);
+  /// Muon task for parameter i (its momentum created as zeros on first use): `value` updated in
+  /// place from `grad`, both in the shape Newton-Schulz sees, with `split`; i appended to `stepped`.
+  void add_muon_task(size_t i, const at::Tensor& value, const at::Tensor& grad, const ParamSplit* split,
+                     std::vector<MuonTask>& tasks, std::vector<size_t>& stepped);
+  /// Waits for each bucket's all-gather in order (`all_gathers`, one per bucket) and unpacks it into
+  /// the parameters; the waits go to gather_wait_ms, the unpacking to unpack_ms.
+  void unpack_gathers(std::vector<WorkPtr>& all_gathers);
   /// Steps 3 and 4 under layout A without TP, bucket by bucket (set_bucket_bytes).
   void update_and_gather_in_buckets(const std::vector<char>& any, const at::Tensor& shard_grad);
   /// Steps 3 and 4 under layout B without TP, bucket by bucket: every bucket's gather-to-owner
