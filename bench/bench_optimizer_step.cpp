@@ -17,6 +17,7 @@
 #include <chrono>
 #include <cstdio>
 #include <memory>
+#include <numeric>
 #include <string>
 #include <thread>
 #include <tuple>
@@ -103,16 +104,44 @@ std::pair<StepTimes, StepTimes> time_one_and_bucketed(orthotron::Communicator& w
     out[setting].update_ms = med(&StepTimes::update_ms);
     out[setting].gather_wait_ms = med(&StepTimes::gather_wait_ms);
     out[setting].unpack_ms = med(&StepTimes::unpack_ms);
+    out[setting].exchange_wait_ms = med(&StepTimes::exchange_wait_ms);
   }
   return {out[0], out[1]};
 }
 
 void print_parts(const char* what, const StepTimes& t) {
   std::printf(
-      "  %-22s %8.1f ms/step: pack %.1f, reduce-scatter wait %.1f, norm %.1f, update %.1f, "
+      "  %-22s %8.1f ms/step: pack %.1f, reduce-scatter wait %.1f, norm %.1f, update %.1f, all-to-all wait %.1f, "
       "all-gather wait %.1f, unpack %.1f (rank 0, %lld buckets)\n",
-      what, t.total_ms, t.pack_ms, t.reduce_wait_ms, t.norm_ms, t.update_ms, t.gather_wait_ms, t.unpack_ms,
-      static_cast<long long>(t.buckets));
+      what, t.total_ms, t.pack_ms, t.reduce_wait_ms, t.norm_ms, t.update_ms, t.exchange_wait_ms, t.gather_wait_ms,
+      t.unpack_ms, static_cast<long long>(t.buckets));
+}
+
+// Median milliseconds of `steps` timed calls of the blocking `collectives` (after one warm-up), max over ranks.
+template <typename Collectives>
+double time_collectives(orthotron::Communicator& world, int steps, Collectives&& collectives) {
+  std::vector<double> ms;
+  for (int st = -1; st < steps; ++st) {
+    world.barrier();
+    const auto t0 = std::chrono::steady_clock::now();
+    collectives();
+    if (st >= 0) ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+  }
+  at::Tensor m = at::full({1}, median(ms), at::kDouble);
+  world.all_reduce(m, orthotron::ReduceOp::kMax);
+  return m.item<double>();
+}
+
+// The exposed step against the sum of its parts: the collectives timed alone plus the compute parts
+// of the one-bucket step (packing, norm, update, unpacking; no waits).
+void print_against_sum(const char* what, double comm_ms, const StepTimes& one, const StepTimes& bucketed,
+                       double bucket_mb) {
+  const double compute = one.pack_ms + one.norm_ms + one.update_ms + one.unpack_ms;
+  std::printf(
+      "  %s: collectives alone (blocking) %.1f ms + compute parts %.1f ms = %.1f ms; exposed step: one bucket "
+      "%.1f ms (%.2f of the sum), %.0f MB buckets %.1f ms (%.2f)\n",
+      what, comm_ms, compute, comm_ms + compute, one.total_ms, one.total_ms / (comm_ms + compute), bucket_mb,
+      bucketed.total_ms, bucketed.total_ms / (comm_ms + compute));
 }
 
 // A barrier that takes no CPU while it waits: polled every 10 ms.
@@ -194,18 +223,10 @@ int main(int argc, char** argv) {
     {
       const int64_t S = dist.plan().shard_len;
       at::Tensor buffer = at::randn({S * w}), shard = at::empty({S});
-      std::vector<double> ms;
-      for (int st = -1; st < steps; ++st) {
-        world->barrier();
-        const auto t0 = std::chrono::steady_clock::now();
+      comm_ms = time_collectives(*world, steps, [&] {
         world->reduce_scatter(shard, buffer, orthotron::ReduceOp::kAvg);
         world->all_gather(buffer, shard);
-        if (st >= 0)
-          ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
-      }
-      at::Tensor m = at::full({1}, median(ms), at::kDouble);
-      world->all_reduce(m, orthotron::ReduceOp::kMax);
-      comm_ms = m.item<double>();
+      });
     }
 
     orthotron::DistributedMuonWithAdamW dist_b(params, *world, groups, orthotron::default_routing_rules(), splits, {},
@@ -219,6 +240,28 @@ int main(int argc, char** argv) {
       std::tie(b_one, b_bucketed) = time_one_and_bucketed(*world, params, steps, rounds, dist_b, *twin);
     }
     const double dist_b_ms = b_bucketed.total_ms;
+    // Layout B's collectives alone, blocking: the reduce-scatter and all-gather of its W x S and the
+    // gather-to-owner and scatter-back all-to-alls with the plan's counts.
+    double comm_b_ms = 0;
+    {
+      const auto& pb = dist_b.plan();
+      std::vector<int64_t> to(static_cast<size_t>(w), 0), from(static_cast<size_t>(w), 0);
+      for (const auto& seg : pb.segments) {
+        const int owner = pb.owner[seg.param];
+        if (owner < 0 || owner == seg.rank) continue;
+        if (seg.rank == r) to[static_cast<size_t>(owner)] += seg.count;
+        if (owner == r) from[static_cast<size_t>(seg.rank)] += seg.count;
+      }
+      at::Tensor buffer = at::randn({pb.shard_len * w}), shard = at::empty({pb.shard_len});
+      at::Tensor pieces = at::randn({std::accumulate(to.begin(), to.end(), int64_t{0})});
+      at::Tensor gathered = at::empty({std::accumulate(from.begin(), from.end(), int64_t{0})});
+      comm_b_ms = time_collectives(*world, steps, [&] {
+        world->reduce_scatter(shard, buffer, orthotron::ReduceOp::kAvg);
+        world->all_to_all(gathered, pieces, to, from);
+        world->all_to_all(pieces, gathered, from, to);
+        world->all_gather(buffer, shard);
+      });
+    }
     const std::string auto_reason = orthotron::DistributedMuonWithAdamW(
                                         params, *world, groups, orthotron::default_routing_rules(), splits, {}, "auto")
                                         .grid_plan()
@@ -261,27 +304,17 @@ int main(int argc, char** argv) {
                   static_cast<long long>(dist_bytes));
       print_parts("A in one bucket", one_bucket);
       print_parts("A in buckets", bucketed);
-      const double compute = one_bucket.pack_ms + one_bucket.norm_ms + one_bucket.update_ms + one_bucket.unpack_ms;
-      std::printf(
-          "  collectives alone (reduce-scatter + all-gather, blocking) %.1f ms; compute parts %.1f ms; "
-          "sum %.1f ms; exposed step: one bucket %.1f ms (%.2f of the sum), %.0f MB buckets %.1f ms "
-          "(%.2f)\n",
-          comm_ms, compute, comm_ms + compute, one_bucket.total_ms, one_bucket.total_ms / (comm_ms + compute),
-          bucket_mb, bucketed.total_ms, bucketed.total_ms / (comm_ms + compute));
+      print_against_sum("A (reduce-scatter + all-gather)", comm_ms, one_bucket, bucketed, bucket_mb);
       std::printf("  distributed Muon B %10.1f ms/step  %12lld bytes/rank/step\n", dist_b_ms,
                   static_cast<long long>(dist_b_bytes));
       print_parts("B in one bucket", b_one);
       print_parts("B in buckets", b_bucketed);
+      print_against_sum("B (reduce-scatter, two all-to-alls, all-gather)", comm_b_ms, b_one, b_bucketed, bucket_mb);
       std::printf("  ZeRO-1 AdamW       %10.1f ms/step  %12lld bytes/rank/step\n", zero1_ms,
                   static_cast<long long>(zero1_bytes));
       print_parts("ZeRO-1 in one bucket", zero1_one);
       print_parts("ZeRO-1 in buckets", zero1_bucketed);
-      const double z_compute = zero1_one.pack_ms + zero1_one.norm_ms + zero1_one.update_ms + zero1_one.unpack_ms;
-      std::printf(
-          "  ZeRO-1: collectives alone %.1f ms + compute parts %.1f ms = %.1f ms; exposed step: one bucket "
-          "%.1f ms (%.2f of the sum), buckets %.1f ms (%.2f)\n",
-          comm_ms, z_compute, comm_ms + z_compute, zero1_one.total_ms, zero1_one.total_ms / (comm_ms + z_compute),
-          zero1_bucketed.total_ms, zero1_bucketed.total_ms / (comm_ms + z_compute));
+      print_against_sum("ZeRO-1 (reduce-scatter + all-gather)", comm_ms, zero1_one, zero1_bucketed, bucket_mb);
       std::printf("  single-process Muon%10.1f ms/step  (rank 0 alone, the others asleep, %d threads)\n", single_ms,
                   static_cast<int>(std::thread::hardware_concurrency()));
       std::printf(

@@ -612,7 +612,7 @@ void DistributedMuonWithAdamW::update_and_gather_element_wise_in_buckets(const s
   }
   finish_bucket(K - 1);
   audit_ns(expected);
-  last_times_.update_ms += ms_since(t_update);
+  last_times_.update_ms += ms_since(t_update) - last_times_.exchange_wait_ms;
   unpack_gathers(all_gathers);
 }
 
@@ -722,7 +722,9 @@ std::vector<at::Tensor> DistributedMuonWithAdamW::finish_gather_to_owners(Posted
                                                                           const at::Tensor& shard_grad, int64_t k) {
   const int me = dp_.rank();
   const int64_t base = static_cast<int64_t>(me) * plan_.shard_len;
+  const auto t0 = std::chrono::steady_clock::now();
   x.work->wait();
+  last_times_.exchange_wait_ms += ms_since(t0);
   // Each owned matrix whole: its own shard's piece and every other shard's, in segment order.
   std::vector<at::Tensor> out;
   std::map<size_t, size_t> slot;
@@ -787,7 +789,9 @@ PostedExchange DistributedMuonWithAdamW::post_scatter_owned_values(const std::ve
 void DistributedMuonWithAdamW::finish_scatter_owned_values(PostedExchange& x, int64_t k) {
   const int me = dp_.rank();
   const int64_t base = static_cast<int64_t>(me) * plan_.shard_len;
+  const auto t0 = std::chrono::steady_clock::now();
   x.work->wait();
+  last_times_.exchange_wait_ms += ms_since(t0);
   for (const auto& s : my_segments_) {
     const int q = plan_.owner[s.param];
     if (q < 0 || q == me || !in_bucket(s.param, k)) continue;

@@ -132,7 +132,7 @@ TEST(ShardBuckets, BackwardStartSharesOfGptPlans) {
         if (element_wise) {  // bucket 0 leaves once backward has produced its own parameters, the last ones
           int64_t first = 0;
           const auto buckets = element_buckets(params, plan.bucket_elements);
-        for (size_t i : buckets.front()) first += params[i].numel();
+          for (size_t i : buckets.front()) first += params[i].numel();
           EXPECT_DOUBLE_EQ(share[0], static_cast<double>(first) / static_cast<double>(plan.total_elements));
         }
         std::printf("%-10s %2s %5d %8lld %13.1f%% %21.1f%% %15lld of %lld\n", seven_b ? "7B" : "benchmark",
