@@ -9,6 +9,7 @@
 #   2. each resharded resume also trains on to iteration 7 at the new size: the losses are finite;
 #   3. a checkpoint of another model saved at another size is refused naming the parameter;
 #   4. resume=auto picks a checkpoint of another size and reshards it.
+#   5. layout B resumes under another bucket size (another cut) with bitwise the same losses.
 #   usage: reshard_e2e.sh SOURCE_DIR PRETRAIN_BINARY
 set -euo pipefail
 src=$1
@@ -139,4 +140,26 @@ launch 3 "$bin" "${common[@]}" --set training.train_iters=5 --set checkpoint.res
   --set logging.output_dir="$work/auto_out" >"$work/auto.log" 2>&1 || { cat "$work/auto.log"; fail "auto: run"; }
 grep -q "resumed from checkpoint '$work/auto/iter_0000004' at iteration 4" "$work/auto.log" || { cat "$work/auto.log"; fail "auto: no resharded resume"; }
 grep -q '"world_size": 3' "$work/auto/iter_0000005/manifest.json" || fail "auto: iteration 5 was not saved at 3 ranks"
+# 5. Layout B's cut follows its buckets: a checkpoint saved at iteration 4 with 1 MiB buckets resumes
+#    with 2 MiB ones (another cut, so resharded) and trains on to iteration 7 with the same losses, bit
+#    for bit, as the run that never stopped: the reduce-scatter sums each element in rank order and
+#    Newton-Schulz is per matrix, whatever the cut. Clipping is off because the logged gradient norm
+#    is a float32 sum taken shard by shard, which the cut moves in its last bits.
+layout_b=(--set parallel.shard_layout=element_wise --set training.max_grad_norm=0 --set training.train_iters=7)
+launch 2 "$bin" "${common[@]}" "${layout_b[@]}" --set parallel.bucket_mb=1 --set checkpoint.dir="$work/b1" \
+  --set checkpoint.save_interval=4 --set logging.output_dir="$work/b1_out" >"$work/b1.log" 2>&1 ||
+  { cat "$work/b1.log"; fail "layout B, 1 MiB buckets: run"; }
+grep -Eq "all-gather: ([2-9]|[1-9][0-9]+) overlapped bucket" "$work/b1.log" || fail "layout B: 1 MiB is one bucket here"
+launch 2 "$bin" "${common[@]}" "${layout_b[@]}" --set parallel.bucket_mb=2 --set checkpoint.resume="$work/b1/iter_0000004" \
+  --set logging.output_dir="$work/b2_out" >"$work/b2.log" 2>&1 || { cat "$work/b2.log"; fail "layout B, 2 MiB buckets: resume"; }
+grep -q "resumed from checkpoint '$work/b1/iter_0000004' at iteration 4.*saved on another grid" "$work/b2.log" ||
+  { cat "$work/b2.log"; fail "layout B: another bucket size was not resharded"; }
+python3 - "$work/b1_out/metrics.jsonl" "$work/b2_out/metrics.jsonl" <<'PY' || fail "layout B: the resumed run's losses differ"
+import json, sys
+a, b = ({r["iteration"]: r["loss"] for r in map(json.loads, open(p)) if r.get("kind") == "train"} for p in sys.argv[1:3])
+want = [5, 6, 7]
+if sorted(b) != want: sys.exit(f"resumed iterations {sorted(b)}, expected {want}")
+if any(a[i] != b[i] for i in want): sys.exit(f"losses differ: {[a[i] for i in want]} vs {[b[i] for i in want]}")
+print("reshard_e2e: layout B, 1 MiB -> 2 MiB buckets: losses " + ", ".join(f"{b[i]:.6f}" for i in want) + " bitwise")
+PY
 echo "reshard_e2e: OK"
