@@ -224,6 +224,12 @@ void DistributedMuonWithAdamW::set_bucket_bytes(int64_t bytes) {
       if (in.empty() || in.back() != k) in.push_back(k);
     }
   }
+  muon_segments_.assign(static_cast<size_t>(buckets_.count()) + 1, {});
+  for (const auto& seg : plan_.segments) {
+    if (plan_.owner[seg.param] < 0 || param_buckets_[seg.param].empty()) continue;
+    muon_segments_[static_cast<size_t>(param_buckets_[seg.param].front())].push_back(&seg);
+    muon_segments_.back().push_back(&seg);
+  }
   // The pieces move with the bucket size: the padding between them must be zero again (step()
   // writes only pieces).
   if (grad_buffer_.defined()) grad_buffer_.zero_();
@@ -693,6 +699,10 @@ std::pair<at::Tensor, std::vector<int64_t>> exchange(Communicator& comm, const s
 
 }  // namespace
 
+const std::vector<const PlanSegment*>& DistributedMuonWithAdamW::muon_segments(int64_t k) const {
+  return muon_segments_[k < 0 ? muon_segments_.size() - 1 : static_cast<size_t>(k)];
+}
+
 bool DistributedMuonWithAdamW::in_bucket(size_t i, int64_t k) const {
   return k < 0 || (!param_buckets_[i].empty() && param_buckets_[i].front() == k);
 }
@@ -711,9 +721,8 @@ PostedExchange DistributedMuonWithAdamW::post_gather_to_owners(const at::Tensor&
   }
   std::vector<at::Tensor> chunks;
   for (auto& d : by_dest) chunks.insert(chunks.end(), d.begin(), d.end());
-  for (const auto& s : plan_.segments) {
-    if (plan_.owner[s.param] == me && s.rank != me && in_bucket(s.param, k))
-      recv_counts[static_cast<size_t>(s.rank)] += s.count;
+  for (const PlanSegment* s : muon_segments(k)) {
+    if (plan_.owner[s->param] == me && s->rank != me) recv_counts[static_cast<size_t>(s->rank)] += s->count;
   }
   return post_exchange(dp_, chunks, send_counts, recv_counts, shard_grad.options());
 }
@@ -733,15 +742,15 @@ std::vector<at::Tensor> DistributedMuonWithAdamW::finish_gather_to_owners(Posted
     slot[i] = out.size();
     out.push_back(at::empty({plan_.params[i].numel()}, shard_grad.options()));
   }
-  for (const auto& s : plan_.segments) {
-    if (plan_.owner[s.param] != me || !in_bucket(s.param, k)) continue;
-    at::Tensor dst = out[slot.at(s.param)].narrow(0, s.param_begin, s.count);
-    if (s.rank == me) {
-      dst.copy_(shard_grad.narrow(0, s.buffer_offset - base, s.count));
+  for (const PlanSegment* s : muon_segments(k)) {
+    if (plan_.owner[s->param] != me) continue;
+    at::Tensor dst = out[slot.at(s->param)].narrow(0, s->param_begin, s->count);
+    if (s->rank == me) {
+      dst.copy_(shard_grad.narrow(0, s->buffer_offset - base, s->count));
     } else {
-      int64_t& o = x.offset[static_cast<size_t>(s.rank)];
-      dst.copy_(x.recv.narrow(0, o, s.count));
-      o += s.count;
+      int64_t& o = x.offset[static_cast<size_t>(s->rank)];
+      dst.copy_(x.recv.narrow(0, o, s->count));
+      o += s->count;
     }
   }
   return out;
@@ -767,14 +776,14 @@ PostedExchange DistributedMuonWithAdamW::post_scatter_owned_values(const std::ve
   // Sent to q: the pieces of this rank's matrices that sit in q's shard, in parameter order.
   std::vector<int64_t> send_counts(static_cast<size_t>(W), 0), recv_counts(static_cast<size_t>(W), 0);
   std::vector<std::vector<at::Tensor>> by_dest(static_cast<size_t>(W));
-  for (const auto& s : plan_.segments) {
-    if (plan_.owner[s.param] != me || !in_bucket(s.param, k)) continue;
-    const at::Tensor piece = owned[slot.at(s.param)].narrow(0, s.param_begin, s.count);
-    if (s.rank == me) {
-      param_shard_.narrow(0, s.buffer_offset - base, s.count).copy_(piece);
+  for (const PlanSegment* s : muon_segments(k)) {
+    if (plan_.owner[s->param] != me) continue;
+    const at::Tensor piece = owned[slot.at(s->param)].narrow(0, s->param_begin, s->count);
+    if (s->rank == me) {
+      param_shard_.narrow(0, s->buffer_offset - base, s->count).copy_(piece);
     } else {
-      by_dest[static_cast<size_t>(s.rank)].push_back(piece);
-      send_counts[static_cast<size_t>(s.rank)] += s.count;
+      by_dest[static_cast<size_t>(s->rank)].push_back(piece);
+      send_counts[static_cast<size_t>(s->rank)] += s->count;
     }
   }
   std::vector<at::Tensor> chunks;

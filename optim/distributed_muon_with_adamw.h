@@ -282,6 +282,10 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// Layout B: whether parameter i lies in bucket k (every parameter lies in one bucket of layout
   /// B's cut); k < 0: every bucket.
   bool in_bucket(size_t i, int64_t k) const;
+  /// The plan's segments (every rank's) of the Muon matrices in bucket k, in buffer order; k < 0:
+  /// of every Muon matrix. Indexed once per bucket layout, so a step's per-bucket exchanges cost
+  /// O(segments) in all rather than O(buckets x segments).
+  const std::vector<const PlanSegment*>& muon_segments(int64_t k) const;
   /// Layout B, collective over DP: every Muon matrix this rank owns, its averaged gradient whole
   /// (flat), in parameter order, from the shards holding its pieces (one uneven all-to-all).
   std::vector<at::Tensor> gather_to_owners(const at::Tensor& shard_grad);
@@ -317,9 +321,10 @@ class DistributedMuonWithAdamW : public Optimizer {
   std::map<size_t, AdamWState> adamw_;     // AdamW parameters with a run in this shard (slice-sized)
   std::vector<PlanSegment> my_segments_;
   std::vector<PlanSegment> holdings_;
-  ShardBuckets buckets_;                             // the physical arrangement of the two W x S buffers
-  std::vector<std::vector<BucketPiece>> pieces_;     // per bucket: every parameter piece in it
-  std::vector<std::vector<int64_t>> param_buckets_;  // per parameter: the buckets holding a piece of it
+  ShardBuckets buckets_;                                        // the physical arrangement of the two W x S buffers
+  std::vector<std::vector<BucketPiece>> pieces_;                // per bucket: every parameter piece in it
+  std::vector<std::vector<int64_t>> param_buckets_;             // per parameter: the buckets holding a piece of it
+  std::vector<std::vector<const PlanSegment*>> muon_segments_;  // per bucket, then all: muon_segments()
   // The reduction of the coming step (begin_backward_reduction .. step): reduce-scatters posted in
   // bucket order; while armed, which parameters are ready and how many each bucket still waits for.
   std::vector<WorkPtr> reductions_;

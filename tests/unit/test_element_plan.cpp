@@ -251,8 +251,8 @@ TEST(ElementPlan, SevenBillionGptLayoutBInBuckets) {
   const GptShape s = orthotron::testing::seven_billion_gpt_shape();
   const auto params = orthotron::testing::gpt_plan_params(s, orthotron::testing::gpt_splits(s));
   const int64_t bucket = element_bucket_elements(16 << 20, 4);
-  std::printf("%6s %12s %12s %8s %14s %10s %10s %10s\n", "W", "B/ZeRO-1 1", "B/ZeRO-1 K", "K", "padding", "first",
-              "half", "plan (ms)");
+  std::printf("%6s %12s %12s %8s %14s %10s %10s %10s %10s\n", "W", "B/ZeRO-1 1", "B/ZeRO-1 K", "K", "padding", "first",
+              "half", "plan (ms)", "segments");
   for (int w : {8, 64, 1024, 4096}) {
     const OwnerPlan a = make_owner_plan(params, w), one = make_element_plan(params, w);
     const auto start = std::chrono::steady_clock::now();
@@ -260,9 +260,9 @@ TEST(ElementPlan, SevenBillionGptLayoutBInBuckets) {
     const double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
     const LayoutCost c1 = compare_layouts(a, one), ck = compare_layouts(a, b);
     const std::vector<double> share = backward_start_shares(b, shard_buckets_at(w, b.bucket_bounds));
-    std::printf("%6d %12.4f %12.4f %8zu %14lld %9.1f%% %9.1f%% %10.1f\n", w, c1.ratio(c1.element_wise),
+    std::printf("%6d %12.4f %12.4f %8zu %14lld %9.1f%% %9.1f%% %10.1f %10zu\n", w, c1.ratio(c1.element_wise),
                 ck.ratio(ck.element_wise), share.size(), static_cast<long long>(b.padding()), 100 * share.front(),
-                100 * share[share.size() / 2], ms);
+                100 * share[share.size() / 2], ms, b.segments.size());
     EXPECT_LT(b.padding(), static_cast<int64_t>(share.size()) * w);
     EXPECT_LT(ck.ratio(ck.element_wise), 1.01 * c1.ratio(c1.element_wise)) << "W=" << w << ": the cut moves ~ the same";
     EXPECT_LT(share.front(), 0.03) << "W=" << w << ": the first bucket is the output head, first in backward";
