@@ -668,7 +668,7 @@ void DistributedMuonWithAdamW::update_gathered_or_element_wise(const std::vector
   if (debug_checks_enabled()) audit_ns(expected_ns_counts(audit_params_, stepped_muon));
   if (tp) return_gathered_pieces(gathered, logical_values, gathered_values);
   if (element_wise()) scatter_owned_values(owned);
-  last_times_.update_ms += ms_since(t_update);
+  last_times_.update_ms += ms_since(t_update) - last_times_.exchange_wait_ms;
 }
 
 namespace {

@@ -98,7 +98,7 @@ class DistributedMuonWithAdamW : public Optimizer {
     double reduce_wait_ms = 0;        ///< blocked on the reduce-scatters
     double norm_ms = 0;               ///< the global gradient norm (one small all-reduce) and the clip
     double update_ms = 0;             ///< the shard's values, Muon (momentum, NS, update) and AdamW on them
-    double exchange_wait_ms = 0;      ///< layout B without TP: blocked on its all-to-alls (not in update_ms)
+    double exchange_wait_ms = 0;      ///< layout B: blocked on its DP all-to-alls (not in update_ms)
     double gather_wait_ms = 0;        ///< blocked on the all-gathers (with TP: the all-gather and the unpacking;
                                       ///< the TP exchange and all-to-alls count in update_ms)
     double unpack_ms = 0;             ///< the gathered buffer into the parameters
