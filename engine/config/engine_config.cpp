@@ -179,13 +179,13 @@ const FieldTable<ParallelOptions>& parallel_option_fields() {
           choice_field<O>("shard_layout",
                           "distributed Muon's data-parallel layout: auto (the one moving fewer bytes, from the plan) | "
                           "owner_aligned (A: matrices whole in their owner's shard) | element_wise (B: ZeRO-1's even "
-                          "cut, Muon pieces sent to the owner and back)",
+                          "cut per bucket, Muon pieces sent to the owner and back)",
                           {"auto", "owner_aligned", "element_wise"},
                           [](O& o) -> std::string& { return o.shard_layout; }),
           number_field<O, int64_t>(
               "bucket_mb",
               "MiB of gradients per overlapped bucket of the reduce-scatter and all-gather (bitwise equal "
-              "to one bucket); 0: one bucket",
+              "to one bucket; layout B cuts its shards by these buckets); 0: one bucket",
               {0, 1 << 20}, [](O& o) -> int64_t& { return o.bucket_mb; }),
           bool_field<O>("overlap_backward",
                         "start each gradient bucket's reduce-scatter during backward as soon as its gradients are "
