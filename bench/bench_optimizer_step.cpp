@@ -62,19 +62,23 @@ double time_steps(orthotron::Communicator& world, orthotron::NamedParameters& pa
 using StepTimes = orthotron::DistributedMuonWithAdamW::StepTimes;
 
 // Two distributed optimizers over the same parameters, `one` in one bucket and `bucketed` in buckets
-// (set_bucket_bytes before their first step: layout B's cut follows its buckets), alternating over
-// `rounds` rounds of `steps` timed steps each (after one warm-up of each): per setting, the median
-// step time (max over ranks) and the median of each part on this rank.
+// of `bucket_bytes` (set before their first step: layout B's cut follows its buckets), alternating
+// over `rounds` rounds of `steps` timed steps each (after one warm-up of each): per setting, the
+// median step time (max over ranks) and the median of each part on this rank. Each setting first
+// sets its bucket size again (the same value: the plan stays), which under layout B makes the
+// parameters alias that optimizer's buffer, as they would in a run with one optimizer.
 std::pair<StepTimes, StepTimes> time_one_and_bucketed(orthotron::Communicator& world,
                                                       orthotron::NamedParameters& params, int steps, int rounds,
                                                       orthotron::DistributedMuonWithAdamW& one,
-                                                      orthotron::DistributedMuonWithAdamW& bucketed) {
+                                                      orthotron::DistributedMuonWithAdamW& bucketed,
+                                                      int64_t bucket_bytes) {
   std::vector<StepTimes> parts[2];
   std::vector<double> totals[2];
   int64_t buckets[2] = {one.buckets(), bucketed.buckets()};
   for (int round = -1; round < rounds; ++round) {  // round -1: warm-up
     for (int setting = 0; setting < 2; ++setting) {
       orthotron::DistributedMuonWithAdamW& opt = setting == 0 ? one : bucketed;
+      opt.set_bucket_bytes(setting == 0 ? 0 : bucket_bytes);
       for (int s = 0; s < (round < 0 ? 1 : steps); ++s) {
         fill_grads(params, 7 + s);
         world.barrier();
@@ -214,7 +218,7 @@ int main(int argc, char** argv) {
     StepTimes one_bucket, bucketed;
     {
       auto twin = bucketed_twin(groups, orthotron::default_routing_rules(), splits, "owner_aligned");
-      std::tie(one_bucket, bucketed) = time_one_and_bucketed(*world, params, steps, rounds, dist, *twin);
+      std::tie(one_bucket, bucketed) = time_one_and_bucketed(*world, params, steps, rounds, dist, *twin, bucket_bytes);
     }
     const double dist_ms = bucketed.total_ms;
 
@@ -237,7 +241,7 @@ int main(int argc, char** argv) {
     StepTimes b_one, b_bucketed;
     {
       auto twin = bucketed_twin(groups, orthotron::default_routing_rules(), splits, "element_wise");
-      std::tie(b_one, b_bucketed) = time_one_and_bucketed(*world, params, steps, rounds, dist_b, *twin);
+      std::tie(b_one, b_bucketed) = time_one_and_bucketed(*world, params, steps, rounds, dist_b, *twin, bucket_bytes);
     }
     const double dist_b_ms = b_bucketed.total_ms;
     // Layout B's collectives alone, blocking: the reduce-scatter and all-gather of its W x S and the
@@ -274,7 +278,8 @@ int main(int argc, char** argv) {
     StepTimes zero1_one, zero1_bucketed;
     {
       auto twin = bucketed_twin({groups[1]}, {all_adamw}, orthotron::SplitRegistry{}, "owner_aligned");
-      std::tie(zero1_one, zero1_bucketed) = time_one_and_bucketed(*world, params, steps, rounds, zero1, *twin);
+      std::tie(zero1_one, zero1_bucketed) =
+          time_one_and_bucketed(*world, params, steps, rounds, zero1, *twin, bucket_bytes);
     }
     const double zero1_ms = zero1_bucketed.total_ms;
 

@@ -189,6 +189,7 @@ WorkPtr DistributedMuonWithAdamW::post_gather(int64_t k) {
 
 void DistributedMuonWithAdamW::unpack_bucket(int64_t k) {
   for (const auto& piece : pieces_[static_cast<size_t>(k)]) {
+    if (params_[piece.param].tensor.data_ptr() == alias_[piece.param]) continue;  // the all-gather wrote it
     params_[piece.param]
         .tensor.view(-1)
         .narrow(0, piece.param_begin, piece.count)
@@ -233,6 +234,39 @@ void DistributedMuonWithAdamW::set_bucket_bytes(int64_t bytes) {
   // The pieces move with the bucket size: the padding between them must be zero again (step()
   // writes only pieces).
   if (grad_buffer_.defined()) grad_buffer_.zero_();
+  alias_parameters();
+}
+
+void DistributedMuonWithAdamW::alias_parameters() {
+  alias_.assign(params_.size(), nullptr);
+  if (!element_wise() || tp_.size() > 1) return;
+  // Under layout B each parameter lies in one bucket, whose span is the backward order: its pieces
+  // are one contiguous run of the buffer.
+  std::vector<int64_t> start(params_.size(), -1), covered(params_.size(), 0);
+  for (const auto& pieces : pieces_) {
+    for (const auto& piece : pieces) {
+      if (piece.param_begin == 0) start[piece.param] = piece.physical;
+      covered[piece.param] += piece.count;
+    }
+  }
+  for (const auto& pieces : pieces_) {
+    for (const auto& piece : pieces) {
+      if (piece.physical != start[piece.param] + piece.param_begin) {
+        throw InvariantError("layout B: parameter '" + params_[piece.param].name + "' is not one run of the buffer (" +
+                             "elements from " + std::to_string(piece.param_begin) + " at " +
+                             std::to_string(piece.physical) + ", element 0 at " + std::to_string(start[piece.param]) +
+                             ")");
+      }
+    }
+  }
+  c10::NoGradGuard no_grad;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    at::Tensor& p = params_[i].tensor;
+    if (covered[i] != p.numel() || p.numel() == 0) continue;
+    param_buffer_.narrow(0, start[i], p.numel()).copy_(p.view(-1));
+    p.set_(param_buffer_.storage(), param_buffer_.storage_offset() + start[i], p.sizes(), p.strides());
+    alias_[i] = p.data_ptr();
+  }
 }
 
 void DistributedMuonWithAdamW::sync_parameters() {

@@ -72,7 +72,9 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// each Muon gradient's pieces sent to its DP
   /// owner by one all-to-all and the result's pieces back by a second; with TP, the owner's whole
   /// piece then takes part in the TP exchange as under A) or auto (the one moving fewer bytes).
-  /// grid_plan().layout_reason says which and why.
+  /// grid_plan().layout_reason says which and why. Under layout B without TP every parameter's
+  /// storage becomes its run of the optimizer's parameter buffer (alias_parameters; values kept), so a
+  /// view taken of a parameter before construction or set_bucket_bytes no longer aliases it.
   DistributedMuonWithAdamW(NamedParameters params, Communicator& dp, std::vector<ParamGroup> groups = default_groups(),
                            std::vector<RoutingRule> rules = default_routing_rules(), SplitRegistry splits = {},
                            TensorParallelContext tp = {}, const std::string& shard_layout = "owner_aligned");
@@ -236,8 +238,13 @@ class DistributedMuonWithAdamW : public Optimizer {
   void post_reductions(bool all, double& pack_ms);
   /// Bucket k's all-gather (param_shard_ -> param_buffer_), posted. Collective over DP.
   WorkPtr post_gather(int64_t k);
-  /// The parameters' elements in bucket k <- param_buffer_.
+  /// The parameters' elements in bucket k <- param_buffer_ (nothing for a parameter that aliases it).
   void unpack_bucket(int64_t k);
+  /// Layout B without TP: every parameter's storage becomes its run of param_buffer_ (values kept),
+  /// so the all-gather writes the parameters in place and unpacking is skipped. A parameter that
+  /// another optimizer or the caller later moves to other storage is detected (its data pointer
+  /// differs) and copied as before. InvariantError if a parameter is not one run of the buffer.
+  void alias_parameters();
   /// Step 3 for segment `s`: AdamW runs at once; a Muon matrix this rank owns whole (layout A, not
   /// gathered by a TP owner) appends its task. False when the segment is left to the caller (a
   /// layout-B piece or a TP-gathered piece).
@@ -325,6 +332,7 @@ class DistributedMuonWithAdamW : public Optimizer {
   std::vector<std::vector<BucketPiece>> pieces_;                // per bucket: every parameter piece in it
   std::vector<std::vector<int64_t>> param_buckets_;             // per parameter: the buckets holding a piece of it
   std::vector<std::vector<const PlanSegment*>> muon_segments_;  // per bucket, then all: muon_segments()
+  std::vector<const void*> alias_;  // per parameter: its data pointer while it aliases param_buffer_, else null
   // The reduction of the coming step (begin_backward_reduction .. step): reduce-scatters posted in
   // bucket order; while armed, which parameters are ready and how many each bucket still waits for.
   std::vector<WorkPtr> reductions_;

@@ -184,6 +184,38 @@ TEST(DistributedMuon, ElementWiseLayoutEqualsSingleProcessBitwise) {
   }
 }
 
+// Layout B without TP: the parameters become runs of the optimizer's parameter buffer (backward
+// order within a bucket), so the all-gather writes them in place. A second optimizer over the same
+// parameters takes them over; the first one notices and copies its results as before: still bitwise.
+TEST(DistributedMuon, ElementWiseParametersAliasTheBufferAndSurviveBeingTakenOver) {
+  const GptShape s;
+  const NamedParameters init = orthotron::testing::gpt_params(s, 11);
+  const SplitRegistry splits = orthotron::testing::gpt_splits(s);
+  NamedParameters shared = clone_params(init), ref = clone_params(init);
+  DistributedMuonWithAdamW first(shared, world(), test_groups(), default_routing_rules(), splits, {}, "element_wise");
+  // One bucket: every parameter follows the next one in the buffer (backward order), back to back.
+  for (size_t i = 0; i + 1 < shared.size(); ++i) {
+    const auto* here = static_cast<const char*>(shared[i].tensor.data_ptr());
+    const auto* next = static_cast<const char*>(shared[i + 1].tensor.data_ptr());
+    EXPECT_EQ(here, next + shared[i + 1].tensor.nbytes())
+        << shared[i].name << " is not aliased after " << shared[i + 1].name;
+  }
+  expect_bitwise(shared, init, "values kept when aliased");
+  const void* before = shared[0].tensor.data_ptr();
+  DistributedMuonWithAdamW second(shared, world(), test_groups(), default_routing_rules(), splits, {}, "element_wise");
+  second.set_bucket_bytes(4 * world().size() * 1007);
+  ASSERT_NE(shared[0].tensor.data_ptr(), before) << "the second optimizer did not take the parameters over";
+  expect_bitwise(shared, init, "values kept when taken over");
+  MuonWithAdamW sopt(ref, test_groups(), default_routing_rules(), splits);
+  for (int step = 0; step < 4; ++step) {
+    set_grads(shared, ref, step);
+    first.step();
+    sopt.step();
+  }
+  expect_bitwise(shared, ref, "the first optimizer after the second took the parameters over, 4 steps");
+  expect_ranks_agree(shared);
+}
+
 // Overlapped buckets (set_bucket_bytes): every bucket's reduce-scatter and all-gather is its own
 // collective, matrices straddle bucket boundaries, and the result stays bitwise equal to the
 // single-process container (exactly summable gradients) and to the one-bucket step on ordinary
