@@ -296,9 +296,14 @@ VerifiedShard verify_shard(const std::string& dir, int rank, int world, int tp, 
         saved_world == world && saved_tp == tp && saved_layout == job_layout && saved_buckets == job_buckets;
     VerifiedShard out;
     if (!same_grid && plan == nullptr) {
+      const std::string cut = saved_layout == "owner_aligned"
+                                  ? std::string()
+                                  : " under shard layout " + saved_layout + " in buckets of " +
+                                        std::to_string(saved_buckets) + " elements (0: one bucket)";
       throw ConfigError(std::string(kFatal) + " checkpoint '" + dir + "' was saved at " +
-                        grid_name(saved_tp, saved_world) + ", this job runs " + std::to_string(world) +
-                        " (verify_checkpoint_shard checks the same grid only; load_checkpoint reshards)");
+                        grid_name(saved_tp, saved_world) + cut + ", this job runs " + std::to_string(world) +
+                        " rank(s) under owner_aligned (verify_checkpoint_shard checks the same grid only; "
+                        "load_checkpoint reshards)");
     }
     if (splits != nullptr) out.split_error = describe_split_mismatch(field(m, "splits", dir), *splits);
     if (!same_grid) {

@@ -157,6 +157,16 @@ TEST(Checkpoint, OlderFormatVersionsAreReadOnlyWhereTheirPlanIsUnchanged) {
   rewrite(old, 1, nullptr);
   msg = thrown_message<FormatError>([&] { verify_checkpoint_shard(old.dir, 0, 1); });
   EXPECT_TRUE(contains(msg, "format_version 1, this build reads 3")) << msg;
+  // A version-3 checkpoint of layout B is another grid for the same-grid verifier, which says so.
+  HandBuilt b3("v3b");
+  nlohmann::json m = nlohmann::json::parse(read_bytes(b3.dir + "/manifest.json"));
+  m["layout"] = {{"shard_layout", "element_wise"}, {"bucket_elements", 1000}};
+  write_text(b3.dir + "/manifest.json", m.dump());
+  msg = thrown_message<ConfigError>([&] { verify_checkpoint_shard(b3.dir, 0, 1); });
+  EXPECT_TRUE(contains(msg,
+                       "saved at data-parallel size 1 under shard layout element_wise in buckets of 1000 "
+                       "elements (0: one bucket), this job runs 1 rank(s) under owner_aligned"))
+      << msg;
 }
 
 TEST(Checkpoint, AMissingManifestAndAnotherWorldSizeAreRefused) {
