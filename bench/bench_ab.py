@@ -6,6 +6,9 @@
         [--iters 30] [--skip 10] [--log-interval 10] [--runs-dir runs/bench_ab]
         [--out bench/results/ab_bench.md]
 
+--key binary compares two builds instead: its --values are two orthotron_pretrain paths (copy the
+baseline's binary aside before rebuilding; the project's libraries are linked in statically).
+
 For each layout RANKSxTHREADS, --rounds rounds of one short run per value, the values alternating
 so that drift on the machine falls on both; each run's figures are the medians over its log
 windows after the first --skip iterations (bench_common.window_medians), and each value's figure is
@@ -52,12 +55,15 @@ def main() -> int:
         runs = {v: [] for v in values}
         for rnd in range(a.rounds):
             for v in values:
-                run_dir = os.path.abspath(os.path.join(a.runs_dir, f"{ranks}x{threads}_{v}_{rnd}"))
-                sets = a.set + [f"{a.key}={v}", f"training.train_iters={a.iters}", "training.eval_interval=0",
+                label = f"binary{values.index(v)}" if a.key == "binary" else v
+                run_dir = os.path.abspath(os.path.join(a.runs_dir, f"{ranks}x{threads}_{label}_{rnd}"))
+                binary = v if a.key == "binary" else a.binary
+                keyed = [] if a.key == "binary" else [f"{a.key}={v}"]
+                sets = a.set + keyed + [f"training.train_iters={a.iters}", "training.eval_interval=0",
                                 "training.eval_iters=1", f"logging.log_interval={a.log_interval}",
                                 f"training.lr_schedule.warmup={min(5, a.iters - 1)}"]
                 bc.log(f"[bench_ab] {ranks} rank(s) x {threads} thread(s), {a.key}={v}, round {rnd + 1}")
-                info = bc.run_pretrain(run_dir, ranks, threads, a.config, sets, a.binary)
+                info = bc.run_pretrain(run_dir, ranks, threads, a.config, sets, binary)
                 med = bc.window_medians(bc.read_metrics(run_dir), a.skip)
                 runs[v].append({**med, "load_before": info["load_before"], "busy_during": info["busy_during"],
                                 "command": info["command"]})

@@ -696,10 +696,21 @@ void DistributedMuonWithAdamW::update_gathered_or_element_wise(const std::vector
       add_muon_task(i, owned.back().view(shape), grad, split_for(i), tasks, stepped_muon);
     }
   }
+  // The gathered pieces travel to their TP owners while this rank's own matrices are orthogonalized.
   std::vector<at::Tensor> logical_values;
-  if (tp) send_gathered_to_owners(gathered, gathered_grads, gathered_values, tasks, logical_values, stepped_muon);
+  PostedExchange to_owners;
+  if (tp) to_owners = post_send_gathered(gathered, gathered_grads, gathered_values);
   last_ns_counts_ = apply_muon_tasks(tasks);
-  if (debug_checks_enabled()) audit_ns(expected_ns_counts(audit_params_, stepped_muon));
+  NsCounts expected;
+  if (debug_checks_enabled()) expected = expected_ns_counts(audit_params_, stepped_muon);
+  if (tp) {
+    std::vector<MuonTask> gathered_tasks;
+    std::vector<size_t> stepped_gathered;
+    finish_send_gathered(to_owners, gathered, gathered_tasks, logical_values, stepped_gathered);
+    add_ns_counts(last_ns_counts_, apply_muon_tasks(gathered_tasks));
+    if (debug_checks_enabled()) add_ns_counts(expected, expected_ns_counts(audit_params_, stepped_gathered));
+  }
+  if (debug_checks_enabled()) audit_ns(expected);
   if (tp) return_gathered_pieces(gathered, logical_values, gathered_values);
   if (element_wise()) scatter_owned_values(owned);
   last_times_.update_ms += ms_since(t_update) - last_times_.exchange_wait_ms;
@@ -849,9 +860,9 @@ void DistributedMuonWithAdamW::scatter_owned_values(const std::vector<at::Tensor
   finish_scatter_owned_values(x, -1);
 }
 
-void DistributedMuonWithAdamW::send_gathered_to_owners(
-    const std::vector<size_t>& gathered, const std::vector<at::Tensor>& grads, const std::vector<at::Tensor>& values,
-    std::vector<MuonTask>& tasks, std::vector<at::Tensor>& logical_values, std::vector<size_t>& stepped) {
+PostedExchange DistributedMuonWithAdamW::post_send_gathered(const std::vector<size_t>& gathered,
+                                                            const std::vector<at::Tensor>& grads,
+                                                            const std::vector<at::Tensor>& values) {
   const int T = tp_.size(), me = tp_.rank();
   // Every TP rank of this DP index holds the same `gathered` list: the plan and the flags agree.
   std::vector<int64_t> send_counts(static_cast<size_t>(T), 0), recv_counts(static_cast<size_t>(T), 0);
@@ -869,8 +880,15 @@ void DistributedMuonWithAdamW::send_gathered_to_owners(
       }
     }
   }
-  auto [recv, src_offset] = exchange(*tp_.comm, chunks, send_counts, recv_counts, param_shard_.options());
+  return post_exchange(*tp_.comm, chunks, send_counts, recv_counts, param_shard_.options());
+}
 
+void DistributedMuonWithAdamW::finish_send_gathered(PostedExchange& x, const std::vector<size_t>& gathered,
+                                                    std::vector<MuonTask>& tasks,
+                                                    std::vector<at::Tensor>& logical_values,
+                                                    std::vector<size_t>& stepped) {
+  const int T = tp_.size(), me = tp_.rank();
+  x.work->wait();
   // The owner: assemble each logical gradient and value, then Muon exactly as single-process.
   for (size_t i : gathered) {
     if (grid_.tp_owner[i] != me) continue;
@@ -878,9 +896,9 @@ void DistributedMuonWithAdamW::send_gathered_to_owners(
     const c10::IntArrayRef piece(plan_.params[i].shape);
     std::vector<at::Tensor> grad_pieces, value_pieces;
     for (int q = 0; q < T; ++q) {
-      int64_t& o = src_offset[static_cast<size_t>(q)];
-      grad_pieces.push_back(recv.narrow(0, o, k).view(piece));
-      value_pieces.push_back(recv.narrow(0, o + k, k).view(piece));
+      int64_t& o = x.offset[static_cast<size_t>(q)];
+      grad_pieces.push_back(x.recv.narrow(0, o, k).view(piece));
+      value_pieces.push_back(x.recv.narrow(0, o + k, k).view(piece));
       o += 2 * k;
     }
     const at::Tensor grad = tp_assemble(grad_pieces, grid_.shard[i]);

@@ -276,11 +276,13 @@ class DistributedMuonWithAdamW : public Optimizer {
   const ParamSplit* split_for(size_t i) const;
   /// Step 3 for the gathered Muon parameters `gathered` (this DP index's, the same list on every TP
   /// rank), with their averaged gradient and value pieces (flat, parallel to `gathered`): the pieces
-  /// go to their TP owners; the owner appends its Muon tasks to `tasks` (logical tensors kept alive
-  /// in `logical_values`). Collective over the TP group.
-  void send_gathered_to_owners(const std::vector<size_t>& gathered, const std::vector<at::Tensor>& grads,
-                               const std::vector<at::Tensor>& values, std::vector<MuonTask>& tasks,
-                               std::vector<at::Tensor>& logical_values, std::vector<size_t>& stepped);
+  /// go to their TP owners by one all-to-all over the TP group, posted (collective over TP,
+  /// non-blocking; the pieces are copied at the post). finish_send_gathered waits, and the owner
+  /// appends its Muon tasks to `tasks` (logical tensors kept alive in `logical_values`).
+  PostedExchange post_send_gathered(const std::vector<size_t>& gathered, const std::vector<at::Tensor>& grads,
+                                    const std::vector<at::Tensor>& values);
+  void finish_send_gathered(PostedExchange& x, const std::vector<size_t>& gathered, std::vector<MuonTask>& tasks,
+                            std::vector<at::Tensor>& logical_values, std::vector<size_t>& stepped);
   /// The updated logical values back to the pieces' holders, into `dest` (flat, parallel to
   /// `gathered`). Collective over TP.
   void return_gathered_pieces(const std::vector<size_t>& gathered, const std::vector<at::Tensor>& logical_values,
