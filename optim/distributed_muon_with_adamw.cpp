@@ -226,8 +226,8 @@ void DistributedMuonWithAdamW::set_bucket_bytes(int64_t bytes) {
     }
   }
   muon_segments_.assign(static_cast<size_t>(buckets_.count()) + 1, {});
-  for (const auto& seg : plan_.segments) {
-    if (plan_.owner[seg.param] < 0 || param_buckets_[seg.param].empty()) continue;
+  for (const auto& seg : plan_.segments) {  // layout B's exchanges only
+    if (!element_wise() || plan_.owner[seg.param] < 0 || param_buckets_[seg.param].empty()) continue;
     muon_segments_[static_cast<size_t>(param_buckets_[seg.param].front())].push_back(&seg);
     muon_segments_.back().push_back(&seg);
   }
@@ -242,11 +242,10 @@ void DistributedMuonWithAdamW::alias_parameters() {
   if (!element_wise() || tp_.size() > 1) return;
   // Under layout B each parameter lies in one bucket, whose span is the backward order: its pieces
   // are one contiguous run of the buffer.
-  std::vector<int64_t> start(params_.size(), -1), covered(params_.size(), 0);
+  std::vector<int64_t> start(params_.size(), -1);
   for (const auto& pieces : pieces_) {
     for (const auto& piece : pieces) {
       if (piece.param_begin == 0) start[piece.param] = piece.physical;
-      covered[piece.param] += piece.count;
     }
   }
   for (const auto& pieces : pieces_) {
@@ -262,7 +261,7 @@ void DistributedMuonWithAdamW::alias_parameters() {
   c10::NoGradGuard no_grad;
   for (size_t i = 0; i < params_.size(); ++i) {
     at::Tensor& p = params_[i].tensor;
-    if (covered[i] != p.numel() || p.numel() == 0) continue;
+    if (p.numel() == 0) continue;  // no piece, no run
     param_buffer_.narrow(0, start[i], p.numel()).copy_(p.view(-1));
     p.set_(param_buffer_.storage(), param_buffer_.storage_offset() + start[i], p.sizes(), p.strides());
     alias_[i] = p.data_ptr();

@@ -275,21 +275,15 @@ VerifiedShard verify_shard(const std::string& dir, int rank, int world, int tp, 
     }
     // Another shard layout is another grid too: the shards hold other ranges (reshard.h).
     // (a manifest without a layout record is refused later, where a reshard needs it)
-    const Json saved_record = m.contains("layout") ? m.at("layout") : Json();
-    const std::string saved_layout =
-        saved_record.is_object() && saved_record.contains("shard_layout") && saved_record.at("shard_layout").is_string()
-            ? saved_record.at("shard_layout").get<std::string>()
-            : "owner_aligned";
+    const Json saved_record = m.contains("layout") ? m.at("layout") : Json::object();
+    const std::string saved_layout = saved_record.value("shard_layout", std::string("owner_aligned"));
     if (version != kCheckpointFormatVersion && saved_layout != "owner_aligned") {
       throw FormatError("'" + dir + "/" + kManifest + "': format_version " + std::to_string(version) +
                         " with shard layout " + saved_layout + ", whose cut this build no longer computes (it reads " +
                         saved_layout + " from format_version " + std::to_string(kCheckpointFormatVersion) + ")");
     }
     // Layout B's cut follows its buckets: another bucket size is another grid as well.
-    const int64_t saved_buckets = saved_record.is_object() && saved_record.contains("bucket_elements") &&
-                                          saved_record.at("bucket_elements").is_number_integer()
-                                      ? saved_record.at("bucket_elements").get<int64_t>()
-                                      : 0;
+    const int64_t saved_buckets = saved_record.value("bucket_elements", int64_t{0});
     const std::string job_layout = plan == nullptr ? "owner_aligned" : to_string(plan->dp.layout);
     const int64_t job_buckets = plan == nullptr ? 0 : plan->dp.bucket_elements;
     const bool same_grid =
