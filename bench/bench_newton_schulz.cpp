@@ -15,7 +15,12 @@
 //    computes on the small side (for a tall m x n input NS works on its n x m transpose);
 //  - the ratio NS GFLOP/s / matmul GFLOP/s: how close Newton-Schulz runs to the BLAS matmul rate of this machine;
 //  - the step-path time with ns_symmetric (symmetric products as their upper block triangle, fewer FLOPs than the
-//    count above) and its ratio to the full products' time.
+//    count above) and its ratio to the full products' time;
+//  - side by side, as the Muon step runs its matrices by default (ns_parallel: matrices): T matrices of the shape
+//    through run_ns_matrix_parallel, one per intra-op thread (T = at::get_num_threads(); a fresh NsScratch per
+//    thread and call, as in the step), against T plain products at::mm_out run side by side in an
+//    at::parallel_for, each on its own thread, and the ratio of the two throughputs. At 2 threads the rows above
+//    thread every product over both cores; here each product runs on one, as the default step runs it.
 // Each measurement is preceded by warmup calls and repeated until both a minimum repeat count and a minimum
 // measured time are reached (capped by a maximum repeat count); the median of the repeats is reported.
 // NS and matmul are measured alternately in three rounds and the median of the rounds is reported, so a
@@ -35,6 +40,7 @@
 #include <string>
 #include <vector>
 
+#include "optim/muon_batch.h"
 #include "optim/newton_schulz.h"
 
 namespace {
@@ -134,8 +140,14 @@ int main(int argc, char** argv) {
       "matmul = at::mm of (s x l) by (l x s), s = min(m,n), l = max(m,n), 2 s^2 l FLOPs; NS FLOPs = "
       "newton_schulz_flops(m, n, %d); medians of 3 alternating rounds\n",
       kSteps);
-  std::printf("%-11s %12s %10s %14s %12s %10s %9s %10s %9s\n", "shape", "NS ms", "NS GF/s", "NS fresh ms", "matmul ms",
-              "mm GF/s", "NS/mm", "sym ms", "sym/NS");
+  const int side = at::get_num_threads();
+  std::printf(
+      "side by side: %d matrices of the shape, one per thread (ns_parallel: matrices), against %d plain "
+      "products likewise\n",
+      side, side);
+  std::printf("%-11s %12s %10s %14s %12s %10s %9s %10s %9s %12s %12s %11s\n", "shape", "NS ms", "NS GF/s",
+              "NS fresh ms", "matmul ms", "mm GF/s", "NS/mm", "sym ms", "sym/NS", "side NS ms", "side mm ms",
+              "side NS/mm");
 
   orthotron::NsOptions symmetric = options;
   symmetric.symmetric = true;
@@ -148,7 +160,21 @@ int main(int argc, char** argv) {
 
     orthotron::NsScratch scratch;
     at::Tensor out = at::empty({s.m, s.n});
-    std::vector<double> ns_rounds, sym_rounds, fresh_rounds, mm_rounds;
+    // Side by side: one input, output and product operand set per thread.
+    std::vector<orthotron::NsMatrixJob> side_jobs;
+    std::vector<at::Tensor> side_a, side_b, side_c;
+    for (int t = 0; t < side; ++t) {
+      side_jobs.push_back(orthotron::ns_job_into(at::randn({s.m, s.n}), at::empty({s.m, s.n}), &options));
+      side_a.push_back(at::randn({sm, lg}).to(dtype));
+      side_b.push_back(at::randn({lg, sm}).to(dtype));
+      side_c.push_back(at::empty({sm, sm}, a.options()));
+    }
+    auto side_mm = [&] {
+      at::parallel_for(0, side, 1, [&](int64_t begin, int64_t end) {
+        for (int64_t t = begin; t < end; ++t) at::mm_out(side_c[t], side_a[t], side_b[t]);
+      });
+    };
+    std::vector<double> ns_rounds, sym_rounds, fresh_rounds, mm_rounds, side_ns_rounds, side_mm_rounds;
     for (int round = 0; round < 3; ++round) {
       ns_rounds.push_back(median_seconds(
           [&] { orthotron::copy_ns_result(out, orthotron::newton_schulz_matrix(g, options, scratch)); }, reps));
@@ -156,18 +182,26 @@ int main(int argc, char** argv) {
           [&] { orthotron::copy_ns_result(out, orthotron::newton_schulz_matrix(g, symmetric, scratch)); }, reps));
       fresh_rounds.push_back(median_seconds([&] { (void)orthotron::newton_schulz(g, options); }, reps));
       mm_rounds.push_back(median_seconds([&] { at::mm_out(c, a, b); }, reps));
+      side_ns_rounds.push_back(median_seconds([&] { orthotron::run_ns_matrix_parallel(side_jobs); }, reps));
+      side_mm_rounds.push_back(median_seconds(side_mm, reps));
     }
-    for (auto* rounds : {&ns_rounds, &sym_rounds, &fresh_rounds, &mm_rounds}) {
+    for (auto* rounds : {&ns_rounds, &sym_rounds, &fresh_rounds, &mm_rounds, &side_ns_rounds, &side_mm_rounds}) {
       std::sort(rounds->begin(), rounds->end());
     }
     const double ns_s = ns_rounds[1], sym_s = sym_rounds[1], fresh_s = fresh_rounds[1], mm_s = mm_rounds[1];
+    const double side_ns_s = side_ns_rounds[1], side_mm_s = side_mm_rounds[1];
 
     const double ns_gflops = orthotron::newton_schulz_flops(s.m, s.n, kSteps) / ns_s * 1e-9;
     const double mm_gflops =
         2.0 * static_cast<double>(sm) * static_cast<double>(sm) * static_cast<double>(lg) / mm_s * 1e-9;
     const std::string name = std::to_string(s.m) + "x" + std::to_string(s.n);
-    std::printf("%-11s %12.3f %10.1f %14.3f %12.3f %10.1f %9.2f %10.3f %9.2f\n", name.c_str(), ns_s * 1e3, ns_gflops,
-                fresh_s * 1e3, mm_s * 1e3, mm_gflops, ns_gflops / mm_gflops, sym_s * 1e3, sym_s / ns_s);
+    // Both sides do `side` times their single-matrix FLOPs, so the throughput ratio is the single one's.
+    const double side_ratio =
+        (orthotron::newton_schulz_flops(s.m, s.n, kSteps) / side_ns_s) /
+        (2.0 * static_cast<double>(sm) * static_cast<double>(sm) * static_cast<double>(lg) / side_mm_s);
+    std::printf("%-11s %12.3f %10.1f %14.3f %12.3f %10.1f %9.2f %10.3f %9.2f %12.3f %12.3f %11.2f\n", name.c_str(),
+                ns_s * 1e3, ns_gflops, fresh_s * 1e3, mm_s * 1e3, mm_gflops, ns_gflops / mm_gflops, sym_s * 1e3,
+                sym_s / ns_s, side_ns_s * 1e3, side_mm_s * 1e3, side_ratio);
     std::fflush(stdout);
   }
   return 0;

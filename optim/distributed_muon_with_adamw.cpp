@@ -334,7 +334,12 @@ void DistributedMuonWithAdamW::load_parameter_shard(const std::map<std::string, 
       param_shard_.narrow(0, s.buffer_offset - base, s.count).copy_(v);
     }
   }
-  if (element_wise()) scatter_owned_values(owned);
+  if (element_wise()) {
+    // Loading is not a step: its all-to-all wait stays out of the last step's times.
+    const double step_wait_ms = last_times_.exchange_wait_ms;
+    scatter_owned_values(owned);
+    last_times_.exchange_wait_ms = step_wait_ms;
+  }
   gather_shards_into_params();
 }
 

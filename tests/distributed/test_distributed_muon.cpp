@@ -489,6 +489,7 @@ TEST(DistributedMuon, ElementWiseStateDictRoundTrip) {
   DistributedMuonWithAdamW ob(b, world(), test_groups(), default_routing_rules(), splits, {}, "element_wise");
   EXPECT_TRUE(ob.load_state_dict(sd).complete());
   ob.load_parameter_shard(oa.parameter_shard());
+  EXPECT_EQ(ob.last_step_times().exchange_wait_ms, 0.0) << "loading is not a step: no all-to-all wait is counted";
   for (int step = 3; step < 6; ++step) {
     set_grads(a, ref, step);
     set_grads(b, ref, step);
