@@ -78,11 +78,12 @@ double median_seconds(const std::function<void()>& fn, const Reps& reps) {
 
 void print_usage(const char* argv0) {
   std::printf(
-      "usage: %s [--quick] [--threads N] [--dtype float32|bfloat16] [--help]\n"
+      "usage: %s [--quick] [--shapes MxN,...] [--threads N] [--dtype float32|bfloat16] [--help]\n"
       "  Times Newton-Schulz (5 quintic steps, CPU; buffers kept as the Muon step keeps them, and fresh\n"
       "  through newton_schulz; with ns_symmetric) and a plain at::mm of an m x n by n x m product\n"
       "  for square and rectangular shapes, and prints median times, GFLOP/s and their ratio.\n"
-      "  --quick      fewer shapes and repeats (a smoke run, under ~20 s on 2 cores)\n"
+      "  --quick      fewer shapes and repeats (under ~20 s on 2 cores)\n"
+      "  --shapes L   these shapes instead (with --quick's repeats), e.g. 64x64,32x96\n"
       "  --threads N  at::set_num_threads(N) before measuring (default: torch's default)\n"
       "  --dtype D    the NS compute dtype and the matmul's: float32 (default) or bfloat16\n"
       "  --help       this text\n",
@@ -93,9 +94,27 @@ void print_usage(const char* argv0) {
 
 int main(int argc, char** argv) {
   bool quick = false;
+  std::vector<Shape> given;
   at::ScalarType dtype = at::kFloat;
   for (int i = 1; i < argc; ++i) {
     if (std::strcmp(argv[i], "--quick") == 0) {
+      quick = true;
+    } else if (std::strcmp(argv[i], "--shapes") == 0 && i + 1 < argc) {
+      const std::string list = argv[++i];
+      size_t at = 0;
+      while (at <= list.size()) {
+        const size_t comma = std::min(list.find(',', at), list.size());
+        const std::string item = list.substr(at, comma - at);
+        long long m = 0, n = 0;
+        char tail = 0;
+        if (std::sscanf(item.c_str(), "%lldx%lld%c", &m, &n, &tail) != 2 || m < 1 || n < 1) {
+          std::fprintf(stderr, "--shapes takes MxN,MxN,... with positive sizes, got '%s' in '%s'\n", item.c_str(),
+                       list.c_str());
+          return 2;
+        }
+        given.push_back({m, n});
+        at = comma + 1;
+      }
       quick = true;
     } else if (std::strcmp(argv[i], "--threads") == 0 && i + 1 < argc) {
       const int threads = std::atoi(argv[++i]);
@@ -122,9 +141,10 @@ int main(int argc, char** argv) {
   }
 
   const std::vector<Shape> shapes =
-      quick ? std::vector<Shape>{{256, 256}, {512, 512}, {1024, 1024}, {256, 1024}, {1024, 256}}
-            : std::vector<Shape>{{256, 256},  {512, 512},  {1024, 1024}, {2048, 2048},
-                                 {256, 1024}, {512, 2048}, {1024, 2048}, {2048, 512}};
+      !given.empty() ? given
+      : quick        ? std::vector<Shape>{{256, 256}, {512, 512}, {1024, 1024}, {256, 1024}, {1024, 256}}
+                     : std::vector<Shape>{{256, 256},  {512, 512},  {1024, 1024}, {2048, 2048},
+                                          {256, 1024}, {512, 2048}, {1024, 2048}, {2048, 512}};
   const Reps reps = quick ? Reps{1, 3, 15, 0.2} : Reps{2, 5, 50, 1.0};
   constexpr int kSteps = 5;
 

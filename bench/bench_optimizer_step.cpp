@@ -2,12 +2,11 @@
 // hidden 512, GQA 8/4 heads, SwiGLU 1536, vocab 8192), measured side by side in one mpirun:
 // distributed Muon in the owner-aligned layout (A) and the element-wise layout (B) vs ZeRO-1 AdamW
 // vs single-process Muon (rank 0 alone: the others sleep in a barrier polled every 10 ms, so they
-// take no CPU from it), with the plan's NS imbalance, the bytes each rank moves per step, and what
-// `auto` would pick. Layouts A and B and ZeRO-1 each run twice, in alternating rounds: in one bucket
-// and in overlapped buckets of --bucket-mb (set_bucket_bytes; two optimizers, since layout B's cut
-// follows its buckets); each prints where its time went (packing, waiting for the reduce-scatter,
-// norm, update with layout B's all-to-alls, waiting for the all-gather, unpacking) beside the same
-// collectives timed alone.
+// take no CPU from it; once with one rank's share of the threads, once with all of them), with the plan's NS imbalance,
+// the bytes each rank moves per step, and what `auto` would pick. Layouts A and B and ZeRO-1 each run twice, in
+// alternating rounds: in one bucket and in overlapped buckets of --bucket-mb (set_bucket_bytes; two optimizers, since
+// layout B's cut follows its buckets); each prints where its time went (packing, waiting for the reduce-scatter, norm,
+// update with layout B's all-to-alls, waiting for the all-gather, unpacking) beside the same collectives timed alone.
 //   mpirun -np {1,2,4} build/bin/bench_optimizer_step [--steps N] [--layers L] [--hidden H] [--ns-dtype D]
 //                                                    [--bucket-mb MB] [--rounds R]
 #include <ATen/ATen.h>
@@ -283,23 +282,33 @@ int main(int argc, char** argv) {
     }
     const double zero1_ms = zero1_bucketed.total_ms;
 
-    // Single-process Muon on rank 0 with all the machine's threads; the other ranks sleep in the barrier.
-    at::set_num_threads(static_cast<int>(std::max(1u, std::thread::hardware_concurrency())));
-    double single_ms = 0;
-    if (r == 0) {
-      auto local = orthotron::testing::gpt_params(s, 1);
-      orthotron::MuonWithAdamW single(local, groups, orthotron::default_routing_rules(), splits);
-      std::vector<double> ms;
-      for (int st = -1; st < steps; ++st) {
-        fill_grads(local, st + 7);
-        const auto t0 = std::chrono::steady_clock::now();
-        single.step();
-        if (st >= 0)
-          ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+    // Single-process Muon on rank 0, the other ranks asleep in the barrier: with one rank's share of
+    // the machine's threads (what each distributed rank has: the ideal speedup is W, or the cores over
+    // one rank's threads where the ranks oversubscribe the machine) and with all of
+    // them (one process using the whole machine: the ideal is 1 on one machine).
+    auto time_single = [&](int single_threads) {
+      at::set_num_threads(single_threads);
+      double ms_step = 0;
+      if (r == 0) {
+        auto local = orthotron::testing::gpt_params(s, 1);
+        orthotron::MuonWithAdamW single(local, groups, orthotron::default_routing_rules(), splits);
+        std::vector<double> ms;
+        for (int st = -1; st < steps; ++st) {
+          fill_grads(local, st + 7);
+          const auto t0 = std::chrono::steady_clock::now();
+          single.step();
+          if (st >= 0) {
+            ms.push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count());
+          }
+        }
+        ms_step = median(ms);
       }
-      single_ms = median(ms);
-    }
-    sleeping_barrier(*world);
+      sleeping_barrier(*world);
+      return ms_step;
+    };
+    const int all_threads = static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+    const double share_ms = time_single(threads);
+    const double single_ms = time_single(all_threads);
     if (r == 0) {
       const auto& plan = dist.plan();
       std::printf("bench_optimizer_step: %d ranks x %d threads, GPT %lld layers hidden %lld (%lld parameters), NS %s\n",
@@ -320,12 +329,20 @@ int main(int argc, char** argv) {
       print_parts("ZeRO-1 in one bucket", zero1_one);
       print_parts("ZeRO-1 in buckets", zero1_bucketed);
       print_against_sum("ZeRO-1 (reduce-scatter + all-gather)", comm_ms, zero1_one, zero1_bucketed, bucket_mb);
-      std::printf("  single-process Muon%10.1f ms/step  (rank 0 alone, the others asleep, %d threads)\n", single_ms,
-                  static_cast<int>(std::thread::hardware_concurrency()));
       std::printf(
-          "  single/distributed Muon %.2fx; bytes Muon/ZeRO-1 %.4f; NS imbalance max/mean %.3f; padding %.3f%%\n",
-          single_ms / dist_ms, zero1_bytes ? static_cast<double>(dist_bytes) / zero1_bytes : 0.0, plan.ns_imbalance(),
-          100 * plan.padding_ratio());
+          "  single-process Muon%10.1f ms/step  (rank 0 alone, the others asleep, %d thread(s): one rank's share)\n",
+          share_ms, threads);
+      std::printf("  single-process Muon%10.1f ms/step  (rank 0 alone, the others asleep, %d thread(s): the machine)\n",
+                  single_ms, all_threads);
+      std::printf(
+          "  distributed Muon against one process with one rank's share (%d thread(s); ideal %dx): A in buckets "
+          "%.2fx, B in buckets %.2fx; against one process with the machine (%d threads; ideal 1x on one machine): "
+          "A %.2fx, B %.2fx\n",
+          threads, std::min(w, all_threads / threads), share_ms / dist_ms, share_ms / dist_b_ms, all_threads,
+          single_ms / dist_ms, single_ms / dist_b_ms);
+      std::printf("  bytes Muon/ZeRO-1 %.4f; NS imbalance max/mean %.3f; padding %.3f%%\n",
+                  zero1_bytes ? static_cast<double>(dist_bytes) / zero1_bytes : 0.0, plan.ns_imbalance(),
+                  100 * plan.padding_ratio());
       std::printf("  layout B/A time %.2fx, bytes %.4f; %s\n", dist_b_ms / dist_ms,
                   dist_bytes ? static_cast<double>(dist_b_bytes) / dist_bytes : 0.0, auto_reason.c_str());
     }
