@@ -239,30 +239,51 @@ void DistributedMuonWithAdamW::set_bucket_bytes(int64_t bytes) {
 
 void DistributedMuonWithAdamW::alias_parameters() {
   alias_.assign(params_.size(), nullptr);
-  if (!element_wise() || tp_.size() > 1) return;
-  // Under layout B each parameter lies in one bucket, whose span is the backward order: its pieces
-  // are one contiguous run of the buffer.
+  if (tp_.size() > 1) return;
+  // A parameter aliases the buffer where its pieces are one run of it: under layout B always (each
+  // parameter lies in one bucket, whose span is the backward order); under layout A unless a bucket
+  // boundary of its owner's shard cuts it (the pieces then sit in two buckets' spans).
   std::vector<int64_t> start(params_.size(), -1);
   for (const auto& pieces : pieces_) {
     for (const auto& piece : pieces) {
       if (piece.param_begin == 0) start[piece.param] = piece.physical;
     }
   }
+  std::vector<char> one_run(params_.size(), 1);
   for (const auto& pieces : pieces_) {
     for (const auto& piece : pieces) {
-      if (piece.physical != start[piece.param] + piece.param_begin) {
+      if (piece.physical == start[piece.param] + piece.param_begin) continue;
+      if (element_wise()) {
         throw InvariantError("layout B: parameter '" + params_[piece.param].name + "' is not one run of the buffer (" +
                              "elements from " + std::to_string(piece.param_begin) + " at " +
                              std::to_string(piece.physical) + ", element 0 at " + std::to_string(start[piece.param]) +
                              ")");
       }
+      one_run[piece.param] = 0;
     }
   }
   c10::NoGradGuard no_grad;
+  // A parameter already in this buffer that must move (another bucket cut under layout A) moves by
+  // copy, and the runs of two cuts may overlap: then every parameter moves into a fresh buffer.
+  auto in_buffer = [&](const at::Tensor& p) { return p.storage().is_alias_of(param_buffer_.storage()); };
+  auto run_of = [&](size_t i) {
+    return static_cast<const char*>(param_buffer_.data_ptr()) + start[i] * param_buffer_.element_size();
+  };
+  bool moves = false;
+  for (size_t i = 0; i < params_.size(); ++i) {
+    const at::Tensor& p = params_[i].tensor;
+    if (p.numel() > 0 && in_buffer(p) && (!one_run[i] || p.data_ptr() != run_of(i))) moves = true;
+  }
+  const c10::Storage old = param_buffer_.storage();
+  if (moves) param_buffer_ = at::zeros_like(param_buffer_);  // the parameters keep the old one alive
   for (size_t i = 0; i < params_.size(); ++i) {
     at::Tensor& p = params_[i].tensor;
     if (p.numel() == 0) continue;  // no piece, no run
-    param_buffer_.narrow(0, start[i], p.numel()).copy_(p.view(-1));
+    if (!one_run[i]) {             // cut by a bucket boundary: unpacked by copy, into storage of its own
+      if (p.storage().is_alias_of(old)) p.set_(p.clone());
+      continue;
+    }
+    if (p.data_ptr() != run_of(i)) param_buffer_.narrow(0, start[i], p.numel()).copy_(p.view(-1));
     p.set_(param_buffer_.storage(), param_buffer_.storage_offset() + start[i], p.sizes(), p.strides());
     alias_[i] = p.data_ptr();
   }

@@ -72,9 +72,10 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// each Muon gradient's pieces sent to its DP
   /// owner by one all-to-all and the result's pieces back by a second; with TP, the owner's whole
   /// piece then takes part in the TP exchange as under A) or auto (the one moving fewer bytes).
-  /// grid_plan().layout_reason says which and why. Under layout B without TP every parameter's
-  /// storage becomes its run of the optimizer's parameter buffer (alias_parameters; values kept), so a
-  /// view taken of a parameter before construction or set_bucket_bytes no longer aliases it.
+  /// grid_plan().layout_reason says which and why. Without TP a parameter's storage becomes its run
+  /// of the optimizer's parameter buffer (alias_parameters; values kept): under layout B every
+  /// parameter's, under layout A each one no bucket boundary cuts. A view taken of such a parameter
+  /// before construction or set_bucket_bytes no longer aliases it.
   DistributedMuonWithAdamW(NamedParameters params, Communicator& dp, std::vector<ParamGroup> groups = default_groups(),
                            std::vector<RoutingRule> rules = default_routing_rules(), SplitRegistry splits = {},
                            TensorParallelContext tp = {}, const std::string& shard_layout = "owner_aligned");
@@ -240,10 +241,12 @@ class DistributedMuonWithAdamW : public Optimizer {
   WorkPtr post_gather(int64_t k);
   /// The parameters' elements in bucket k <- param_buffer_ (nothing for a parameter that aliases it).
   void unpack_bucket(int64_t k);
-  /// Layout B without TP: every parameter's storage becomes its run of param_buffer_ (values kept),
-  /// so the all-gather writes the parameters in place and unpacking is skipped. A parameter that
-  /// another optimizer or the caller later moves to other storage is detected (its data pointer
-  /// differs) and copied as before. InvariantError if a parameter is not one run of the buffer.
+  /// Without TP: each parameter whose pieces are one run of param_buffer_ (under layout B every one;
+  /// under layout A those no bucket boundary of the owner's shard cuts) gets that run as its storage
+  /// (values kept), so the all-gather writes it in place and unpacking skips it; the others are
+  /// copied as before. A parameter that another optimizer or the caller later moves to other storage
+  /// is detected (its data pointer differs) and copied. InvariantError if a parameter is not one run
+  /// under layout B.
   void alias_parameters();
   /// Step 3 for segment `s`: AdamW runs at once; a Muon matrix this rank owns whole (layout A, not
   /// gathered by a TP owner) appends its task. False when the segment is left to the caller (a

@@ -9,6 +9,7 @@
 
 #include <cstdio>
 #include <numeric>
+#include <set>
 
 #include "base/errors.h"
 #include "engine/optimizer_state_files.h"
@@ -214,6 +215,85 @@ TEST(DistributedMuon, ElementWiseParametersAliasTheBufferAndSurviveBeingTakenOve
   }
   expect_bitwise(shared, ref, "the first optimizer after the second took the parameters over, 4 steps");
   expect_ranks_agree(shared);
+}
+
+// Layout A: a parameter aliases the parameter buffer where no bucket boundary of its owner's shard
+// cuts it; a cut one is unpacked by copy into storage of its own; a new bucket cut moves the aliased
+// ones into a fresh buffer (their old and new runs may overlap), and every step stays bitwise equal
+// to the single-process container.
+TEST(DistributedMuon, OwnerAlignedParametersAliasTheBufferWhereNoBucketCutsThem) {
+  const GptShape s;
+  const int w = world().size();
+  const NamedParameters init = orthotron::testing::gpt_params(s, 12);
+  const SplitRegistry splits = orthotron::testing::gpt_splits(s);
+  NamedParameters dist = clone_params(init), ref = clone_params(init);
+  DistributedMuonWithAdamW dopt(dist, world(), test_groups(), default_routing_rules(), splits);
+  expect_bitwise(dist, init, "values kept when aliased");
+  // The buffer: the storage of any parameter that holds more than itself.
+  auto buffer_of = [&] {
+    for (const auto& p : dist) {
+      if (p.tensor.storage().nbytes() > static_cast<size_t>(p.tensor.nbytes())) return p.tensor.storage();
+    }
+    return c10::Storage();
+  };
+  auto ranks_holding = [&](size_t i) {
+    std::set<int> ranks;
+    for (const auto& seg : dopt.plan().segments) {
+      if (seg.param == i) ranks.insert(seg.rank);
+    }
+    return ranks.size();
+  };
+  // One bucket: a parameter is a run of the buffer unless it spans two shards (an AdamW one, with
+  // the first shard's padding between its pieces).
+  const c10::Storage first = buffer_of();
+  ASSERT_TRUE(first);
+  size_t aliased = 0;
+  for (size_t i = 0; i < dist.size(); ++i) {
+    if (dist[i].tensor.storage().is_alias_of(first)) {
+      ++aliased;
+    } else {
+      EXPECT_GT(ranks_holding(i), 1u) << dist[i].name << " lies in one shard but does not alias the buffer";
+    }
+  }
+  EXPECT_GT(2 * aliased, dist.size()) << "most parameters should alias the buffer in one bucket";
+  MuonWithAdamW sopt(ref, test_groups(), default_routing_rules(), splits);
+  for (int step = 0; step < 2; ++step) {
+    set_grads(dist, ref, step);
+    dopt.step();
+    sopt.step();
+  }
+  expect_bitwise(dist, ref, "layout A aliased in one bucket, 2 steps");
+  // Buckets: at W > 1 the bucket-major positions move, so the aliased parameters move into a fresh
+  // buffer and the ones a bucket boundary cuts get storage of their own.
+  dopt.set_bucket_bytes(4 * w * 1007);
+  ASSERT_GT(dopt.buckets(), 2);
+  expect_bitwise(dist, ref, "values kept when the bucket cut moved the parameters");
+  const c10::Storage moved = buffer_of();
+  ASSERT_TRUE(moved);
+  size_t own = 0;
+  aliased = 0;
+  for (const auto& p : dist) {
+    if (w > 1) {
+      EXPECT_FALSE(p.tensor.storage().is_alias_of(first)) << p.name << " still holds the old buffer";
+    }
+    if (p.tensor.storage().is_alias_of(moved)) {
+      ++aliased;
+    } else {
+      EXPECT_EQ(p.tensor.storage().nbytes(), static_cast<size_t>(p.tensor.nbytes())) << p.name;
+      ++own;
+    }
+  }
+  if (w > 1) {
+    EXPECT_GT(own, 0u) << "no parameter is cut by a bucket boundary: the copy path is untested";
+  }
+  EXPECT_GT(aliased, 0u);
+  for (int step = 2; step < 6; ++step) {
+    set_grads(dist, ref, step);
+    dopt.step();
+    sopt.step();
+  }
+  expect_bitwise(dist, ref, "layout A in buckets after the move, 4 more steps");
+  expect_ranks_agree(dist);
 }
 
 // Overlapped buckets (set_bucket_bytes): every bucket's reduce-scatter and all-gather is its own
