@@ -607,7 +607,10 @@ void DistributedMuonWithAdamW::update_and_gather_in_buckets(const std::vector<ch
     std::vector<MuonTask> tasks;
     std::vector<size_t> stepped;
     for (const PlanSegment* s : due[static_cast<size_t>(k)]) update_segment(*s, shard_grad, tasks, stepped);
-    add_ns_counts(last_ns_counts_, apply_muon_tasks(tasks));
+    // Between matrices the earlier buckets' all-gathers are driven (MPI progresses them only inside MPI calls).
+    add_ns_counts(last_ns_counts_, apply_muon_tasks(tasks, [&] {
+                    for (auto& w : works) w->test();
+                  }));
     if (debug_checks_enabled()) add_ns_counts(expected, expected_ns_counts(audit_params_, stepped));
     last_times_.update_ms += ms_since(t0);
     works.push_back(post_gather(k));
@@ -669,7 +672,7 @@ void DistributedMuonWithAdamW::update_and_gather_element_wise_in_buckets(const s
       const at::Tensor grad = grads[next++].view(shape);
       if (any[i]) add_muon_task(i, owned.back().view(shape), grad, split_for(i), tasks, stepped_muon);
     }
-    add_ns_counts(last_ns_counts_, apply_muon_tasks(tasks));
+    add_ns_counts(last_ns_counts_, apply_muon_tasks(tasks, drive));
     if (debug_checks_enabled()) add_ns_counts(expected, expected_ns_counts(audit_params_, stepped_muon));
     scatters.push_back(post_scatter_owned_values(owned, k));
     if (k > 0) finish_bucket(k - 1);
@@ -725,7 +728,9 @@ void DistributedMuonWithAdamW::update_gathered_or_element_wise(const std::vector
   std::vector<at::Tensor> logical_values;
   PostedExchange to_owners;
   if (tp) to_owners = post_send_gathered(gathered, gathered_grads, gathered_values);
-  last_ns_counts_ = apply_muon_tasks(tasks);
+  last_ns_counts_ = apply_muon_tasks(tasks, [&] {
+    if (tp) to_owners.work->test();
+  });
   NsCounts expected;
   if (debug_checks_enabled()) expected = expected_ns_counts(audit_params_, stepped_muon);
   if (tp) {

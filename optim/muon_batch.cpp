@@ -9,6 +9,7 @@
 #include <map>
 #include <numeric>
 #include <set>
+#include <thread>
 #include <tuple>
 
 namespace orthotron {
@@ -53,7 +54,7 @@ void run_ns_job(const NsMatrixJob& job, NsScratch& scratch) {
 
 }  // namespace
 
-void run_ns_matrix_parallel(const std::vector<NsMatrixJob>& jobs) {
+void run_ns_matrix_parallel(const std::vector<NsMatrixJob>& jobs, const std::function<void()>& between) {
   if (jobs.empty()) return;
   std::vector<size_t> order(jobs.size());
   std::iota(order.begin(), order.end(), size_t{0});
@@ -66,10 +67,15 @@ void run_ns_matrix_parallel(const std::vector<NsMatrixJob>& jobs) {
   // The caller's thread-local state (grad mode above all: the updates run in place on leaves that
   // require grad) follows the jobs onto the pool's threads.
   const at::ThreadLocalState caller_state;
+  const std::thread::id caller = std::this_thread::get_id();
   auto drain = [&] {
     const at::ThreadLocalStateGuard state_guard(caller_state);
     NsScratch scratch;
-    for (size_t j = next++; j < order.size(); j = next++) run_ns_job(jobs[order[j]], scratch);
+    const bool on_caller = between && std::this_thread::get_id() == caller;
+    for (size_t j = next++; j < order.size(); j = next++) {
+      run_ns_job(jobs[order[j]], scratch);
+      if (on_caller) between();
+    }
   };
   // Inside an OpenMP region BLAS runs on the calling thread, so every product of a matrix stays on
   // the thread that took it, however many matrices there are.
@@ -83,7 +89,7 @@ void run_ns_matrix_parallel(const std::vector<NsMatrixJob>& jobs) {
   });
 }
 
-NsCounts apply_muon_tasks(const std::vector<MuonTask>& tasks) {
+NsCounts apply_muon_tasks(const std::vector<MuonTask>& tasks, const std::function<void()>& between) {
   // One entry per matrix block: which task, which split part (-1: the whole [k, m, n] view).
   struct Block {
     size_t task;
@@ -130,8 +136,11 @@ NsCounts apply_muon_tasks(const std::vector<MuonTask>& tasks) {
     }
   }
   NsScratch scratch;
-  for (const NsMatrixJob& job : one_by_one) run_ns_job(job, scratch);
-  run_ns_matrix_parallel(side_by_side);
+  for (const NsMatrixJob& job : one_by_one) {
+    run_ns_job(job, scratch);
+    if (between) between();
+  }
+  run_ns_matrix_parallel(side_by_side, between);
   // A split part: the same element-wise update as a separate parameter of the part's shape.
   for (const Block& block : blocks) {
     if (block.part < 0) continue;

@@ -51,14 +51,18 @@ NsMatrixJob ns_job_into(const at::Tensor& input, at::Tensor output, const NsOpti
 /// intra-op threads (ns_parallel: matrices): largest first (newton_schulz_flops), each free thread
 /// taking the next. Every product of a matrix runs on the thread that took it (BLAS called inside
 /// an OpenMP region stays on its thread), and each matrix gets the bits newton_schulz gives it at
-/// the same thread count, whichever other jobs share the call (tested). Blocking.
-void run_ns_matrix_parallel(const std::vector<NsMatrixJob>& jobs);
+/// the same thread count, whichever other jobs share the call (tested). Blocking. `between`, when
+/// set, runs on the calling thread only, after each matrix that thread finished (a distributed step
+/// tests its posted collectives there: MPI progresses them only inside MPI calls, and the process
+/// initializes MPI for calls from its main thread alone).
+void run_ns_matrix_parallel(const std::vector<NsMatrixJob>& jobs, const std::function<void()>& between = {});
 
 /// Orthogonalizes every task's matrices and applies W <- W (1 - lr wd) - lr scale O part by part.
 /// Tasks are processed in order; matrices are batched by (group, m, n) in first-appearance order.
 /// Groups under ns_parallel: matrices run their matrices through run_ns_matrix_parallel.
-/// Returns what it ran, per group, for the plan check (ns_audit.h). Blocking, no communication.
-NsCounts apply_muon_tasks(const std::vector<MuonTask>& tasks);
+/// Returns what it ran, per group, for the plan check (ns_audit.h). Blocking, no communication;
+/// `between` runs on the calling thread after each matrix it finished (run_ns_matrix_parallel).
+NsCounts apply_muon_tasks(const std::vector<MuonTask>& tasks, const std::function<void()>& between = {});
 
 /// `count` matrices of shape [m, n].
 struct MuonMatrixShape {

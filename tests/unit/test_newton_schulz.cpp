@@ -11,11 +11,13 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstdio>
 #include <limits>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "base/errors.h"
@@ -208,6 +210,43 @@ TEST(NewtonSchulzParallel, MatricesSideBySideGetTheBitsOfOneByOne) {
   }
   at::set_num_threads(saved);
   EXPECT_NO_THROW(run_ns_matrix_parallel({}));
+}
+
+// The `between` hook (a distributed step drives its posted collectives there): it runs on the
+// calling thread only, once after each matrix that thread finished, every matrix at 1 thread, and
+// the results keep their bits.
+TEST(NewtonSchulzParallel, BetweenMatricesRunsOnTheCallingThreadOnly) {
+  const int saved = at::get_num_threads();
+  at::manual_seed(23);
+  const NsOptions opt = make_options("quintic", 5, at::kFloat);
+  std::vector<at::Tensor> inputs, plain, hooked;
+  std::vector<NsMatrixJob> plain_jobs, hooked_jobs;
+  for (int k = 0; k < 8; ++k) {
+    inputs.push_back(at::randn({48, 32 + 8 * k}));
+    plain.push_back(at::empty(inputs.back().sizes()));
+    hooked.push_back(at::empty(inputs.back().sizes()));
+    plain_jobs.push_back(ns_job_into(inputs.back(), plain.back(), &opt));
+    hooked_jobs.push_back(ns_job_into(inputs.back(), hooked.back(), &opt));
+  }
+  const std::thread::id me = std::this_thread::get_id();
+  for (int threads : {1, 2}) {
+    SCOPED_TRACE(std::to_string(threads) + " thread(s)");
+    at::set_num_threads(threads);
+    std::atomic<int> calls{0}, elsewhere{0};
+    run_ns_matrix_parallel(plain_jobs);
+    run_ns_matrix_parallel(hooked_jobs, [&] {
+      ++calls;
+      if (std::this_thread::get_id() != me) ++elsewhere;
+    });
+    EXPECT_EQ(elsewhere.load(), 0) << "the hook ran on a worker thread";
+    if (threads == 1) {
+      EXPECT_EQ(calls.load(), 8);
+    } else {
+      EXPECT_LE(calls.load(), 8);
+    }
+    for (size_t i = 0; i < inputs.size(); ++i) EXPECT_TRUE(at::equal(hooked[i], plain[i])) << "matrix " << i;
+  }
+  at::set_num_threads(saved);
 }
 
 // The same with ns_symmetric on matrices large enough for its block products (256-sided float32,
