@@ -231,6 +231,12 @@ void DistributedMuonWithAdamW::set_bucket_bytes(int64_t bytes) {
     muon_segments_[static_cast<size_t>(param_buckets_[seg.param].front())].push_back(&seg);
     muon_segments_.back().push_back(&seg);
   }
+  owned_params_.assign(static_cast<size_t>(buckets_.count()) + 1, {});
+  for (size_t i = 0; i < params_.size(); ++i) {
+    if (!element_wise() || plan_.owner[i] != dp_.rank() || param_buckets_[i].empty()) continue;
+    owned_params_[static_cast<size_t>(param_buckets_[i].front())].push_back(i);
+    owned_params_.back().push_back(i);
+  }
   // The pieces move with the bucket size: the padding between them must be zero again (step()
   // writes only pieces).
   if (grad_buffer_.defined()) grad_buffer_.zero_();
@@ -634,7 +640,6 @@ void DistributedMuonWithAdamW::unpack_gathers(std::vector<WorkPtr>& all_gathers)
 void DistributedMuonWithAdamW::update_and_gather_element_wise_in_buckets(const std::vector<char>& any,
                                                                          const at::Tensor& shard_grad) {
   const auto t_update = std::chrono::steady_clock::now();
-  const int me = dp_.rank();
   const int64_t K = buckets_.count();
   std::vector<PostedExchange> gathers, scatters;
   std::vector<WorkPtr> all_gathers;
@@ -665,8 +670,7 @@ void DistributedMuonWithAdamW::update_and_gather_element_wise_in_buckets(const s
     std::vector<MuonTask> tasks;
     std::vector<size_t> stepped_muon;
     size_t next = 0;
-    for (size_t i = 0; i < params_.size(); ++i) {
-      if (plan_.owner[i] != me || !in_bucket(i, k)) continue;
+    for (size_t i : owned_params(k)) {
       const c10::IntArrayRef shape(plan_.params[i].shape);
       owned.push_back(params_[i].tensor.detach().clone().view(-1));  // the owner steps a copy
       const at::Tensor grad = grads[next++].view(shape);
@@ -687,7 +691,6 @@ void DistributedMuonWithAdamW::update_and_gather_element_wise_in_buckets(const s
 void DistributedMuonWithAdamW::update_gathered_or_element_wise(const std::vector<char>& any,
                                                                const at::Tensor& shard_grad) {
   const auto t_update = std::chrono::steady_clock::now();
-  const size_t n = params_.size();
   const bool tp = tp_.size() > 1;
   const int64_t base = static_cast<int64_t>(dp_.rank()) * plan_.shard_len;
   std::vector<MuonTask> tasks;
@@ -709,8 +712,7 @@ void DistributedMuonWithAdamW::update_gathered_or_element_wise(const std::vector
   if (element_wise()) {
     std::vector<at::Tensor> grads = gather_to_owners(shard_grad);
     size_t k = 0;
-    for (size_t i = 0; i < n; ++i) {
-      if (plan_.owner[i] != dp_.rank()) continue;
+    for (size_t i : owned_params(-1)) {
       const c10::IntArrayRef shape(plan_.params[i].shape);
       owned.push_back(params_[i].tensor.detach().clone().view(-1));
       const at::Tensor grad = grads[k++].view(shape);
@@ -778,6 +780,10 @@ const std::vector<const PlanSegment*>& DistributedMuonWithAdamW::muon_segments(i
   return muon_segments_[k < 0 ? muon_segments_.size() - 1 : static_cast<size_t>(k)];
 }
 
+const std::vector<size_t>& DistributedMuonWithAdamW::owned_params(int64_t k) const {
+  return owned_params_[k < 0 ? owned_params_.size() - 1 : static_cast<size_t>(k)];
+}
+
 bool DistributedMuonWithAdamW::in_bucket(size_t i, int64_t k) const {
   return k < 0 || (!param_buckets_[i].empty() && param_buckets_[i].front() == k);
 }
@@ -812,8 +818,7 @@ std::vector<at::Tensor> DistributedMuonWithAdamW::finish_gather_to_owners(Posted
   // Each owned matrix whole: its own shard's piece and every other shard's, in segment order.
   std::vector<at::Tensor> out;
   std::map<size_t, size_t> slot;
-  for (size_t i = 0; i < params_.size(); ++i) {
-    if (plan_.owner[i] != me || !in_bucket(i, k)) continue;
+  for (size_t i : owned_params(k)) {
     slot[i] = out.size();
     out.push_back(at::empty({plan_.params[i].numel()}, shard_grad.options()));
   }
@@ -840,9 +845,7 @@ PostedExchange DistributedMuonWithAdamW::post_scatter_owned_values(const std::ve
   const int W = dp_.size(), me = dp_.rank();
   const int64_t base = static_cast<int64_t>(me) * plan_.shard_len;
   std::map<size_t, size_t> slot;
-  for (size_t i = 0, n = 0; i < params_.size(); ++i) {
-    if (plan_.owner[i] == me && in_bucket(i, k)) slot[i] = n++;
-  }
+  for (size_t i : owned_params(k)) slot.emplace(i, slot.size());
   if (slot.size() != owned.size()) {
     throw InvariantError("scatter_owned_values: " + std::to_string(owned.size()) + " values for the " +
                          std::to_string(slot.size()) + " matrices rank " + std::to_string(me) + " owns" +

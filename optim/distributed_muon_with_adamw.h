@@ -298,6 +298,9 @@ class DistributedMuonWithAdamW : public Optimizer {
   /// of every Muon matrix. Indexed once per bucket layout, so a step's per-bucket exchanges cost
   /// O(segments) in all rather than O(buckets x segments).
   const std::vector<const PlanSegment*>& muon_segments(int64_t k) const;
+  /// Layout B: the Muon parameters this rank owns in bucket k, in parameter order; k < 0: all of
+  /// them. Indexed with muon_segments.
+  const std::vector<size_t>& owned_params(int64_t k) const;
   /// Layout B, collective over DP: every Muon matrix this rank owns, its averaged gradient whole
   /// (flat), in parameter order, from the shards holding its pieces (one uneven all-to-all).
   std::vector<at::Tensor> gather_to_owners(const at::Tensor& shard_grad);
@@ -337,6 +340,7 @@ class DistributedMuonWithAdamW : public Optimizer {
   std::vector<std::vector<BucketPiece>> pieces_;                // per bucket: every parameter piece in it
   std::vector<std::vector<int64_t>> param_buckets_;             // per parameter: the buckets holding a piece of it
   std::vector<std::vector<const PlanSegment*>> muon_segments_;  // per bucket, then all: muon_segments()
+  std::vector<std::vector<size_t>> owned_params_;               // per bucket, then all: owned_params()
   std::vector<const void*> alias_;  // per parameter: its data pointer while it aliases param_buffer_, else null
   // The reduction of the coming step (begin_backward_reduction .. step): reduce-scatters posted in
   // bucket order; while armed, which parameters are ready and how many each bucket still waits for.
