@@ -4,14 +4,14 @@
 // on the same shapes, NS dtype and threads, in the cached Python, measured side by side in
 // alternating rounds. Besides the whole step, each side's parts are timed alone on the same
 // shapes, to say where the time goes: Newton-Schulz over every Muon matrix, the AdamW step, and
-// (ours) the global gradient norm. Ours runs four times per round, all with ns_parallel: matrices
-// (one thread per matrix; products, BLAS threading every product, was the slower one: 393 against
-// 361 ms with ns_gram off on the AMD EPYC development machine, 2 threads): the plain NS iteration
-// (ns_gram: off) and ns_gram: auto (the Gram iteration for matrices with aspect ratio about 2 and
-// more), each with full products and with ns_symmetric (symmetric products as their upper block
-// triangle). torch's
-// NS always computes in bfloat16 (torch.optim._muon), so the step ratio is at the same NS dtype
-// only with --ns-dtype bfloat16 (the default).
+// (ours) the global gradient norm and the Muon updates W <- W (1 - lr wd) - lr scale O from results in the layout
+// Newton-Schulz leaves them (a tall matrix's is a transposed view), one matrix per thread as the step applies
+// them, through the fused pass and through its ATen reference. Ours runs four times per round, all with ns_parallel:
+// matrices (one thread per matrix; products, BLAS threading every product, was the slower one: 393 against 361 ms with
+// ns_gram off on the AMD EPYC development machine, 2 threads): the plain NS iteration (ns_gram: off) and ns_gram: auto
+// (the Gram iteration for matrices with aspect ratio about 2 and more), each with full products and with ns_symmetric
+// (symmetric products as their upper block triangle). torch's NS always computes in bfloat16 (torch.optim._muon), so
+// the step ratio is at the same NS dtype only with --ns-dtype bfloat16 (the default).
 //   bench_muon_step [--threads T] [--steps N] [--rounds R] [--ns-dtype D] [--splits none|qkv] [--python P]
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
@@ -33,6 +33,7 @@
 #include "../tests/support/gpt_fixture.h"
 #include "bench_python.h"
 #include "optim/adamw.h"
+#include "optim/muon.h"
 #include "optim/muon_batch.h"
 #include "optim/muon_with_adamw.h"
 #include "optim/optimizer.h"
@@ -60,7 +61,7 @@ double time_ms(int steps, const std::function<void()>& before, const std::functi
 
 /// Per-round medians of one side or variant (a part it does not time stays empty).
 struct Figures {
-  std::vector<double> step, ns, adamw, norm;
+  std::vector<double> step, ns, adamw, norm, update, update_reference;
 };
 
 /// One of our configurations: the optimizer over its own copy of the parameters.
@@ -172,6 +173,30 @@ int main(int argc, char** argv) {
   }
   std::vector<at::Tensor> ns_inputs;
   for (const auto& [mn, count] : ns_batches) ns_inputs.push_back(at::randn({count, std::get<0>(mn), std::get<1>(mn)}));
+  // The Muon updates alone: every matrix's weight and a Newton-Schulz result in the NS dtype, laid out
+  // as newton_schulz_matrix returns it.
+  std::vector<at::Tensor> update_weights, update_results;
+  for (const auto& [mn, count] : ns_batches) {
+    const auto [m, n] = mn;
+    for (int64_t k = 0; k < count; ++k) {
+      update_weights.push_back(at::randn({m, n}));
+      const at::ScalarType dt = orthotron::ns_compute_dtype(groups[0].muon.ns, update_weights.back());
+      update_results.push_back(m > n ? at::randn({n, m}).to(dt).t() : at::randn({m, n}).to(dt));
+    }
+  }
+  auto apply_updates = [&](bool fused) {
+    at::parallel_for(0, static_cast<int64_t>(update_weights.size()), 1, [&](int64_t begin, int64_t end) {
+      for (int64_t i = begin; i < end; ++i) {
+        at::Tensor& w = update_weights[static_cast<size_t>(i)];
+        const at::Tensor& o = update_results[static_cast<size_t>(i)];
+        if (fused) {
+          orthotron::muon_apply_update(w, o, groups[0].muon, "w");
+        } else {
+          orthotron::muon_apply_update_reference(w, o, groups[0].muon, "w");
+        }
+      }
+    });
+  };
   std::vector<orthotron::AdamWState> adamw_states(adamw_params.size());
   const orthotron::AdamWOptions adamw_options = groups[1].adamw;
 
@@ -216,6 +241,10 @@ int main(int argc, char** argv) {
         }));
     ours.norm.push_back(time_ms(
         steps, [] {}, [&] { orthotron::global_l2_norm(grads); }));
+    ours.update.push_back(time_ms(
+        steps, [] {}, [&] { apply_updates(true); }));
+    ours.update_reference.push_back(time_ms(
+        steps, [] {}, [&] { apply_updates(false); }));
     const auto py =
         orthotron::bench::run_python_figures(python + " " + script + " " + shapes + " --threads " +
                                                  std::to_string(threads) + " --steps " + std::to_string(steps),
@@ -228,8 +257,10 @@ int main(int argc, char** argv) {
     for (const auto& v : variants) {
       std::printf(" %s: step %.1f ms (NS %.1f);", v.name.c_str(), v.figures.step.back(), v.figures.ns.back());
     }
-    std::printf(" AdamW %.1f, norm %.1f; torch step %.1f ms (NS %.1f, AdamW %.1f)\n", ours.adamw.back(),
-                ours.norm.back(), torch.step.back(), torch.ns.back(), torch.adamw.back());
+    std::printf(
+        " AdamW %.1f, norm %.1f, Muon updates %.1f (reference %.1f); torch step %.1f ms (NS %.1f, AdamW %.1f)\n",
+        ours.adamw.back(), ours.norm.back(), ours.update.back(), ours.update_reference.back(), torch.step.back(),
+        torch.ns.back(), torch.adamw.back());
     std::fflush(stdout);
   }
   std::remove(shapes.c_str());
@@ -250,6 +281,9 @@ int main(int argc, char** argv) {
   row("Newton-Schulz, every Muon matrix", tns, [](const Variant& v) { return median(v.figures.ns); });
   std::printf("| AdamW step (alone) | %.1f | %.1f | %.2fx |\n", tad, oad, tad / oad);
   std::printf("| global gradient norm (ours, alone) | - | %.1f | - |\n", onorm);
+  const double oup = median(ours.update), oupref = median(ours.update_reference);
+  std::printf("| Muon updates, one matrix per thread (ours, alone) | - | %.1f | - |\n", oup);
+  std::printf("Muon updates: fused pass %.1f ms, ATen reference %.1f ms: %.2fx\n", oup, oupref, oupref / oup);
   for (const auto& v : variants) {
     std::printf("step speedup over torch.optim.Muon + AdamW(fused), %s: %.2fx (goal 1.5x)\n", v.name.c_str(),
                 ts / median(v.figures.step));

@@ -56,9 +56,16 @@ at::Tensor muon_matrix_view(const at::Tensor& t, const std::string& name);
 /// updated in place. Blocking, no communication.
 at::Tensor muon_momentum_direction(const at::Tensor& grad, at::Tensor& momentum, const MuonOptions& options);
 
-/// Applies decoupled weight decay and the scaled orthogonal update `ortho` ([k, m, n] view shape
-/// or the parameter's own shape) to `param` in place: W <- W (1 - lr wd) - lr scale O.
+/// Applies decoupled weight decay and the scaled orthogonal update `ortho` ([k, m, n] view shape,
+/// the parameter's own shape, or a tall matrix's Newton-Schulz result: a transposed view) to `param`
+/// in place: W <- W (1 - lr wd) - lr scale O. One fused pass (update_fused.h) where
+/// ns_result_fused_supported(param, ortho), muon_apply_update_reference otherwise; the same bits.
 void muon_apply_update(at::Tensor& param, const at::Tensor& ortho, const MuonOptions& options, const std::string& name);
+
+/// The simple reference of muon_apply_update: ATen's param.mul_(1 - lr wd), then param.add_ of
+/// ortho made contiguous, times -lr scale. Kept so a test can hold the fused pass to its bits.
+void muon_apply_update_reference(at::Tensor& param, const at::Tensor& ortho, const MuonOptions& options,
+                                 const std::string& name);
 
 /// One full Muon step on one parameter: momentum, direction, NS (batched for 3-D stacks),
 /// scale, weight decay. `param` and `momentum` are updated in place. Must be called without

@@ -133,8 +133,10 @@ struct NsScratch {
 /// with the same scratch. The fast path newton_schulz and the Muon step share; no input checks.
 at::Tensor newton_schulz_matrix(const at::Tensor& g, const NsOptions& options, NsScratch& scratch);
 
-/// Writes a newton_schulz_matrix result into `out` ([m, n], contiguous, any dtype), transposing
-/// in the result's dtype before casting (ATen's casting transpose is several times slower).
+/// Writes a newton_schulz_matrix result into `out` ([m, n], contiguous, any dtype): a float32 `out`
+/// in one pass that reads the result in its own layout (copy_ns_result_fused, update_fused.h),
+/// any other by transposing in the result's dtype before casting (ATen's casting transpose is
+/// several times slower).
 void copy_ns_result(at::Tensor out, const at::Tensor& result);
 
 /// The simple reference: one matrix at a time, every operation written out as in muon.md.

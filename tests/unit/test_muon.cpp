@@ -18,6 +18,7 @@
 #include "optim/momentum_fused.h"
 #include "optim/muon.h"
 #include "optim/newton_schulz.h"
+#include "optim/update_fused.h"
 #include "test_util.h"
 
 namespace orthotron {
@@ -259,6 +260,62 @@ TEST(MuonMomentum, FusedPassEqualsTheTwoAtenLerps) {
   const at::Tensor u_aten = muon_momentum_direction(g.t().contiguous().t(), m_aten, opt);
   EXPECT_TRUE(at::equal(u_fused, u_aten));
   EXPECT_TRUE(at::equal(m_fused, m_aten));
+}
+
+// The fused passes over a Newton-Schulz result (update_fused.h) give the bits of their references:
+// the update those of muon_apply_update_reference (ATen's mul_ and add_ of the result made
+// contiguous), the copy those of ATen's copy, for wide results, tall ones (a transposed view, as
+// newton_schulz_matrix returns them), odd shapes that leave every tail and partial tile, float32 and
+// bfloat16 results, with and without weight decay, at 1 and 2 threads.
+TEST(MuonUpdate, FusedPassesEqualTheirReferences) {
+  const int saved = at::get_num_threads();
+  at::manual_seed(32);
+  struct Case {
+    int64_t m, n;
+  };
+  const std::vector<Case> cases = {{3072, 512}, {512, 3072}, {2048, 512}, {512, 512}, {33, 17}, {17, 33},
+                                   {1000, 37},  {37, 1000},  {1, 5},      {70, 1},    {65, 64}, {64, 65}};
+  for (int threads : {1, 2}) {
+    at::set_num_threads(threads);
+    for (const Case& c : cases) {
+      for (const at::ScalarType dtype : {at::kBFloat16, at::kFloat}) {
+        // As newton_schulz_matrix returns it: a tall matrix's result is the transposed view of a
+        // contiguous [n, m] buffer.
+        const at::Tensor result = c.m > c.n ? at::randn({c.n, c.m}).to(dtype).t() : at::randn({c.m, c.n}).to(dtype);
+        for (double wd : {0.0, 0.1}) {
+          SCOPED_TRACE(std::to_string(c.m) + "x" + std::to_string(c.n) + " " + c10::toString(dtype) + " wd " +
+                       std::to_string(wd) + " threads " + std::to_string(threads));
+          MuonOptions opt;
+          opt.lr = 0.02;
+          opt.weight_decay = wd;
+          const at::Tensor w0 = at::randn({c.m, c.n});
+          at::Tensor fused = w0.clone(), ref = w0.clone();
+          ASSERT_TRUE(ns_result_fused_supported(fused, result));
+          muon_apply_update(fused, result, opt, "w");
+          muon_apply_update_reference(ref, result, opt, "w");
+          EXPECT_TRUE(at::equal(fused, ref));
+          EXPECT_FALSE(at::equal(fused, w0));  // the update did something
+        }
+        at::Tensor copied = at::full({c.m, c.n}, 7.0f);
+        copy_ns_result(copied, result);
+        EXPECT_TRUE(at::equal(copied, result.to(at::kFloat)));
+      }
+    }
+  }
+  at::set_num_threads(saved);
+  // Not taken, and the reference used instead: a float64 parameter, a non-contiguous one, a result
+  // whose strides are neither contiguous nor a plain transpose.
+  const at::Tensor r = at::randn({24, 40});
+  EXPECT_FALSE(ns_result_fused_supported(at::zeros({24, 40}, at::kDouble), r));
+  EXPECT_FALSE(ns_result_fused_supported(at::zeros({40, 24}).t(), r));
+  const at::Tensor strided = at::randn({40, 48}).narrow(1, 0, 24).t();  // [24, 40], strides (1, 48)
+  EXPECT_FALSE(ns_result_fused_supported(at::zeros({24, 40}), strided));
+  MuonOptions opt;
+  opt.weight_decay = 0.1;
+  at::Tensor w = at::randn({24, 40}), w_ref = w.clone();
+  muon_apply_update(w, strided, opt, "w");
+  muon_apply_update_reference(w_ref, strided, opt, "w");
+  EXPECT_TRUE(at::equal(w, w_ref));
 }
 
 TEST(Muon, ReferenceDistinguishesTheVariants) {
