@@ -64,7 +64,7 @@ void muon_apply_update(at::Tensor& param, const at::Tensor& ortho, const MuonOpt
     return;
   }
   const auto [decay, alpha] = update_factors(param, options, name);
-  muon_update_fused(param, ortho, decay, alpha, options.weight_decay != 0);
+  muon_update_fused(param, ortho, decay, alpha);
 }
 
 void muon_apply_update_reference(at::Tensor& param, const at::Tensor& ortho, const MuonOptions& options,

@@ -133,10 +133,10 @@ bool ns_result_fused_supported(const at::Tensor& dst, const at::Tensor& result) 
   return result.is_contiguous() || is_transposed_view(result);
 }
 
-void muon_update_fused(at::Tensor& dst, const at::Tensor& result, double decay, double alpha, bool apply_decay) {
+void muon_update_fused(at::Tensor& dst, const at::Tensor& result, double decay, double alpha) {
   // ATen rounds a Scalar to the float32 kernel's type before using it: the same here.
-  apply(dst, result, apply_decay ? Pass::kDecayAdd : Pass::kAdd,
-        Coeffs{static_cast<float>(decay), static_cast<float>(alpha)});
+  const Coeffs c{static_cast<float>(decay), static_cast<float>(alpha)};
+  apply(dst, result, c.decay == 1.0f ? Pass::kAdd : Pass::kDecayAdd, c);
 }
 
 void copy_ns_result_fused(at::Tensor& dst, const at::Tensor& result) {

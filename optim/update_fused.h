@@ -24,10 +24,11 @@ namespace orthotron {
 /// result's shape).
 bool ns_result_fused_supported(const at::Tensor& dst, const at::Tensor& result);
 
-/// dst <- dst * decay + alpha * result in one multithreaded pass (without the product by decay when
-/// apply_decay is false), result read in its own layout. Expects ns_result_fused_supported.
+/// dst <- dst * decay + alpha * result in one multithreaded pass, result read in its own layout; the
+/// product by decay is skipped where decay rounds to 1 in float32 (a product by 1 changes no bit, so
+/// this equals ATen's skipping its mul_ without weight decay). Expects ns_result_fused_supported.
 /// Blocking; no communication.
-void muon_update_fused(at::Tensor& dst, const at::Tensor& result, double decay, double alpha, bool apply_decay);
+void muon_update_fused(at::Tensor& dst, const at::Tensor& result, double decay, double alpha);
 
 /// dst <- result (widened to float32), result read in its own layout, in one multithreaded pass.
 /// Expects ns_result_fused_supported. Blocking.

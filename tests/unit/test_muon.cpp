@@ -266,7 +266,8 @@ TEST(MuonMomentum, FusedPassEqualsTheTwoAtenLerps) {
 // the update those of muon_apply_update_reference (ATen's mul_ and add_ of the result made
 // contiguous), the copy those of ATen's copy, for wide results, tall ones (a transposed view, as
 // newton_schulz_matrix returns them), odd shapes that leave every tail and partial tile, float32 and
-// bfloat16 results, with and without weight decay, at 1 and 2 threads.
+// bfloat16 results, with and without weight decay (and one too small to change 1 - lr wd in float32),
+// at 1 and 2 threads.
 TEST(MuonUpdate, FusedPassesEqualTheirReferences) {
   const int saved = at::get_num_threads();
   at::manual_seed(32);
@@ -282,7 +283,7 @@ TEST(MuonUpdate, FusedPassesEqualTheirReferences) {
         // As newton_schulz_matrix returns it: a tall matrix's result is the transposed view of a
         // contiguous [n, m] buffer.
         const at::Tensor result = c.m > c.n ? at::randn({c.n, c.m}).to(dtype).t() : at::randn({c.m, c.n}).to(dtype);
-        for (double wd : {0.0, 0.1}) {
+        for (double wd : {0.0, 1e-12, 0.1}) {  // 1e-12: set, yet 1 - lr wd rounds to 1 in float32
           SCOPED_TRACE(std::to_string(c.m) + "x" + std::to_string(c.n) + " " + c10::toString(dtype) + " wd " +
                        std::to_string(wd) + " threads " + std::to_string(threads));
           MuonOptions opt;
